@@ -1,0 +1,501 @@
+"""Run configuration and platform definitions: pydantic models, loading, and one-line error reports.
+
+Every file the project reads from ``config/`` goes through this module. Models use ``extra="forbid"`` so a typo
+is an error, not a silently ignored key. ``load_run_config`` and ``load_platforms`` raise ``ConfigError`` whose
+``problems`` are ``"<file>: <field>: <what is expected>"`` lines, printed one per line by the CLI (exit 2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+import string
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+STANDARD_CATEGORIES: tuple[str, ...] = ("women", "men", "trans", "couples", "other")
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_CONFIG_DIR = PACKAGE_DIR.parent / "config"
+DEFAULT_CONFIG = REPO_CONFIG_DIR / "pointcount.yaml"
+DEMO_CONFIG = REPO_CONFIG_DIR / "demo.yaml"
+
+
+class ConfigError(Exception):
+    """Invalid configuration; ``problems`` holds one human-readable line per problem."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when the URL's host is a loopback address (127.0.0.0/8, ::1) or ``localhost``."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# --------------------------------------------------------------------------- platform definitions
+
+
+class Extract(Strict):
+    """Where to read one value: exactly one of css / xpath (HTML) or jmespath (JSON), then an optional regex.
+
+    With ``regex``, the first capture group (or the whole match) is the value. ``many`` returns every match
+    (e.g. several town names on one card); ``split`` cuts each match further on a separator.
+    """
+
+    css: str | None = None
+    xpath: str | None = None
+    jmespath: str | None = None
+    regex: str | None = None
+    many: bool = False
+    split: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Extract:
+        given = [k for k in ("css", "xpath", "jmespath") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of css, xpath or jmespath (got {given or 'none'})")
+        return self
+
+    @field_validator("regex")
+    @classmethod
+    def _regex_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"regex does not compile: {exc}") from exc
+        return value
+
+    @field_validator("jmespath")
+    @classmethod
+    def _jmespath_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            import jmespath
+
+            try:
+                jmespath.compile(value)
+            except jmespath.exceptions.JMESPathError as exc:
+                raise ValueError(f"jmespath does not compile: {exc}") from exc
+        return value
+
+
+class Linkage(Extract):
+    """A field that identifies an advertiser across listings and platforms (hashed at the crawl edge)."""
+
+    kind: Literal["phone", "email", "handle"] = "phone"
+
+
+class Cards(Strict):
+    """How to read listing cards on a listing page. Only ``listing_key`` and a location are required."""
+
+    selector: Extract  # yields one node (HTML) or one object (JSON) per card
+    listing_key: Extract
+    location: Extract | None = None  # free town text, resolved through the gazetteer
+    region: Extract | None = None  # the platform's own region code, mapped through ``regions``
+    linkage: Linkage | None = None
+
+    @model_validator(mode="after")
+    def _some_location(self) -> Cards:
+        if self.location is None and self.region is None:
+            raise ValueError("cards need a location (town text) or a region (platform region code)")
+        return self
+
+
+class Pagination(Strict):
+    """``page_number``: ``{page}`` in the URL counts up from ``start`` while pages have cards and stay within the
+    stated total; ``next_link``: follow the link ``next`` selects; ``cursor``: put the value ``next`` selects into
+    ``{cursor}`` (first page: ``{cursor}`` empty); ``none``: one page per cell."""
+
+    type: Literal["page_number", "next_link", "cursor", "none"] = "none"
+    start: int = 1
+    page_size: int | None = Field(default=None, gt=0)
+    next: Extract | None = None
+    max_pages: int = Field(default=1000, gt=0)
+
+    @model_validator(mode="after")
+    def _next_given(self) -> Pagination:
+        if self.type in ("next_link", "cursor") and self.next is None:
+            raise ValueError(f"pagination type {self.type!r} needs 'next'")
+        return self
+
+
+class Politeness(Strict):
+    """Per-platform politeness. It may only ever be stricter than the run's floor (checked in RunConfig)."""
+
+    delay_s: float = Field(default=3.0, ge=0)
+    timeout_s: float = Field(default=30.0, gt=0)
+    budget: int = Field(default=5000, gt=0, description="at most this many requests per run")
+    max_blocks: int = Field(default=3, ge=1, description="429/503 answers before the crawl stops as blocked")
+    max_retry_after_s: float = Field(default=900.0, gt=0, description="longer Retry-After means blocked")
+    obey_robots: bool = True
+
+
+URL_FIELDS = frozenset({"region", "category", "page", "cursor"})
+
+
+class Platform(Strict):
+    """One advertising platform, declared in ``config/platforms/<name>.yaml``."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+    title: str
+    base_url: str
+    mode: Literal["cards", "count"]
+    format: Literal["html", "json"] = "html"
+    listing_url: str  # template relative to base_url over {region}, {category}, {page}, {cursor}
+    regions: dict[str, str]  # platform region key (used in the URL) -> ITL1 code
+    categories: dict[str, str]  # platform category key -> standard category
+    total: Extract | None = None  # the platform's own stated total for a region x category
+    cards: Cards | None = None
+    pagination: Pagination = Pagination()
+    politeness: Politeness = Politeness()
+    never_fetch: list[str] = Field(default_factory=lambda: ["/profile", "/contact"])
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http(s) URL such as https://example.org")
+        return value.rstrip("/")
+
+    @field_validator("listing_url")
+    @classmethod
+    def _template_fields(cls, value: str) -> str:
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"bad URL template: {exc}") from exc
+        unknown = names - URL_FIELDS
+        if unknown:
+            raise ValueError(
+                f"unknown URL template variable(s) {sorted(unknown)}; allowed: {sorted(URL_FIELDS)}"
+            )
+        if "region" not in names:
+            raise ValueError("the listing URL template must contain {region}")
+        return value
+
+    @field_validator("categories")
+    @classmethod
+    def _standard_categories(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted(set(value.values()) - set(STANDARD_CATEGORIES))
+        if bad:
+            raise ValueError(f"unknown category {bad}; expected one of {list(STANDARD_CATEGORIES)}")
+        return value
+
+    @field_validator("regions")
+    @classmethod
+    def _itl1_codes(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted(c for c in value.values() if not re.fullmatch(r"TL[C-N]", c))
+        if bad:
+            raise ValueError(f"unknown ITL1 code(s) {bad}; expected TLC ... TLN")
+        return value
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> Platform:
+        if self.mode == "count" and self.total is None:
+            raise ValueError("mode 'count' needs 'total'")
+        if self.mode == "cards" and self.cards is None:
+            raise ValueError("mode 'cards' needs 'cards'")
+        if len(self.categories) > 1 and "{category}" not in self.listing_url:
+            raise ValueError("several categories but the listing URL template has no {category}")
+        needed = {"page_number": "{page}", "cursor": "{cursor}"}.get(self.pagination.type)
+        if needed and needed not in self.listing_url:
+            raise ValueError(f"pagination {self.pagination.type!r} needs {needed} in listing_url")
+        return self
+
+    @property
+    def is_loopback(self) -> bool:
+        return is_loopback_url(self.base_url)
+
+
+# --------------------------------------------------------------------------- run configuration
+
+
+class Schedule(Strict):
+    cron: str = "0 5 * * *"
+    timezone: str = "Europe/London"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if not croniter.is_valid(value):
+            raise ValueError(f"not a valid cron expression: {value!r} (e.g. '0 5 * * *')")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
+class Ethics(Strict):
+    approval: str | None = None  # ethics approval reference; required for any non-loopback platform
+    contact: str  # goes into the User-Agent: an email address or URL where site owners reach the researchers
+    min_delay_s: float = Field(default=3.0, ge=0)
+    user_agent: str = "pointcount/{version} (+research crawler; contact: {contact})"
+
+    @field_validator("contact")
+    @classmethod
+    def _contact(cls, value: str) -> str:
+        if "@" not in value and not value.startswith(("http://", "https://")):
+            raise ValueError("expected an email address or a URL")
+        return value
+
+
+class Disclosure(Strict):
+    """ONS-style 10-5 rule by default: counts below ``threshold`` suppressed, the rest rounded to ``base``."""
+
+    threshold: int = Field(default=10, ge=1)
+    rounding_base: int = Field(default=5, ge=1)
+
+
+class Geography(Strict):
+    regions: str = "builtin:itl1"  # boundary file (GeoJSON/GPKG) or builtin:<name>
+    fine: str | None = "builtin:lad"
+    region_code_field: str = "code"
+    region_name_field: str = "name"
+    gazetteer: str = "builtin:geonames"
+    snap_km: float = Field(default=10.0, ge=0, description="places just outside generalised coastlines")
+
+
+class Keys(Strict):
+    dir: str = "~/.local/share/pointcount/keys"  # never inside the warehouse or exports directories
+    linkage_period: Literal["day", "week", "month"] = "month"
+    destroy_after_days: int = Field(default=7, ge=0)
+
+
+class Crawl(Strict):
+    max_parallel_platforms: int = Field(default=4, ge=1)
+    window_start: str = "00:00"  # local time (schedule.timezone) when crawling may start
+    window_end: str = "23:59"
+    sketch_lg_k: int = Field(default=16, ge=4, le=26)
+
+    @field_validator("window_start", "window_end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+            raise ValueError("expected HH:MM")
+        return value
+
+
+class PlatformRef(Strict):
+    """A platform file, optionally pointed at another base URL (a mirror, or a sandbox on another port)."""
+
+    file: str
+    base_url: str | None = None
+
+
+class RunConfig(Strict):
+    warehouse: str = "data/pointcount.duckdb"
+    analyst_warehouse: str = "data/pointcount-analyst.duckdb"
+    exports_dir: str = "exports"
+    state_dir: str = ".pointcount"
+    schedule: Schedule = Schedule()
+    ethics: Ethics
+    disclosure: Disclosure = Disclosure()
+    geography: Geography = Geography()
+    keys: Keys = Keys()
+    crawl: Crawl = Crawl()
+    platforms: list[PlatformRef | str]
+
+
+class LoadedConfig(BaseModel):
+    """A validated run configuration with its platforms loaded; paths resolved against the config's folder."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    path: Path
+    run: RunConfig
+    platforms: tuple[Platform, ...]
+    config_hash: str
+
+    def resolve(self, relative: str) -> Path:
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else (self.path.parent / p).resolve()
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.resolve(self.run.warehouse)
+
+    @property
+    def analyst_path(self) -> Path:
+        return self.resolve(self.run.analyst_warehouse)
+
+    @property
+    def exports_path(self) -> Path:
+        return self.resolve(self.run.exports_dir)
+
+    @property
+    def state_path(self) -> Path:
+        return self.resolve(self.run.state_dir)
+
+    @property
+    def keys_path(self) -> Path:
+        return self.resolve(self.run.keys.dir)
+
+    def platform(self, name: str) -> Platform:
+        for p in self.platforms:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- loading and error reports
+
+
+def _field_path(loc: Iterable[object]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _problems(path: Path, exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (not allowed here; check the spelling)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"{path}: {_field_path(err['loc'])}: {msg}")
+    return lines
+
+
+def read_yaml(path: Path) -> dict:
+    """Read a YAML mapping or raise ConfigError naming the file and what is wrong."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: (file): cannot be read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: (file): not UTF-8 text"]) from exc
+    if not text.strip():
+        raise ConfigError([f"{path}: (file): the file is empty; expected a YAML mapping"])
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError([f"{path}: {where}: YAML syntax error: {problem}"]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: (top level): expected a YAML mapping, got {type(data).__name__}"])
+    return data
+
+
+def load_platform(path: Path, base_url: str | None = None) -> Platform:
+    data = read_yaml(path)
+    if base_url is not None:
+        data["base_url"] = base_url
+    try:
+        return Platform.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_problems(path, exc)) from exc
+
+
+def check_platform_ethics(platform: Platform, ethics: Ethics, source: str) -> list[str]:
+    """Rules that bind a platform to the run's ethics block. Loopback (sandbox) hosts are exempt."""
+    if platform.is_loopback:
+        return []
+    problems = []
+    if platform.politeness.delay_s < ethics.min_delay_s:
+        problems.append(
+            f"{source}: politeness.delay_s: {platform.politeness.delay_s} s is below the floor "
+            f"ethics.min_delay_s = {ethics.min_delay_s} s for non-loopback host {platform.base_url}"
+        )
+    if not ethics.approval:
+        problems.append(
+            f"{source}: ethics.approval: an ethics approval reference is required to crawl "
+            f"non-loopback host {platform.base_url}"
+        )
+    if not platform.politeness.obey_robots:
+        problems.append(f"{source}: politeness.obey_robots: must be true for non-loopback hosts")
+    return problems
+
+
+def load_platforms(paths: Iterable[Path], ethics: Ethics | None = None) -> tuple[Platform, ...]:
+    """Validate platform files; collect every problem before raising (one line each)."""
+    problems: list[str] = []
+    platforms: list[Platform] = []
+    seen: dict[str, Path] = {}
+    for path in paths:
+        try:
+            platform = load_platform(path)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if platform.name in seen:
+            problems.append(f"{path}: name: duplicate platform name {platform.name!r} (also in {seen[platform.name]})")
+            continue
+        seen[platform.name] = path
+        if ethics is not None:
+            problems.extend(check_platform_ethics(platform, ethics, str(path)))
+        platforms.append(platform)
+    if problems:
+        raise ConfigError(problems)
+    return tuple(platforms)
+
+
+def load_config(path: Path | str = DEFAULT_CONFIG) -> LoadedConfig:
+    """Load and validate a run configuration and every platform it lists."""
+    path = Path(path).resolve()
+    data = read_yaml(path)
+    try:
+        run = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_problems(path, exc)) from exc
+    problems: list[str] = []
+    platforms: list[Platform] = []
+    seen: dict[str, str] = {}
+    for i, ref in enumerate(run.platforms):
+        ref = PlatformRef(file=ref) if isinstance(ref, str) else ref
+        p = Path(ref.file).expanduser()
+        p = p if p.is_absolute() else path.parent / p
+        try:
+            platform = load_platform(p, ref.base_url)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if platform.name in seen:
+            problems.append(
+                f"{path}: platforms.{i}: duplicate platform name {platform.name!r} (also in {seen[platform.name]})"
+            )
+            continue
+        seen[platform.name] = str(p)
+        for floor_problem in check_platform_ethics(platform, run.ethics, str(p)):
+            problems.append(floor_problem)
+        platforms.append(platform)
+    if not run.platforms:
+        problems.append(f"{path}: platforms: at least one platform file is required")
+    if problems:
+        raise ConfigError(problems)
+    digest = hashlib.sha256(
+        json.dumps(
+            {"run": run.model_dump(mode="json"), "platforms": [p.model_dump(mode="json") for p in platforms]},
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
+    return LoadedConfig(path=path, run=run, platforms=tuple(platforms), config_hash=digest)

@@ -1,0 +1,54 @@
+"""What a platform crawl hands to the warehouse: health, stats, stated totals and sketches. No raw strings.
+
+This is the contract between the crawl stage and the load stage. It is JSON-serialisable so a crawl can run in
+another process or on another machine (a Prefect worker) and ship only this.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Health = Literal["ok", "site_changed", "blocked", "unreachable", "budget_exhausted", "failed"]
+HEALTHY: frozenset[str] = frozenset({"ok"})
+
+
+class Cell(BaseModel):
+    """One platform x region x category cell. Sketches are base64 compact theta sketches of keyed hashes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    region_level: Literal["national", "itl1", "lad"]
+    region_code: str
+    category: str
+    stated: int | None = None  # the platform's own total; None where it states none
+    listings_sketch: str | None = None  # distinct listing hashes (cards mode)
+    advertisers_sketch: str | None = None  # distinct advertiser (linkage) hashes, listing hash when no linkage
+
+
+class CrawlResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    platform: str
+    run_id: str
+    snapshot_date: date
+    mode: Literal["cards", "count"]
+    health: Health
+    health_reason: str = ""
+    has_linkage: bool = False
+    linkage_period: str  # key period the hashes were made with, e.g. "2026-11"
+    sketch_lg_k: int
+    started_at: datetime
+    finished_at: datetime
+    requests: int = 0
+    pages: int = 0
+    cards: int = 0
+    unmapped: int = 0
+    stats: dict[str, int | float | str] = Field(default_factory=dict)  # namespaced pointcount/... crawl stats
+    cells: list[Cell] = Field(default_factory=list)
+
+    @property
+    def elapsed_s(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
