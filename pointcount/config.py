@@ -380,6 +380,7 @@ def _problems(path: Path, exc: ValidationError) -> list[str]:
             msg = "unknown key (not allowed here; check the spelling)"
         elif err["type"] == "missing":
             msg = "required key is missing"
+        msg = " ".join(msg.split())  # one problem, one line: library messages may span several
         lines.append(f"{path}: {_field_path(err['loc'])}: {msg}")
     return lines
 
