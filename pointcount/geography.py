@@ -67,10 +67,13 @@ def load_boundaries(spec: str, code_field: str = "code", name_field: str = "name
     missing = {code_field, name_field} - set(frame.columns)
     if missing:
         raise BoundaryError(f"{spec}: missing field(s) {sorted(missing)}")
-    frame = frame.rename(columns={code_field: "code", name_field: "name"})
-    if frame.crs is None:
-        frame = frame.set_crs("EPSG:4326")
-    return frame[["code", "name", "geometry"]].to_crs("EPSG:4326")
+    # Built fresh rather than renamed: the source may already have other columns called code or name.
+    frame = gpd.GeoDataFrame(
+        {"code": frame[code_field].astype(str), "name": frame[name_field].astype(str)},
+        geometry=frame.geometry.values,
+        crs=frame.crs or "EPSG:4326",
+    )
+    return frame.to_crs("EPSG:4326")
 
 
 def normalise_place(text: str) -> str:
