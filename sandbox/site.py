@@ -1,0 +1,344 @@
+"""What each synthetic platform shows on a given day: cell indexes, page rendering, opaque cursors.
+
+Page layouts follow ``config/platforms/sandbox-*.yaml`` exactly (the crawler reads pages only through those
+files). Region and category keys in URLs are read from the YAML too, so the two cannot drift apart. With
+``layout_change`` every class, id and JSON key the YAML selects is renamed: pages still answer 200 but the
+selectors match nothing, as after a real site redesign.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import math
+from dataclasses import dataclass
+from functools import cache
+from urllib.parse import parse_qs, quote
+
+import numpy as np
+
+from pointcount.config import REPO_CONFIG_DIR, Platform, load_platform
+from sandbox.population import CATEGORIES, ITL1, PLATFORMS, Population, places
+
+# Cards per page. The directory's comes from its YAML (page_number pagination needs it); the others are the
+# platforms' own choice and invisible to the crawler except through their next links and cursors.
+PAGE_SIZES = {"sandbox-api": 100, "sandbox-loadmore": 24}
+CATEGORY_NAMES = {"women": "Women", "men": "Men", "trans": "Trans", "couples": "Couples"}
+
+
+@cache
+def platform_spec(name: str) -> Platform:
+    return load_platform(REPO_CONFIG_DIR / "platforms" / f"{name}.yaml")
+
+
+def page_size(name: str) -> int:
+    spec = platform_spec(name)
+    return spec.pagination.page_size or PAGE_SIZES.get(name, 50)
+
+
+def pages_needed(name: str, total: int) -> int:
+    """Listing requests a complete crawl of one cell needs: the page holding the last card (at least one page)."""
+    if platform_spec(name).mode == "count":
+        return 1
+    return max(1, math.ceil(total / page_size(name)))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The cards of one region x category on one platform, in page order."""
+
+    listings: np.ndarray  # listing ids
+    towns: list[list[int]]  # place ids shown on each card (directory/api: the town in this region)
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    content_type: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _html(title: str, body: str) -> bytes:
+    return (
+        "<!doctype html>\n<html lang=\"en-GB\"><head><meta charset=\"utf-8\">"
+        f"<title>{html.escape(title)}</title></head>\n<body>\n{body}\n"
+        "<footer>Synthetic sandbox platform for pointcount tests. Nothing here is real.</footer>\n"
+        "</body></html>\n"
+    ).encode()
+
+
+def _text(body: str, status: int = 200) -> Response:
+    return Response(status, "text/plain; charset=utf-8", body.encode())
+
+
+def not_found() -> Response:
+    return Response(404, "text/html; charset=utf-8", _html("Not found", "<h1>Not found</h1>"))
+
+
+def bad_request(why: str) -> Response:
+    return Response(400, "text/html; charset=utf-8", _html("Bad request", f"<h1>Bad request</h1><p>{why}</p>"))
+
+
+class Site:
+    """One platform on one day. Immutable once built; the server swaps in a new one on ``set_day``."""
+
+    def __init__(self, pop: Population, name: str, day: int, *, empty: bool = False, layout_change: bool = False,
+                 crawl_delay_s: float | None = None, robots_disallow_all: bool = False):
+        self.pop = pop
+        self.name = name
+        self.day = day
+        self.spec = platform_spec(name)
+        self.k = PLATFORMS.index(name)
+        self.page_size = page_size(name)
+        self.layout_change = layout_change
+        self.crawl_delay_s = crawl_delay_s
+        self.robots_disallow_all = robots_disallow_all
+        self.region_key = {itl1: key for key, itl1 in self.spec.regions.items()}
+        self.category_key = {cat: key for key, cat in self.spec.categories.items()}
+        self.cells = build_cells(pop, name, day, empty=empty)
+        self.by_ref = {}
+        if self.spec.mode == "cards":
+            for cell in self.cells.values():
+                for lid in cell.listings.tolist():
+                    self.by_ref[str(pop.l_ref[lid])] = lid
+        self._cursors: dict[str, tuple[str, str, int]] = {}
+        for (itl1, cat), cell in self.cells.items():
+            for offset in range(self.page_size, len(cell.listings), self.page_size):
+                self._cursors[self.token(itl1, cat, offset)] = (itl1, cat, offset)
+
+    # ------------------------------------------------------------------ helpers
+
+    def token(self, itl1: str, cat: str, offset: int) -> str:
+        """Opaque, deterministic cursor: a hash, so it carries no listing reference or other canary."""
+        raw = f"{self.pop.seed}|{self.name}|{self.day}|{itl1}|{cat}|{offset}".encode()
+        return hashlib.sha256(raw).hexdigest()[:24]
+
+    def _cell(self, region_key: str, category_key: str) -> tuple[str, str] | None:
+        itl1 = self.spec.regions.get(region_key)
+        cat = self.spec.categories.get(category_key)
+        return (itl1, cat) if itl1 and cat else None
+
+    def _names(self, towns: list[int]) -> list[str]:
+        names = places().names
+        return [str(names[t]) for t in towns]
+
+    def robots(self) -> Response:
+        lines = ["User-agent: *"]
+        if self.robots_disallow_all:
+            lines.append("Disallow: /")
+        else:
+            lines += ["Disallow: /profile/", "Disallow: /contact/"]
+        if self.crawl_delay_s is not None:
+            lines.append(f"Crawl-delay: {self.crawl_delay_s:g}")
+        return _text("\n".join(lines) + "\n")
+
+    # ------------------------------------------------------------------ routing
+
+    def handle(self, path: str, query: str) -> tuple[Response, bool]:
+        """The response and whether the path is a listing page (faults apply to listing pages only)."""
+        q = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        parts = [p for p in path.split("/") if p]
+        if path == "/robots.txt":
+            return self.robots(), False
+        if not parts:
+            return self.home(), False
+        if parts[0] in ("profile", "contact") and len(parts) == 2 and self.spec.mode == "cards":
+            lid = self.by_ref.get(parts[1])
+            if lid is None:
+                return not_found(), False
+            return (self.profile(lid) if parts[0] == "profile" else self.contact(lid)), False
+        if self.name == "sandbox-directory" and len(parts) == 3 and parts[0] == "search":
+            return self.directory(parts[1], parts[2], q.get("page", "1")), True
+        if self.name == "sandbox-api" and path.rstrip("/") == "/api/v1/listings":
+            return self.api(q.get("area", ""), q.get("type", ""), q.get("cursor", "")), True
+        if self.name == "sandbox-loadmore" and len(parts) == 3 and parts[0] == "ads":
+            return self.loadmore(parts[1], parts[2], q.get("after")), True
+        if self.name == "sandbox-counts" and len(parts) == 2 and parts[0] == "counts":
+            return self.counts(parts[1], q.get("type", "")), True
+        return not_found(), False
+
+    def home(self) -> Response:
+        links = []
+        for key, itl1 in self.spec.regions.items():
+            for ckey in self.spec.categories:
+                url = self.spec.listing_url.format(region=key, category=ckey, page=self.spec.pagination.start,
+                                                   cursor="")
+                links.append(f'<li><a href="{html.escape(url)}">{itl1} / {ckey}</a></li>')
+        return Response(200, "text/html; charset=utf-8",
+                        _html(self.spec.title, f"<h1>{html.escape(self.spec.title)}</h1><ul>{''.join(links)}</ul>"))
+
+    # ------------------------------------------------------------------ listing pages
+
+    def directory(self, region_key: str, category_key: str, page_text: str) -> Response:
+        cell_key = self._cell(region_key, category_key)
+        if cell_key is None:
+            return not_found()
+        try:
+            page = int(page_text)
+        except ValueError:
+            return bad_request("page must be a number")
+        if page < 1:
+            return bad_request("page starts at 1")
+        cell = self.cells[cell_key]
+        total = len(cell.listings)
+        lo = (page - 1) * self.page_size
+        rows = range(lo, min(lo + self.page_size, total))
+        lc = self.layout_change
+        shown = f"{lo + 1}–{rows[-1] + 1}" if len(rows) else "0"
+        out = [f"<h1>{CATEGORY_NAMES[cell_key[1]]} in {html.escape(region_key)}</h1>",
+               f'<p class="{"result-summary" if lc else "results-count"}">Showing {shown} of {total:,}</p>']
+        for i in rows:
+            lid = int(cell.listings[i])
+            ref = str(self.pop.l_ref[lid])
+            town = self._names(cell.towns[i])[0]
+            out.append(
+                f'<article class="{"profile-card" if lc else "listing"}" {"data-id" if lc else "data-ref"}="{ref}">'
+                f'<h2 class="name"><a href="/profile/{ref}">{html.escape(str(self.pop.l_name[lid]))}</a></h2>'
+                f'<span class="{"place" if lc else "location"}">{html.escape(town)}</span> '
+                f'<span class="{"number" if lc else "phone"}">{html.escape(str(self.pop.l_phone_text[lid]))}</span>'
+                f'<span class="email">{html.escape(str(self.pop.l_email[lid]))}</span>'
+                f'<p class="text">{html.escape(str(self.pop.l_text[lid]))}</p>'
+                f'<a class="contact" href="/contact/{ref}">Contact</a></article>'
+            )
+        if lo + self.page_size < total:
+            nxt = f"/search/{quote(region_key)}/{quote(category_key)}?page={page + 1}"
+            out.append(f'<nav class="pages"><a class="next" href="{nxt}">Next page</a></nav>')
+        return Response(200, "text/html; charset=utf-8", _html(self.spec.title, "\n".join(out)))
+
+    def api(self, area: str, type_: str, cursor: str) -> Response:
+        cell_key = self._cell(area, type_)
+        if cell_key is None:
+            return Response(404, "application/json", json.dumps({"error": "unknown area or type"}).encode())
+        if cursor:
+            found = self._cursors.get(cursor)
+            if found is None or found[:2] != cell_key:
+                return Response(400, "application/json", json.dumps({"error": "invalid cursor"}).encode())
+            offset = found[2]
+        else:
+            offset = 0
+        cell = self.cells[cell_key]
+        total = len(cell.listings)
+        end = min(offset + self.page_size, total)
+        lc = self.layout_change
+        data = []
+        for i in range(offset, end):
+            lid = int(cell.listings[i])
+            ref = str(self.pop.l_ref[lid])
+            data.append({
+                ("listing_id" if lc else "id"): ref,
+                "name": str(self.pop.l_name[lid]),
+                ("location" if lc else "town"): self._names(cell.towns[i])[0],
+                "contact": {("tel" if lc else "phone"): str(self.pop.l_phone_text[lid]),
+                            "email": str(self.pop.l_email[lid])},
+                "text": str(self.pop.l_text[lid]),
+                "profile": f"/profile/{ref}",
+            })
+        nxt = self.token(*cell_key, end) if end < total else None
+        meta = {("count" if lc else "total"): total, ("next" if lc else "next_cursor"): nxt}
+        body = {"meta": meta, ("results" if lc else "data"): data}
+        return Response(200, "application/json", json.dumps(body, ensure_ascii=False).encode())
+
+    def loadmore(self, region_key: str, category_key: str, after: str | None) -> Response:
+        cell_key = self._cell(region_key, category_key)
+        if cell_key is None:
+            return not_found()
+        if after is not None:
+            found = self._cursors.get(after)
+            if found is None or found[:2] != cell_key:
+                return bad_request("invalid link")
+            offset = found[2]
+        else:
+            offset = 0
+        cell = self.cells[cell_key]
+        total = len(cell.listings)
+        end = min(offset + self.page_size, total)
+        lc = self.layout_change
+        out = [f"<h1>{CATEGORY_NAMES[cell_key[1]]} ads: {html.escape(region_key)}</h1>"]
+        for i in range(offset, end):
+            lid = int(cell.listings[i])
+            ref = str(self.pop.l_ref[lid])
+            towns = " / ".join(self._names(cell.towns[i]))
+            out.append(
+                f'<div class="{"advert" if lc else "ad"}" id="{"advert" if lc else "ad"}-{ref}">'
+                f'<a class="title" href="/profile/{ref}">{html.escape(str(self.pop.l_name[lid]))}</a>'
+                f'<p class="{"areas" if lc else "towns"}">{html.escape(towns)}</p>'
+                f'<p class="{"phone-number" if lc else "tel"}">{html.escape(str(self.pop.l_phone_text[lid]))}</p>'
+                f'<p class="mail">{html.escape(str(self.pop.l_email[lid]))}</p>'
+                f'<p class="body">{html.escape(str(self.pop.l_text[lid]))}</p>'
+                f'<a class="reply" href="/contact/{ref}">Reply</a></div>'
+            )
+        if end < total:
+            href = f"/ads/{quote(region_key)}/{quote(category_key)}?after={self.token(*cell_key, end)}"
+            out.append(f'<a class="{"more-ads" if lc else "load-more"}" href="{href}">Load more</a>')
+        return Response(200, "text/html; charset=utf-8", _html(self.spec.title, "\n".join(out)))
+
+    def counts(self, region_key: str, category_key: str) -> Response:
+        cell_key = self._cell(region_key, category_key)
+        if cell_key is None:
+            return not_found()
+        total = len(self.cells[cell_key].listings)
+        tag = "ad-count" if self.layout_change else "total"
+        body = (f"<h1>{CATEGORY_NAMES[cell_key[1]]}: {html.escape(region_key)}</h1>"
+                f'<p>Ads right now: <span id="{tag}">{total:,}</span></p>')
+        return Response(200, "text/html; charset=utf-8", _html(self.spec.title, body))
+
+    # ------------------------------------------------------------------ canary pages (disallowed by robots.txt)
+
+    def profile(self, lid: int) -> Response:
+        p = self.pop
+        towns = [int(p.l_town1[lid])] + ([int(p.l_town2[lid])] if p.l_town2[lid] >= 0 else [])
+        body = (f'<h1 class="name">{html.escape(str(p.l_name[lid]))}</h1>'
+                f'<p class="ref">Ref {p.l_ref[lid]}</p>'
+                f'<p class="towns">{html.escape(" / ".join(self._names(towns)))}</p>'
+                f'<p class="phone">{html.escape(str(p.l_phone_text[lid]))}</p>'
+                f'<p class="email">{html.escape(str(p.l_email[lid]))}</p>'
+                f'<p class="text">{html.escape(str(p.l_text[lid]))}</p>')
+        return Response(200, "text/html; charset=utf-8", _html(str(p.l_name[lid]), body))
+
+    def contact(self, lid: int) -> Response:
+        p = self.pop
+        body = (f'<h1>Contact {html.escape(str(p.l_name[lid]))}</h1>'
+                f'<p>Call <a href="tel:{p.l_phone_text[lid]}">{html.escape(str(p.l_phone_text[lid]))}</a> or '
+                f'write to <a href="mailto:{p.l_email[lid]}">{html.escape(str(p.l_email[lid]))}</a>, '
+                f'quoting {p.l_ref[lid]}.</p>')
+        return Response(200, "text/html; charset=utf-8", _html("Contact", body))
+
+
+def listing_locations(pop: Population, name: str, day: int) -> tuple[np.ndarray, np.ndarray]:
+    """(listing id, place id) pairs of the platform's listings visible on ``day``: one row per named town."""
+    k = PLATFORMS.index(name)
+    vis = pop.visible(day)
+    lids = np.flatnonzero((pop.l_platform == k) & vis[pop.l_adv])
+    t2 = pop.l_town2[lids]
+    has2 = t2 >= 0
+    return (np.concatenate([lids, lids[has2]]), np.concatenate([pop.l_town1[lids], t2[has2]]))
+
+
+def build_cells(pop: Population, name: str, day: int, *, empty: bool = False) -> dict[tuple[str, str], Cell]:
+    """Every region x category cell: the listings located in the region (by any town they name), page order."""
+    lids, towns = listing_locations(pop, name, day)
+    itl1 = places().itl1[towns]
+    cats = pop.category[pop.l_adv[lids]]
+    multi_town = name == "sandbox-loadmore"  # the load-more board prints every town on every card
+    cells: dict[tuple[str, str], Cell] = {}
+    for r in ITL1:
+        for ci, cat in enumerate(CATEGORIES):
+            if empty:
+                cells[(r, cat)] = Cell(np.array([], dtype=np.int64), [])
+                continue
+            sel = (itl1 == r) & (cats == ci)
+            sel_l, sel_t = lids[sel], towns[sel]
+            order = np.lexsort((sel_t, pop.l_rank[sel_l]))
+            sel_l, sel_t = sel_l[order], sel_t[order]
+            keep = np.ones(len(sel_l), dtype=bool)
+            keep[1:] = sel_l[1:] != sel_l[:-1]  # a card once per page list, showing its first town here
+            out_l = sel_l[keep]
+            if multi_town:
+                shown = [[int(pop.l_town1[i])] + ([int(pop.l_town2[i])] if pop.l_town2[i] >= 0 else [])
+                         for i in out_l.tolist()]
+            else:
+                shown = [[int(t)] for t in sel_t[keep].tolist()]
+            cells[(r, cat)] = Cell(out_l, shown)
+    return cells
