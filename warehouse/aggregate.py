@@ -1,0 +1,321 @@
+"""Deduplication and regional aggregation by theta-sketch union: pure functions, no database.
+
+``Warehouse.load_results`` and ``bench/bench_aggregate.py`` both call these, so the benchmark measures the code
+that produces the published tables. Definitions (docs/architecture.md, used identically by the sandbox truth):
+
+- platform × region × category: ``listings`` = estimate of the listing sketch, ``advertisers`` = estimate of the
+  advertiser sketch; count-only platforms give ``stated`` only.
+- region × category: ``listings`` = sum over card platforms of their listings plus count-only stated totals;
+  ``advertisers`` = size of the union of card platforms' advertiser sketches plus count-only stated totals;
+  ``deduplicated`` = no count-only platform contributed.
+- category ``all`` = union across categories (sketches), sum of stated totals.
+
+Sketches are exact while a sketch holds fewer than ``2**lg_k`` distinct items; ``exact`` says whether every
+sketch behind a figure was.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import datasketches as ds
+import duckdb
+import pyarrow as pa
+
+from pointcount import sketches
+from pointcount.geography import NATIONAL_CODE
+from pointcount.results import CrawlResult
+
+ALL = "all"
+LEVELS = ("national", "itl1", "lad")
+Sketch = ds.compact_theta_sketch
+
+
+@dataclass(frozen=True)
+class PlatformCell:
+    """One healthy platform's cell with its sketches deserialised."""
+
+    platform: str
+    mode: Literal["cards", "count"]
+    region_level: str
+    region_code: str
+    category: str
+    stated: int | None
+    listings: Sketch | None  # None for count-only platforms
+    advertisers: Sketch | None
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.platform, self.region_level, self.region_code, self.category)
+
+
+@dataclass(frozen=True)
+class PlatformCount:
+    platform: str
+    region_level: str
+    region_code: str
+    category: str
+    stated: int | None
+    listings: int | None
+    advertisers: int | None
+    exact: bool
+
+
+@dataclass(frozen=True)
+class RegionCount:
+    region_level: str
+    region_code: str
+    category: str
+    listings: int
+    advertisers: int
+    platforms: int
+    deduplicated: bool
+    exact: bool
+
+
+class ResultError(ValueError):
+    """A CrawlResult that breaks the crawl→warehouse contract (loud, never loaded as zeros)."""
+
+
+def _decode(text: str | None, where: str) -> Sketch | None:
+    if text is None:
+        return None
+    try:
+        return sketches.from_b64(text)
+    except Exception as exc:  # datasketches raises RuntimeError/ValueError on corrupt bytes
+        raise ResultError(f"{where}: sketch does not deserialise: {exc}") from exc
+
+
+def cells_from_result(result: CrawlResult) -> list[PlatformCell]:
+    """Validate and deserialise one platform's cells (call only for healthy platforms)."""
+    cells: list[PlatformCell] = []
+    seen: set[tuple[str, str, str]] = set()
+    for cell in result.cells:
+        where = f"{result.platform} {cell.region_level}/{cell.region_code}/{cell.category}"
+        ident = (cell.region_level, cell.region_code, cell.category)
+        if ident in seen:
+            raise ResultError(f"{where}: duplicate cell")
+        seen.add(ident)
+        if cell.region_level == "national" and cell.region_code != NATIONAL_CODE:
+            raise ResultError(f"{where}: national cells must use code {NATIONAL_CODE}")
+        if cell.stated is not None and cell.stated < 0:
+            raise ResultError(f"{where}: negative stated total")
+        if result.mode == "count":
+            if cell.stated is None:
+                raise ResultError(f"{where}: a count-mode cell needs a stated total")
+            if cell.listings_sketch or cell.advertisers_sketch:
+                raise ResultError(f"{where}: a count-mode cell carries no sketches")
+            listings = advertisers = None
+        else:
+            if cell.listings_sketch is None:
+                raise ResultError(f"{where}: a cards-mode cell needs a listings sketch")
+            listings = _decode(cell.listings_sketch, where)
+            # Without a linkage field the advertiser is the listing (contract), so fall back to it.
+            advertisers = _decode(cell.advertisers_sketch, where) or listings
+        cells.append(
+            PlatformCell(
+                result.platform, result.mode, cell.region_level, cell.region_code, cell.category,
+                cell.stated, listings, advertisers,
+            )
+        )
+    return cells
+
+
+def _sum_stated(values: Iterable[int | None]) -> int | None:
+    """Sum of stated totals; unknown (None) if any part is unknown, so a partial sum never poses as a total."""
+    total = 0
+    for v in values:
+        if v is None:
+            return None
+        total += v
+    return total
+
+
+def _union(parts: Sequence[Sketch | None], lg_k: int) -> Sketch | None:
+    present = [p for p in parts if p is not None]
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0]
+    return sketches.union(present, lg_k)
+
+
+def add_all_category(cells: Sequence[PlatformCell], lg_k: int) -> list[PlatformCell]:
+    """Append category 'all' cells (union across categories) per platform × level × region, unless shipped."""
+    groups: dict[tuple[str, str, str], list[PlatformCell]] = defaultdict(list)
+    shipped: set[tuple[str, str, str]] = set()
+    for c in cells:
+        ident = (c.platform, c.region_level, c.region_code)
+        if c.category == ALL:
+            shipped.add(ident)
+        else:
+            groups[ident].append(c)
+    out = list(cells)
+    for (platform, level, code), parts in groups.items():
+        if (platform, level, code) in shipped:
+            continue
+        out.append(
+            PlatformCell(
+                platform, parts[0].mode, level, code, ALL,
+                _sum_stated(p.stated for p in parts),
+                _union([p.listings for p in parts], lg_k),
+                _union([p.advertisers for p in parts], lg_k),
+            )
+        )
+    return out
+
+
+def roll_up_national(cells: Sequence[PlatformCell], lg_k: int, from_level: str = "itl1") -> list[PlatformCell]:
+    """National cells per platform × category from one sub-national level: sketch union (a listing in two
+    regions counts once nationally), sum of stated totals. For producers that only have regional cells."""
+    groups: dict[tuple[str, str], list[PlatformCell]] = defaultdict(list)
+    for c in cells:
+        if c.region_level == from_level:
+            groups[(c.platform, c.category)].append(c)
+    return [
+        PlatformCell(
+            platform, parts[0].mode, "national", NATIONAL_CODE, category,
+            _sum_stated(p.stated for p in parts),
+            _union([p.listings for p in parts], lg_k),
+            _union([p.advertisers for p in parts], lg_k),
+        )
+        for (platform, category), parts in groups.items()
+    ]
+
+
+def _count(sketch: Sketch | None) -> tuple[int | None, bool]:
+    if sketch is None:
+        return None, True
+    est = sketches.estimate(sketch)
+    return est.count, est.exact
+
+
+def platform_counts(cells: Iterable[PlatformCell]) -> list[PlatformCount]:
+    rows = []
+    for c in cells:
+        listings, lx = _count(c.listings)
+        advertisers, ax = _count(c.advertisers)
+        rows.append(
+            PlatformCount(
+                c.platform, c.region_level, c.region_code, c.category, c.stated, listings, advertisers, lx and ax
+            )
+        )
+    return rows
+
+
+def region_counts(cells: Iterable[PlatformCell], lg_k: int) -> list[RegionCount]:
+    """Cross-platform figures per level × region × category (advertisers merge through the linkage hashes)."""
+    groups: dict[tuple[str, str, str], list[PlatformCell]] = defaultdict(list)
+    for c in cells:
+        groups[(c.region_level, c.region_code, c.category)].append(c)
+    rows = []
+    for (level, code, category), parts in groups.items():
+        cards = [p for p in parts if p.mode == "cards"]
+        counts = [p for p in parts if p.mode == "count"]
+        stated = sum(p.stated or 0 for p in counts)  # count-mode cells always state (checked on input)
+        listings = stated
+        exact = True
+        for p in cards:
+            n, x = _count(p.listings)
+            listings += n or 0
+            exact = exact and x
+        merged = _union([p.advertisers for p in cards], lg_k)
+        n_adv, x_adv = _count(merged)
+        rows.append(
+            RegionCount(
+                level, code, category, listings, (n_adv or 0) + stated,
+                platforms=len({p.platform for p in parts}),
+                deduplicated=not counts,
+                exact=exact and x_adv,
+            )
+        )
+    return rows
+
+
+def lg_k_of(results: Iterable[CrawlResult]) -> int:
+    """Union size for a set of results: the largest nominal size shipped (never loses exactness)."""
+    return max((r.sketch_lg_k for r in results), default=sketches.DEFAULT_LG_K)
+
+
+# --------------------------------------------------------------------------- batch sketch building
+
+
+def sketch_observations(
+    observations: pa.Table | Mapping[str, pa.Array],
+    cell_columns: Sequence[str],
+    hash_column: str,
+    lg_k: int = sketches.DEFAULT_LG_K,
+    threads: int | None = None,
+) -> dict[tuple, Sketch]:
+    """Compact theta sketches of ``hash_column`` per distinct combination of ``cell_columns``.
+
+    Same semantics as updating one sketch per cell item by item (the crawl edge does that card by card): the
+    sketch hashes the same UTF-8 strings. The faster path: DuckDB first reduces the observations to the distinct
+    (cell, hash) pairs, in parallel and without Python objects per row; only those pairs are fed to the sketches.
+    Repeated sightings (pages, days, duplicate profiles) therefore cost no Python work.
+    """
+    table = observations if isinstance(observations, pa.Table) else pa.table(dict(observations))
+    con = duckdb.connect()
+    try:
+        if threads:
+            con.execute(f"SET threads = {int(threads)}")
+        con.register("obs", table)
+        cols = ", ".join(f'"{c}"' for c in cell_columns)
+        # One row per cell with its distinct hashes as a list: the grouping and dedup happen in DuckDB.
+        reduced = con.execute(
+            f'SELECT {cols}, list(DISTINCT "{hash_column}") AS h FROM obs GROUP BY ALL'
+        ).fetch_arrow_table()
+    finally:
+        con.close()
+    keys = [reduced.column(c).to_pylist() for c in cell_columns]
+    lists = reduced.column("h").combine_chunks()
+    offsets = lists.offsets.to_numpy()
+    values = lists.values.to_pylist()  # one Python str per distinct (cell, hash), the minimum the sketch needs
+    out: dict[tuple, Sketch] = {}
+    for i in range(len(reduced)):
+        sketch = sketches.new(lg_k)
+        update = sketch.update
+        for h in values[offsets[i] : offsets[i + 1]]:
+            update(h)
+        out[tuple(k[i] for k in keys)] = sketch.compact()
+    return out
+
+
+def cards_cells(
+    platform: str,
+    level: str,
+    per_cell: Mapping[tuple[str, str], Sketch],
+    advertisers: Mapping[tuple[str, str], Sketch] | None = None,
+    stated: Mapping[tuple[str, str], int] | None = None,
+) -> list[PlatformCell]:
+    """PlatformCells of a cards-mode platform from (region_code, category) -> sketch maps (advertisers default
+    to the listing sketches: no linkage field)."""
+    return [
+        PlatformCell(
+            platform, "cards", level, code, category,
+            (stated or {}).get((code, category)),
+            sketch,
+            (advertisers or {}).get((code, category), sketch),
+        )
+        for (code, category), sketch in per_cell.items()
+    ]
+
+
+__all__ = [
+    "ALL",
+    "PlatformCell",
+    "PlatformCount",
+    "RegionCount",
+    "ResultError",
+    "add_all_category",
+    "cards_cells",
+    "cells_from_result",
+    "lg_k_of",
+    "platform_counts",
+    "region_counts",
+    "roll_up_national",
+    "sketch_observations",
+]
