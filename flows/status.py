@@ -1,0 +1,65 @@
+"""What ``pointcount status`` reports: the last runs, per-platform health of the latest, alarms, the next run.
+
+Reads the writer's file read-only (the freshest record, including failed runs); while a run holds it for
+writing, falls back to the analyst snapshot (refreshed at the end of every run). Does not import prefect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from flows.lock import lock_holder
+from flows.schedule import next_run
+from pointcount.config import LoadedConfig
+
+
+@dataclass
+class Status:
+    source: Path | None
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    health: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # run_id -> platform rows
+    next_run: datetime | None = None
+    running: str | None = None  # lock holder, when a run is in progress
+    problem: str = ""
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    cur = con.execute(sql, params)
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+
+def read_status(cfg: LoadedConfig, limit: int = 10) -> Status:
+    status = Status(source=None, next_run=next_run(cfg.run.schedule), running=lock_holder(cfg.state_path))
+    for path in (cfg.warehouse_path, cfg.analyst_path):
+        if not path.exists():
+            continue
+        try:
+            con = duckdb.connect(str(path), read_only=True)
+        except duckdb.Error as exc:
+            status.problem = f"cannot read {path}: {exc}"
+            continue
+        try:
+            status.runs = _rows(
+                con, "SELECT run_id, started_at, finished_at, status, alarms FROM runs "
+                "ORDER BY started_at DESC, run_id DESC LIMIT ?", [limit],
+            )
+            for run in status.runs[:3]:
+                status.health[run["run_id"]] = _rows(
+                    con, "SELECT platform, health, health_reason, requests, pages, cards, elapsed_s "
+                    "FROM platform_runs WHERE run_id = ? ORDER BY platform", [run["run_id"]],
+                )
+        except duckdb.Error as exc:
+            status.problem = f"cannot read runs from {path}: {exc}"
+            continue
+        finally:
+            con.close()
+        status.source = path
+        status.problem = ""
+        break
+    return status
