@@ -1,16 +1,28 @@
 """The ``pointcount`` command line: composes the stages, owns no logic of its own.
 
 Every command that loads configuration prints one line per problem and exits with status 2, writing nothing.
+Prefect is imported only inside the commands that need it, after :func:`flows.env.prepare_prefect_env` has set
+its home and settings (Prefect reads them once, at import).
+
+Exit statuses: 0 done (a ``partial`` run included); 1 the run failed; 2 bad configuration; 3 not started
+(another run in progress, or outside the crawl window).
 """
 
 from __future__ import annotations
 
+import os
+from datetime import date, datetime
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
-from pointcount.config import DEFAULT_CONFIG, ConfigError, LoadedConfig, load_config, load_platforms
+from flows.env import prepare_prefect_env
+from pointcount.config import DEFAULT_CONFIG, DEMO_CONFIG, ConfigError, LoadedConfig, load_config, load_platforms
+from sandbox.cli import app as sandbox_app
+from warehouse.cli import query
 
 app = typer.Typer(
     help="pointcount: polite, privacy-preserving regional counts of online sex-work advertising.",
@@ -19,6 +31,8 @@ app = typer.Typer(
 )
 platforms_app = typer.Typer(help="Platform definitions (config/platforms/*.yaml).", no_args_is_help=True)
 app.add_typer(platforms_app, name="platforms")
+app.add_typer(sandbox_app, name="sandbox")
+app.command("query")(query)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -56,6 +70,168 @@ def platforms_validate(
     for p in platforms:
         console.print(f"[green]ok[/green] {p.name}: {p.mode} mode, {len(p.regions)} regions x "
                       f"{len(p.categories)} categories, {p.base_url}")
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@app.command()
+def run(
+    config: Path = ConfigOption,
+    snapshot_date: datetime | None = typer.Option(None, "--date", formats=["%Y-%m-%d"], help="Snapshot date."),
+    retries: int = typer.Option(2, help="Retries of a platform whose failure is transient (unreachable, crash)."),
+    retry_delay: float = typer.Option(60.0, help="Seconds between those retries."),
+) -> None:
+    """Run the pipeline once now: crawl every platform, load, check alarms, estimate, publish."""
+    cfg = config_or_exit(config)
+    prepare_prefect_env(cfg.state_path)
+    from flows.runs import run_once
+
+    outcome = run_once(cfg, console, snapshot_date=_day(snapshot_date), crawl_retries=retries,
+                       retry_delay_s=retry_delay)
+    raise typer.Exit(outcome.exit_code)
+
+
+@app.command()
+def serve(
+    config: Path = ConfigOption,
+    name: str = typer.Option("scheduled", help="Deployment name."),
+    interval: float | None = typer.Option(
+        None, help="Run every N seconds instead of on the config's cron (for trying it out and tests)."),
+    port: int = typer.Option(0, help="Port of the local Prefect server started when PREFECT_API_URL is unset "
+                             "(0: a free one)."),
+    ui: bool = typer.Option(True, help="Serve Prefect's dashboard from that local server."),
+) -> None:
+    """Run the pipeline on the config's schedule (cron + time zone) until Ctrl-C; one run at a time.
+
+    Without PREFECT_API_URL this starts a local Prefect server on 127.0.0.1 (database under the state directory):
+    Prefect's temporary server has no scheduler. With it, the deployment is created on that server.
+    """
+    cfg = config_or_exit(config)
+    prepare_prefect_env(cfg.state_path)
+    from flows.local_server import LocalPrefectServer
+    from flows.schedule import next_run
+
+    server: LocalPrefectServer | None = None
+    if not os.environ.get("PREFECT_API_URL"):
+        server = LocalPrefectServer(Path(os.environ["PREFECT_HOME"]), port=port, ui=ui)
+        console.print(f"starting a local Prefect server (database in {server.home}) ...")
+        try:
+            os.environ["PREFECT_API_URL"] = server.start()
+        except RuntimeError as exc:
+            err_console.print(str(exc), markup=False)
+            raise typer.Exit(1) from exc
+        console.print(f"Prefect server: {server.api_url.removesuffix('/api')}")
+    try:
+        from flows.deployments import serve as serve_pipeline
+
+        sched = cfg.run.schedule
+        when = f"every {interval:g} s" if interval else (
+            f"cron '{sched.cron}' ({sched.timezone}), next {next_run(sched):%Y-%m-%d %H:%M %Z}")
+        console.print(f"serving pointcount-pipeline/{name}: {when}; Ctrl-C to stop", highlight=False)
+        serve_pipeline(cfg, name=name, interval_s=interval)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@app.command()
+def deploy(
+    config: Path = ConfigOption,
+    pool: str = typer.Option(..., "--pool", help="Prefect work pool (type process), e.g. `pointcount`."),
+    name: str = typer.Option("scheduled", help="Deployment name."),
+    source: str | None = typer.Option(
+        None, help="Where workers get the code: this checkout (default) or a git URL they can clone."),
+    interval: float | None = typer.Option(None, help="Run every N seconds instead of the cron (tests)."),
+    paused: bool = typer.Option(False, help="Create the deployment with its schedule paused."),
+) -> None:
+    """Deploy the pipeline to a Prefect work pool (PREFECT_API_URL must point at the server); see docs/scaling.md."""
+    cfg = config_or_exit(config)
+    prepare_prefect_env(cfg.state_path)
+    if not os.environ.get("PREFECT_API_URL"):
+        err_console.print("PREFECT_API_URL is not set: deploy to a running Prefect server (see docs/scaling.md).")
+        raise typer.Exit(2)
+    from flows.deployments import deploy as deploy_pipeline
+
+    deployment_id = deploy_pipeline(cfg, pool, name=name, source=source, interval_s=interval, paused=paused)
+    console.print(f"deployed pointcount-pipeline/{name} ({deployment_id}) to work pool {pool!r}; start a worker "
+                  f"with: prefect worker start --pool {pool}", highlight=False)
+
+
+@app.command()
+def status(config: Path = ConfigOption, limit: int = typer.Option(10, help="How many runs to list.")) -> None:
+    """The last runs, per-platform health, alarms and the next scheduled run."""
+    from flows.display import health_table, runs_table
+    from flows.status import read_status
+
+    cfg = config_or_exit(config)
+    st = read_status(cfg, limit)
+    sched = cfg.run.schedule
+    console.print(f"next scheduled run: {st.next_run:%Y-%m-%d %H:%M %Z} (cron '{sched.cron}', {sched.timezone})",
+                  highlight=False)
+    if st.running:
+        console.print(f"[cyan]a run is in progress:[/cyan] {st.running}", highlight=False)
+    if st.problem:
+        err_console.print(st.problem, markup=False)
+    if not st.runs:
+        console.print(f"no runs yet in {cfg.warehouse_path}", highlight=False)
+        return
+    console.print(runs_table(st.runs))
+    latest = st.runs[0]
+    console.print(health_table(latest["run_id"], st.health.get(latest["run_id"], [])))
+    for alarm in latest.get("alarms") or []:
+        console.print(Text(f"ALARM: {alarm}", style="bold red"))
+    console.print(Text(f"source: {st.source}", style="dim"))
+
+
+@app.command()
+def demo(
+    config: Path = typer.Option(DEMO_CONFIG, "--config", "-c", help="Demo run configuration (YAML)."),
+    port: int | None = typer.Option(None, help="Serve the sandbox on this port instead of 8400 (0: free ports)."),
+    n_advertisers: int | None = typer.Option(None, "--n-advertisers", "-n", help="Sandbox population size."),
+    seed: int = typer.Option(0, help="Sandbox seed."),
+) -> None:
+    """Start the sandbox platforms, run the pipeline once against them, show where the results are, stop."""
+    from flows.demo import config_copy, explain_bind_error, politeness_from_log, read_request_log, sandbox_bind
+    from sandbox import DEFAULT_N, Sandbox
+
+    cfg = config_or_exit(config)
+    prepare_prefect_env(cfg.state_path)
+    from flows.runs import run_once
+
+    bind = sandbox_bind(port)
+    log_dir = cfg.state_path / "sandbox-logs" / datetime.now().strftime("%Y%m%dT%H%M%S")
+    sb = Sandbox(seed=seed, n_advertisers=n_advertisers or DEFAULT_N, bind=bind, log_dir=log_dir)
+    try:
+        sb.start()
+    except OSError as exc:
+        err_console.print(explain_bind_error(exc, bind), markup=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
+    try:
+        console.print(f"sandbox: {len(sb.base_urls)} synthetic platforms on {', '.join(sb.base_urls.values())}",
+                      highlight=False)
+        if any(cfg.platform(n).base_url != u for n, u in sb.base_urls.items() if n in {p.name for p in cfg.platforms}):
+            # Not on the addresses the platform files name: run a copy of the config pointed at the sandbox.
+            copy = config_copy(cfg.path, cfg.state_path / "demo-config", base_urls=sb.base_urls)
+            cfg = config_or_exit(copy)
+        outcome = run_once(cfg, console, retry_delay_s=5.0)
+    finally:
+        sb.stop()
+    polite = Table(title="politeness (sandbox request logs)", title_justify="left")
+    for col in ("platform", "requests", "min gap (s)", "too soon", "in Retry-After", "profile pages"):
+        polite.add_column(col, justify="left" if col == "platform" else "right")
+    for p in cfg.platforms:
+        pol = politeness_from_log(p.name, read_request_log(log_dir / f"{p.name}.jsonl"), p.never_fetch)
+        polite.add_row(p.name, str(pol.requests), str(pol.min_gap_s), str(pol.too_soon), str(pol.in_retry_window),
+                       str(pol.forbidden_paths), style=None if pol.ok else "red")
+    console.print(polite)
+    console.print(f"sandbox stopped. Try: pointcount status -c {config}   and   pointcount query -c {config} "
+                  '"SELECT * FROM v_latest_region_counts LIMIT 20"', highlight=False, soft_wrap=True)
+    raise typer.Exit(outcome.exit_code)
+
+
+def _day(value: datetime | None) -> date | None:
+    return value.date() if value is not None else None
 
 
 if __name__ == "__main__":

@@ -81,17 +81,18 @@ def summary_renderable(summary: Any) -> Group:
     status = Text(summary.status, style=f"bold {STATUS_STYLE.get(summary.status, '')}")
     head = Text.assemble("run ", (summary.run_id, "bold"), f"  snapshot {summary.snapshot_date}  status ", status)
     table = Table(title_justify="left")
-    for col in ("platform", "health", "requests", "pages", "cards", "unmapped", "time (s)", "attempts", "reason"):
-        table.add_column(col, justify="left" if col in ("platform", "health", "reason") else "right")
+    for col in ("platform", "health", "requests", "pages", "cards", "unmapped", "secs", "tries"):
+        table.add_column(col, justify="left" if col in ("platform", "health") else "right", no_wrap=True)
     for p in summary.platforms:
         table.add_row(
             p.name, Text(p.health, style=HEALTH_STYLE.get(p.health, "")), str(p.requests), str(p.pages),
-            str(p.cards), str(p.unmapped), f"{p.elapsed_s:.1f}", str(p.attempts), Text(p.reason),
+            str(p.cards), str(p.unmapped), f"{p.elapsed_s:.0f}", str(p.attempts),
         )
     parts: list[Any] = [head, table]
-    excluded = [p.name for p in summary.platforms if p.health != "ok"]
-    if excluded:
-        parts.append(Text(f"left out of the counts (not healthy): {', '.join(excluded)}", style="yellow"))
+    # Why a platform is unhealthy, one line each; healthy ones need no reason.
+    for p in summary.platforms:
+        if p.health != "ok":
+            parts.append(Text(f"{p.name} left out of the counts: {p.health}: {p.reason}", style="yellow"))
     for alarm in summary.alarms:
         parts.append(Text(f"ALARM: {alarm}", style="bold red"))
     for error in summary.errors:
