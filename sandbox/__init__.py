@@ -6,7 +6,6 @@ Public API: ``Sandbox`` (context manager serving the four platforms), ``Faults``
 
 from sandbox.population import CARD_PLATFORMS, CATEGORIES, DEFAULT_HORIZON, DEFAULT_N, PLATFORMS, generate
 from sandbox.server import DEFAULT_BIND, Faults, Sandbox
-from sandbox.truth import truth
 
 __all__ = [
     "CARD_PLATFORMS",
@@ -20,3 +19,12 @@ __all__ = [
     "generate",
     "truth",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # ``truth`` pulls in pandas; importing it lazily keeps `sandbox serve` start-up short.
+    if name == "truth":
+        from sandbox.ground_truth import truth
+
+        return truth
+    raise AttributeError(name)

