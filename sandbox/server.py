@@ -8,9 +8,12 @@ sooner answers 429 with ``Retry-After`` and so does every request inside that wi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
+import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -70,7 +73,8 @@ class _Platform:
 def _make_handler(state: _Platform) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "pointcount-sandbox/0.1"
-        protocol_version = "HTTP/1.1"
+        protocol_version = "HTTP/1.1"  # keep-alive, as real sites and Scrapy use
+        timeout = 60  # idle keep-alive connections close after a minute
 
         def log_message(self, format: str, *args: object) -> None:  # our own JSON log replaces stderr noise
             pass
@@ -161,6 +165,35 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]):
+        super().__init__(address, handler)
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._conns_lock:
+            self._conns.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._conns_lock:
+            self._conns.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hang up (timeouts, stop()): normal for a test server, not worth a traceback on stderr.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+    def close_connections(self) -> None:
+        """Drop open keep-alive connections, so a stopped platform really stops answering."""
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):  # already closed by the client
+                conn.shutdown(socket.SHUT_RDWR)
+
 
 class Sandbox:
     """The four synthetic platforms, served from background threads of this process.
@@ -247,6 +280,7 @@ class Sandbox:
         for server in self._servers.values():
             server.shutdown()
             server.server_close()
+            server.close_connections()
         for thread in self._threads:
             thread.join(timeout=5)
         for state in self._states.values():

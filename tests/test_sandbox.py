@@ -543,3 +543,21 @@ def test_serve_starts_within_5_s_and_stops_on_sigterm() -> None:
             proc.wait()
     with pytest.raises(OSError):
         get(urls["sandbox-directory"] + "/robots.txt", timeout=1)
+
+
+def test_stop_closes_keep_alive_connections() -> None:
+    import http.client
+
+    sb = small(platforms=("sandbox-api",)).start()
+    host, port = sb.base_urls["sandbox-api"].removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request("GET", "/robots.txt")
+        assert conn.getresponse().read().startswith(b"User-agent")
+        sb.stop()
+        with pytest.raises((OSError, http.client.HTTPException)):
+            conn.request("GET", "/robots.txt")
+            conn.getresponse().read()
+    finally:
+        conn.close()
+        sb.stop()
