@@ -1,0 +1,221 @@
+"""Validation against the sandbox's ground truth, over many seeds (the numbers in docs/estimation.md).
+
+For each seed the sandbox population is generated and every card platform's day is turned into the
+``CrawlResult`` the crawl would ship: each visible listing's phone (E.164) and reference are hashed with the
+linkage period's key by :class:`pointcount.keys.Pseudonymiser`, located at every level by the towns it names, and
+sketched per cell. The results are loaded with ``warehouse.Warehouse.load_results`` and ``estimate_run`` is
+called, so the whole stage after the crawl is exercised; the HTTP crawl itself is not (its own tests cover it).
+
+Then, per seed, against ``sandbox.truth``:
+
+- window counts (``run``, ``7d``, ``period``) must equal the truth's distinct advertisers on card platforms;
+- each population estimate (scope ``run``) is compared with the true number of advertisers visible that day:
+  coverage of the 95% interval, relative bias, interval width.
+
+``python -m estimation.validate --seeds 30`` prints the tables; ``--membership realistic`` shows what correlated
+platform membership does to the estimates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import tempfile
+import time
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from estimation import capture
+from estimation.run import estimate_run
+from pointcount import sketches
+from pointcount.geography import NATIONAL_CODE
+from pointcount.keys import Pseudonymiser, period_id
+from pointcount.results import Cell, CrawlResult
+
+BASE_DATE = date(2026, 11, 1)  # sandbox day 0 is the first day of a month: one linkage period for days 0..27
+LG_K = 12  # small cells; still exact (a cell holds far fewer than 4,096 advertisers at test sizes)
+
+
+def day_date(day: int) -> date:
+    return BASE_DATE + timedelta(days=day)
+
+
+def simulated_result(pop: object, platform: str, day: int, key: bytes, run_id: str,
+                     lg_k: int = LG_K) -> CrawlResult:
+    """The CrawlResult a perfect crawl of ``platform`` would ship for sandbox ``day`` (see module docstring)."""
+    from sandbox.phones import phone_pool
+    from sandbox.population import CATEGORIES, places
+    from sandbox.site import listing_locations
+
+    pl = places()
+    pool = phone_pool()
+    lids, towns = listing_locations(pop, platform, day)  # type: ignore[arg-type]
+    advs = pop.l_adv[lids]  # type: ignore[attr-defined]
+    cats = np.array(CATEGORIES)[pop.category[advs]]  # type: ignore[attr-defined]
+    pseudo = Pseudonymiser(key)
+    phones = pool.render("e164", pop.phone[advs])  # type: ignore[attr-defined]
+    refs = pop.l_ref[lids]  # type: ignore[attr-defined]
+    listing_h = [pseudo.listing(platform, str(r)) for r in refs]
+    advert_h = [pseudo.advertiser("phone", str(p)) for p in phones]
+    codes = {"national": [NATIONAL_CODE] * len(lids), "itl1": pl.itl1[towns].tolist(), "lad": pl.lad[towns].tolist()}
+    listings: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    adverts: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    for level, region in codes.items():
+        for i, code in enumerate(region):
+            cell = (level, str(code), str(cats[i]))
+            listings[cell].add(listing_h[i])
+            adverts[cell].add(advert_h[i])
+    cells = [
+        Cell(region_level=lv, region_code=rc, category=cat,  # type: ignore[arg-type]
+             listings_sketch=sketches.to_b64(sketches.from_hashes(listings[(lv, rc, cat)], lg_k)),
+             advertisers_sketch=sketches.to_b64(sketches.from_hashes(adverts[(lv, rc, cat)], lg_k)))
+        for lv, rc, cat in sorted(listings)
+    ]
+    started = datetime.combine(day_date(day), dtime(5, 0), tzinfo=UTC)
+    return CrawlResult(
+        platform=platform, run_id=run_id, snapshot_date=day_date(day), mode="cards", health="ok",
+        has_linkage=True, linkage_period=period_id(day_date(day), "month"), sketch_lg_k=lg_k,
+        started_at=started, finished_at=started + timedelta(minutes=5), cards=len(lids), cells=cells,
+    )
+
+
+def load_days(wh: object, pop: object, days: list[int], key: bytes, prefix: str,
+              levels: tuple[str, ...] = ("national", "itl1")) -> list[str]:
+    """Load one simulated run per day into the warehouse and estimate each; returns the run ids."""
+    from sandbox.population import CARD_PLATFORMS
+
+    run_ids = []
+    for day in days:
+        run_id = f"{prefix}-d{day:02d}"
+        results = [simulated_result(pop, p, day, key, run_id) for p in CARD_PLATFORMS]
+        started = datetime.combine(day_date(day), dtime(5, 0), tzinfo=UTC)
+        wh.start_run(run_id, started, "validation", None, "validation")  # type: ignore[attr-defined]
+        wh.load_results(run_id, day_date(day), results)  # type: ignore[attr-defined]
+        wh.finish_run(run_id, "complete", [])  # type: ignore[attr-defined]
+        estimate_run(wh, run_id, levels=levels)
+        run_ids.append(run_id)
+    return run_ids
+
+
+def _truth_windows(t: dict, day: int) -> dict[str, dict]:
+    spans = {}
+    for w in t["windows"]:
+        if (w["start"], w["end"]) == (day, day):
+            spans["run"] = w["cells"]
+        elif w["start"] == max(0, day - 6):
+            spans["7d"] = w["cells"]
+        if w["start"] == 0:
+            spans["period"] = w["cells"]  # day 0 is the period's first day
+    return spans
+
+
+def check_seed(seed: int, n: int, days: list[int], membership: str, workdir: Path,
+               levels: tuple[str, ...] = ("national", "itl1")) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(window comparisons, estimate comparisons) for one seed; the last day is compared."""
+    from sandbox import truth
+    from sandbox.population import cached
+    from warehouse import Warehouse
+
+    pop = cached(seed, n, max(days) + 1, membership)
+    key = secrets.token_bytes(32)
+    path = workdir / f"seed{seed}.duckdb"
+    with Warehouse(path) as wh:
+        run_ids = load_days(wh, pop, days, key, f"seed{seed}", levels)
+        windows = wh.query("SELECT * FROM window_counts WHERE run_id = ? AND measure = 'distinct'", [run_ids[-1]])
+        estimates = wh.query("SELECT * FROM region_estimates WHERE run_id = ? AND scope = 'run'", [run_ids[-1]])
+    day = days[-1]
+    t = truth(seed, day, n, membership=membership, horizon_days=max(days) + 1, canaries=False)  # type: ignore[arg-type]
+    spans = _truth_windows(t, day)
+    wrows = []
+    for r in windows.itertuples():
+        truth_cell = spans[r.span].get(r.region_level, {}).get(r.region_code, {}).get(r.category, {})
+        wrows.append({"seed": seed, "span": r.span, "level": r.region_level, "region": r.region_code,
+                      "category": r.category, "estimate": r.estimate, "truth": truth_cell.get("on_card_platforms"),
+                      "exact": r.exact})
+    erows = []
+    for r in estimates.itertuples():
+        true_n = t["population"][r.region_level][r.region_code][r.category]["advertisers"]
+        erows.append({"seed": seed, "level": r.region_level, "region": r.region_code, "category": r.category,
+                      "method": r.method, "observed": r.observed, "estimate": r.estimate, "lower": r.lower,
+                      "upper": r.upper, "truth": true_n, "covered": r.lower <= true_n <= r.upper})
+    return pd.DataFrame(wrows), pd.DataFrame(erows)
+
+
+def coverage_from_truth(seeds: list[int], n: int, day: int, membership: str,
+                        ci: str = "profile") -> pd.DataFrame:
+    """Estimator-only check: the truth's own capture histories (without "000") -> estimate -> covers truth?"""
+    from sandbox import truth
+
+    rows = []
+    for seed in seeds:
+        t = truth(seed, day, n, membership=membership, horizon_days=day + 1, canaries=False)  # type: ignore[arg-type]
+        for level in ("national", "itl1"):
+            for region, cats in t["capture_histories"][level].items():
+                for category in ("all",):
+                    cell = cats[category]
+                    hist = {k: v for k, v in cell["histories"].items() if k != "000"}
+                    if not hist:
+                        continue
+                    est = capture.estimate(capture.table(hist, t["capture_histories"]["platforms"]), ci=ci)
+                    rows.append({"seed": seed, "level": level, "region": region, "category": category,
+                                 "observed": est.observed, "estimate": est.estimate, "lower": est.lower,
+                                 "upper": est.upper, "truth": cell["population"],
+                                 "covered": est.lower <= cell["population"] <= est.upper,
+                                 "terms": " + ".join(est.terms)})
+    return pd.DataFrame(rows)
+
+
+def summarise(frame: pd.DataFrame) -> pd.DataFrame:
+    """Coverage, relative bias and width of the estimates by level and category."""
+    f = frame.assign(rel_error=(frame["estimate"] - frame["truth"]) / frame["truth"],
+                     rel_width=(frame["upper"] - frame["lower"]) / frame["truth"],
+                     observed_share=frame["observed"] / frame["truth"])
+    return (f.groupby(["level", "category"])
+            .agg(cells=("truth", "size"), mean_truth=("truth", "mean"), observed_share=("observed_share", "mean"),
+                 coverage=("covered", "mean"), rel_bias=("rel_error", "mean"),
+                 rel_rmse=("rel_error", lambda x: float(np.sqrt(np.mean(np.square(x))))),
+                 rel_width=("rel_width", "mean"))
+            .reset_index())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--n", type=int, default=1000, help="sandbox stock of advertisers")
+    parser.add_argument("--days", type=int, default=8, help="daily runs from day 0; the last one is compared")
+    parser.add_argument("--membership", choices=("independent", "realistic"), default="independent")
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    days = list(range(args.days))
+    windows, estimates = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(args.seeds):
+            w, e = check_seed(seed, args.n, days, args.membership, Path(tmp))
+            windows.append(w)
+            estimates.append(e)
+    w = pd.concat(windows, ignore_index=True)
+    e = pd.concat(estimates, ignore_index=True)
+    matched = (w["estimate"].round() == w["truth"]).mean()
+    print(f"seeds={args.seeds} n={args.n} days={args.days} membership={args.membership} "
+          f"elapsed={time.perf_counter() - t0:.1f}s")
+    print(f"window cells compared: {len(w)}, equal to the truth: {matched:.4%}, all exact: {bool(w['exact'].all())}")
+    national = e[(e["level"] == "national") & (e["category"] == "all")]
+    print(f"national/all: seeds covered {int(national['covered'].sum())}/{len(national)}")
+    print(summarise(e).to_markdown(index=False, floatfmt=".3f") if _has_tabulate() else summarise(e).to_string())
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    main()
