@@ -1,0 +1,202 @@
+"""publish_run: one run of the warehouse -> exports/<snapshot_date>_<run_id>/ and exports/latest/."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from pointcount.config import LoadedConfig
+from pointcount.geography import ATTRIBUTION
+from publish import exports, maps
+from publish.disclosure import DisclosureRule
+from publish.population import POPULATION_SOURCE
+from publish.report import ReportInputs, build_report, label
+from publish.source import PublishError, RunData, read_run
+from publish.tables import Geo, build_table
+
+LATEST = "latest"
+LONDON_BNG = (500_000.0, 150_000.0, 565_000.0, 205_000.0)  # Greater London, British National Grid metres
+
+
+def _safe_name(text: str) -> str:
+    """A run id as a directory name: no separators, no dot-dot, nothing a shell or Windows dislikes."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip(".-")
+    if not name:
+        raise PublishError(f"run id {text!r} cannot name a directory")
+    return name
+
+
+def _sandbox(config: LoadedConfig, included: list[str]) -> str:
+    known = {p.name: p for p in config.platforms}
+    loop = [known[n].is_loopback for n in included if n in known]
+    if loop and all(loop):
+        return "all"
+    return "some" if any(loop) else ""
+
+
+def _source_line(data: RunData, config: LoadedConfig, rule: DisclosureRule, sandbox: str) -> str:
+    known = {p.name: p for p in config.platforms}
+    names = ", ".join(known[n].title if n in known else n for n in data.included)
+    synthetic = {"all": " (synthetic sandbox data, not real advertising)",
+                 "some": " (includes synthetic sandbox data)"}.get(sandbox, "")
+    failed = ""
+    if not data.failed.empty:
+        failed = " Left out (crawl failed): " + ", ".join(f"{r.platform} ({r.health})" for r in
+                                                          data.failed.itertuples()) + "."
+    return (
+        f"Data: pointcount run {data.run_id}, public listing pages on {data.snapshot_date.isoformat()}; "
+        f"platforms: {names}{synthetic}.{failed} Counts under {rule.threshold} suppressed, others rounded to the "
+        f"nearest {rule.rounding_base}. {POPULATION_SOURCE} {ATTRIBUTION}"
+    )
+
+
+def _metadata(data: RunData, config: LoadedConfig, rule: DisclosureRule, source: str) -> dict[str, str]:
+    return {
+        "title": f"pointcount regional counts, snapshot {data.snapshot_date.isoformat()}",
+        "description": "Online sex-work adverts and advertisers by UK region, after disclosure control",
+        "run_id": data.run_id,
+        "snapshot_date": data.snapshot_date.isoformat(),
+        "run_status": str(data.run["status"]),
+        "config_hash": str(data.run.get("config_hash") or ""),
+        "ethics_approval": str(data.run.get("ethics_approval") or ""),
+        "code_version": str(data.run.get("code_version") or ""),
+        "platforms_included": ";".join(data.included),
+        "platforms_failed": ";".join(f"{r.platform}:{r.health}" for r in data.failed.itertuples()),
+        "disclosure": rule.describe(),
+        "population_source": POPULATION_SOURCE,
+        "attribution": ATTRIBUTION,
+        "source": source,
+    }
+
+
+def write_exports(
+    directory: Path, data: RunData, config: LoadedConfig, rule: DisclosureRule, published_at: datetime
+) -> None:
+    """Every export of one run into ``directory`` (which exists and is empty)."""
+    geo = Geo.from_config(config)
+    table = build_table(data, config, rule, geo)
+    sandbox = _sandbox(config, data.included)
+    source = _source_line(data, config, rule, sandbox)
+    meta = _metadata(data, config, rule, source)
+
+    exports.write_csv(table, directory / "region_counts.csv")
+    exports.write_parquet(table, directory / "region_counts.parquet", meta)
+    itl1 = exports.layer(geo.itl1, table, "itl1")
+    layers = {"itl1": itl1}
+    exports.write_geojson(itl1, directory / "regions.geojson", meta)
+    lad = None
+    if geo.lad is not None:
+        lad = exports.layer(geo.lad, table, "lad")
+        layers["lad"] = lad
+        exports.write_geojson(lad, directory / "regions_lad.geojson", meta)
+    exports.write_gpkg(layers, directory / "regions.gpkg", meta)
+
+    date = data.snapshot_date.isoformat()
+    # Rates when every mapped region has a population (the shipped ITL1 file); counts for other boundaries.
+    use_rates = itl1["population"].notna().all()
+    measure, legend = (("listings_per_100k", "adverts per 100,000 residents (from rounded counts)") if use_rates
+                       else ("listings", "adverts (rounded)"))
+    map_paths: dict[str, Path] = {}
+    for category in table["category"].unique():
+        path = directory / f"map_{category}.png"
+        maps.render_map(
+            maps.map_data(itl1, category, measure), path,
+            title=f"Online sex-work adverts by region: {label(category).lower()}",
+            subtitle=f"Snapshot {date} · {'per 100,000 residents' if use_rates else 'adverts'} · ITL1 regions",
+            legend_label=legend, source=source,
+        )
+        map_paths[category] = path
+    lad_path = None
+    if lad is not None:
+        lad_path = directory / "map_lad_all.png"
+        maps.render_map(
+            maps.map_data(lad, "all", "listings"), lad_path,
+            title="Online sex-work adverts by local authority district",
+            subtitle=f"Snapshot {date} · all categories · adverts (no district populations shipped)",
+            legend_label="adverts (rounded)", source=source, inset_bounds=LONDON_BNG,
+        )
+    with tempfile.TemporaryDirectory() as scratch:
+        trend = maps.render_trend(data.history, Path(scratch) / "trend.png", rule.protect)
+        html = build_report(ReportInputs(
+            data=data, config=config, rule=rule, table=table, maps=map_paths, lad_map=lad_path,
+            trend_png=trend, sandbox=sandbox, published_at=published_at,
+        ))
+    (directory / "report.html").write_text(html, encoding="utf-8")
+    files = sorted(p.name for p in directory.iterdir())
+    (directory / "metadata.json").write_text(
+        json.dumps({**meta, "published_at": published_at.isoformat(), "files": files,
+                    "columns": COLUMN_NOTES}, indent=2, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )
+
+
+COLUMN_NOTES = {
+    "listings": "adverts: distinct listings per platform, summed over platforms, plus count-only platforms' stated "
+                "totals; protected (empty when suppressed or not covered)",
+    "advertisers": "distinct advertisers by contact details across card platforms, plus count-only stated totals; "
+                   "protected",
+    "*_suppressed": "true when the exact value was between 1 and threshold-1 (value left empty, never zero)",
+    "covered": "false when no included (healthy) platform covered this region and category: values empty, not zero",
+    "*_per_100k": "per 100,000 residents from the published (rounded) count; ITL1 and UK only (no LAD populations)",
+    "population": "residents, mid-2022 (ONS, NRS, NISRA); empty for local authority districts",
+    "deduplicated": "false where a count-only platform's stated total (not deduplicated) contributed",
+    "platforms_included": "healthy platforms that covered or contributed to the cell, ';'-separated",
+}
+
+
+def _replace_dir(staged: Path, target: Path) -> None:
+    """Move a fully written directory into place. Readers see the old or the new files, never a mix: the old
+    directory is renamed aside first (a brief moment with no directory), then the new one renamed in."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".old-{target.name}-{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}")
+        target.rename(old)
+    staged.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def publish_run(config: LoadedConfig, run_id: str | None = None, warehouse_path: Path | None = None) -> Path:
+    """Publish a run (default: the latest complete or partial run) and return its export directory.
+
+    Writes ``<exports>/<snapshot_date>_<run_id>/`` and, when the run is the latest publishable one, refreshes
+    ``<exports>/latest/`` with the same files. Raises ``PublishError`` (writing nothing) when the run cannot be
+    published: unknown, failed or running, no healthy platform, no counts.
+    """
+    rule = DisclosureRule.from_config(config.run.disclosure)
+    data = read_run(warehouse_path or config.warehouse_path, run_id)
+    root = config.exports_path
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"{data.snapshot_date.isoformat()}_{_safe_name(data.run_id)}"
+    published_at = datetime.now(UTC)
+    # Everything is written into hidden staging directories first and renamed into place only when complete.
+    staging: list[Path] = []
+    try:
+        staged = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
+        staging.append(staged)
+        write_exports(staged, data, config, rule, published_at)
+        latest_staged = None
+        if data.is_latest:
+            latest_staged = Path(tempfile.mkdtemp(prefix=".tmp-latest-", dir=root))
+            staging.append(latest_staged)
+            shutil.copytree(staged, latest_staged, dirs_exist_ok=True)
+        final = root / name
+        _replace_dir(staged, final)
+        if latest_staged is not None:
+            _replace_dir(latest_staged, root / LATEST)
+    finally:
+        for leftover in staging:  # only what this call created and did not move into place
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+    return final
+
+
+def read_published(directory: Path) -> pd.DataFrame:
+    """The published long table back from a run's export directory (CSV), for callers and tests."""
+    return pd.read_csv(directory / "region_counts.csv", encoding="utf-8-sig", dtype={"region_code": str})

@@ -1,0 +1,185 @@
+"""The published regional table: every region x category of a run, protected, with rates and coverage.
+
+One row per (level, region, category). Values come from the warehouse's ``region_counts`` (exact) and pass through
+the disclosure rule. A region x category with no row is a *true zero* only when some healthy included platform
+looked there (it covers the region and category); otherwise it is published as missing (``covered`` false), never
+as zero. Failed platforms are excluded from the figures by the warehouse and named in the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import geopandas as gpd
+import pandas as pd
+
+from pointcount.config import STANDARD_CATEGORIES, LoadedConfig, Platform
+from pointcount.geography import NATIONAL_CODE, NATIONAL_NAME, UNMAPPED, boundary_path, load_boundaries
+from publish.disclosure import DisclosureRule
+from publish.population import population, rate
+from publish.source import RunData
+
+MEASURES = ("listings", "advertisers")
+COLUMNS = [
+    "snapshot_date",
+    "run_id",
+    "region_level",
+    "region_code",
+    "region_name",
+    "category",
+    "listings",
+    "listings_suppressed",
+    "advertisers",
+    "advertisers_suppressed",
+    "covered",
+    "population",
+    "listings_per_100k",
+    "advertisers_per_100k",
+    "deduplicated",
+    "platforms_included",
+]
+LEVEL_ORDER = {"national": 0, "itl1": 1, "lad": 2}
+
+
+@dataclass(frozen=True)
+class Geo:
+    """The two boundary layers of a configuration: ``itl1`` (regions) and ``lad`` (fine, optional)."""
+
+    itl1: gpd.GeoDataFrame
+    lad: gpd.GeoDataFrame | None
+    lad_parent: dict[str, str]  # LAD code -> ITL1 code
+
+    @classmethod
+    def from_config(cls, config: LoadedConfig) -> Geo:
+        g = config.run.geography
+        itl1 = load_boundaries(g.regions, g.region_code_field, g.region_name_field)
+        lad = load_boundaries(g.fine, g.region_code_field, g.region_name_field) if g.fine else None
+        return cls(itl1=itl1, lad=lad, lad_parent=_lad_parents(g.fine, g.region_code_field, itl1, lad))
+
+
+def _lad_parents(
+    spec: str | None, code_field: str, itl1: gpd.GeoDataFrame, lad: gpd.GeoDataFrame | None
+) -> dict[str, str]:
+    if spec is None or lad is None:
+        return {}
+    raw = gpd.read_file(boundary_path(spec), columns=[code_field, "itl1_code"]) if spec.startswith("builtin:") else None
+    if raw is not None and "itl1_code" in raw.columns:
+        return dict(zip(raw[code_field], raw["itl1_code"], strict=True))
+    # A user's own file: the region containing each district's representative point (in metres).
+    pts = lad.to_crs("EPSG:27700").copy()
+    pts["geometry"] = pts.representative_point()
+    joined = gpd.sjoin_nearest(pts, itl1.to_crs("EPSG:27700")[["code", "geometry"]], how="left")
+    joined = joined[~joined.index.duplicated(keep="first")]
+    return dict(zip(joined["code_left"], joined["code_right"], strict=True))
+
+
+def categories_of(counts: pd.DataFrame) -> list[str]:
+    """'all' first, then the standard categories in their usual order, then any others."""
+    present = set(counts["category"]) | {"all"}
+    order = ["all", *STANDARD_CATEGORIES]
+    return [c for c in order if c in present] + sorted(present - set(order))
+
+
+def _covers(platform: Platform, level: str, code: str, category: str, lad_parent: dict[str, str]) -> bool:
+    """Did this platform's crawl look at this cell (so that finding nothing there means a true zero)?"""
+    if category != "all" and category not in platform.categories.values():
+        return False
+    regions = set(platform.regions.values())
+    if level == "national":
+        return True
+    if level == "itl1":
+        return code in regions
+    if level == "lad":  # count-only platforms state totals per ITL1 region only
+        return platform.mode == "cards" and lad_parent.get(code) in regions
+    return False
+
+
+def build_table(data: RunData, config: LoadedConfig, rule: DisclosureRule, geo: Geo) -> pd.DataFrame:
+    """The protected long table (see COLUMNS), sorted by level, region code and category."""
+    counts = data.region_counts.copy()
+    known = {p.name: p for p in config.platforms}
+    # Only healthy platforms count; one that is missing from the config cannot vouch for a zero.
+    included = [known[name] for name in data.included if name in known]
+    pc = data.platform_counts
+    if not pc.empty and "platform" in pc.columns:
+        pc = pc[pc["platform"].isin(data.included)]
+    contributed: dict[tuple[str, str, str], set[str]] = {}
+    for row in pc[["region_level", "region_code", "category", "platform"]].itertuples(index=False):
+        contributed.setdefault((row.region_level, row.region_code, row.category), set()).add(row.platform)
+
+    regions: dict[str, dict[str, str]] = {
+        "national": {NATIONAL_CODE: NATIONAL_NAME},
+        "itl1": dict(zip(geo.itl1["code"], geo.itl1["name"], strict=True)),
+        "lad": dict(zip(geo.lad["code"], geo.lad["name"], strict=True)) if geo.lad is not None else {},
+    }
+    for row in counts[["region_level", "region_code", "region_name"]].drop_duplicates().itertuples(index=False):
+        # Codes in the data but not in the boundaries (e.g. UNMAPPED) are still published.
+        regions.setdefault(row.region_level, {}).setdefault(row.region_code, row.region_name)
+
+    existing = {
+        (r.region_level, r.region_code, r.category): r for r in counts.itertuples(index=False)
+    }
+    pop = population()
+    rows = []
+    for level, names in regions.items():
+        for code, name in names.items():
+            for category in categories_of(counts):
+                key = (level, code, category)
+                looked = {
+                    p.name for p in included if code != UNMAPPED and _covers(p, level, code, category, geo.lad_parent)
+                }
+                found = existing.get(key)
+                names_in = sorted(looked | contributed.get(key, set()))
+                if found is not None:
+                    exact = {m: getattr(found, m) for m in MEASURES}
+                    dedup = bool(found.deduplicated) if "deduplicated" in counts.columns else None
+                    covered = True
+                elif looked:
+                    exact = dict.fromkeys(MEASURES, 0)  # a healthy crawl looked and found nothing
+                    dedup, covered = True, True
+                else:
+                    exact = dict.fromkeys(MEASURES, None)  # nobody looked: missing, never zero
+                    dedup, covered = None, False
+                residents = pop.get(code) if level in ("national", "itl1") else None
+                out = {
+                    "snapshot_date": data.snapshot_date.isoformat(),
+                    "run_id": data.run_id,
+                    "region_level": level,
+                    "region_code": code,
+                    "region_name": name,
+                    "category": category,
+                    "covered": covered,
+                    "population": residents,
+                    "deduplicated": dedup,
+                    "platforms_included": ";".join(names_in),
+                }
+                for m in MEASURES:
+                    out[m] = rule.protect(exact[m])
+                    out[f"{m}_suppressed"] = rule.is_suppressed(exact[m])
+                    out[f"{m}_per_100k"] = rate(out[m], residents)
+                rows.append(out)
+    table = pd.DataFrame(rows)
+    for m in MEASURES:
+        table[m] = table[m].astype("Int64")
+        table[f"{m}_per_100k"] = table[f"{m}_per_100k"].astype("Float64")
+    table["population"] = table["population"].astype("Int64")
+    table["deduplicated"] = table["deduplicated"].astype("boolean")
+    table["_level"] = table["region_level"].map(LEVEL_ORDER).fillna(9)
+    table["_unmapped"] = table["region_code"] == UNMAPPED
+    table["_cat"] = table["category"].map({c: i for i, c in enumerate(categories_of(counts))})
+    table = table.sort_values(["_level", "_unmapped", "region_code", "_cat"]).reset_index(drop=True)
+    return table[COLUMNS]
+
+
+def wide(table: pd.DataFrame, level: str) -> pd.DataFrame:
+    """One row per region of a level, one column group per category (for the GeoJSON/GPKG layers and maps)."""
+    part = table[table["region_level"] == level]
+    out = part[["region_code", "region_name", "population"]].drop_duplicates("region_code").set_index("region_code")
+    for category in part["category"].unique():
+        cat = part[part["category"] == category].set_index("region_code")
+        for col in ("listings", "listings_suppressed", "listings_per_100k",
+                    "advertisers", "advertisers_suppressed", "advertisers_per_100k"):
+            measure, _, rest = col.partition("_")  # listings_suppressed -> listings_<category>_suppressed
+            out["_".join(x for x in (measure, category, rest) if x)] = cat[col]
+        out[f"covered_{category}"] = cat["covered"]
+    return out.reset_index()

@@ -1,0 +1,478 @@
+"""Publishing: disclosure control, exports that open and match the warehouse, maps, report, atomic directories.
+
+The warehouse is built through ``warehouse.Warehouse`` from synthetic CrawlResults (sketches of made-up ids), so
+these tests exercise the real load/aggregate path the pipeline uses. No network, no crawl.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sqlite3
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
+from pathlib import Path
+
+import duckdb
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pyogrio
+import pytest
+from matplotlib.image import imread
+
+from pointcount import sketches
+from pointcount.config import DEMO_CONFIG, LoadedConfig, load_config
+from pointcount.geography import NATIONAL_CODE, UNMAPPED, boundary_path
+from pointcount.results import Cell, CrawlResult
+from publish import DisclosureRule, PublishError, publish_run, read_published
+from publish.exports import csv_safe, write_csv
+from publish.maps import map_data, render_map
+from warehouse import Warehouse
+
+ITL1 = ["TLC", "TLD", "TLE", "TLF", "TLG", "TLH", "TLI", "TLJ", "TLK", "TLL", "TLM", "TLN"]
+CATS = ["women", "men", "trans", "couples"]
+COUNT_FIELD = re.compile(r"^(listings|advertisers)(_(all|women|men|trans|couples))?$")  # counts, not flags or rates
+DAY = date(2026, 11, 20)
+
+
+# --------------------------------------------------------------------------- synthetic warehouse
+
+
+@cache
+def lads_by_region() -> dict[str, list[str]]:
+    frame = gpd.read_file(boundary_path("builtin:lad"), columns=["code", "itl1_code"], ignore_geometry=True)
+    out: dict[str, list[str]] = defaultdict(list)
+    for code, parent in zip(frame["code"], frame["itl1_code"], strict=True):
+        out[parent].append(code)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def size(platform: str, region: str, category: str, run: int) -> int:
+    """Deterministic cell sizes with big, small (1..9) and empty cells."""
+    i = ITL1.index(region)
+    base = {"women": 60 + 7 * i, "men": 14 + i, "trans": 4 + i % 5, "couples": (i % 3) * 2}[category]
+    return max(0, base + 3 * run + (5 if platform.endswith("loadmore") else 0))
+
+
+def card_result(platform: str, run_id: str, snap: date, run: int, covers: list[str], health: str = "ok",
+                linkage: bool = True) -> CrawlResult:
+    """A cards-mode platform: listings placed in a few LADs of their region, some unmapped at LAD level,
+    advertisers shared across platforms (same id string -> same hash -> deduplicated)."""
+    cells: dict[tuple[str, str, str], tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
+    for region in covers:
+        lads = lads_by_region()[region]
+        for category in CATS:
+            for k in range(size(platform, region, category, run)):
+                listing = f"{platform}/{region}/{category}/{k}"
+                advertiser = f"adv/{region}/{category}/{k // 2}" if linkage else listing
+                # Most adverts in four districts per region, a few in a tail of districts (small, suppressed).
+                lad = UNMAPPED if k % 11 == 10 else lads[4 + (k // 9) % 5] if k % 9 == 8 else lads[k % 4]
+                for key in (("national", NATIONAL_CODE, category), ("itl1", region, category),
+                            ("lad", lad, category)):
+                    cells[key][0].add(listing)
+                    cells[key][1].add(advertiser)
+    # A few adverts whose town resolved to no region at all: national and itl1 UNMAPPED only.
+    for k in range(12 + run):
+        listing = f"{platform}/nowhere/{k}"
+        for key in (("national", NATIONAL_CODE, "women"), ("itl1", UNMAPPED, "women")):
+            cells[key][0].add(listing)
+            cells[key][1].add(listing)
+    started = datetime.combine(snap, datetime.min.time(), tzinfo=UTC) + timedelta(hours=5)
+    ok = health == "ok"
+    return CrawlResult(
+        platform=platform, run_id=run_id, snapshot_date=snap, mode="cards", health=health,
+        health_reason="" if ok else "selectors matched nothing on 3 pages", has_linkage=linkage,
+        linkage_period=snap.strftime("%Y-%m"), sketch_lg_k=12, started_at=started,
+        finished_at=started + timedelta(minutes=20), requests=500, pages=480, cards=4000, unmapped=40,
+        cells=[
+            Cell(region_level=lvl, region_code=code, category=cat,
+                 listings_sketch=sketches.to_b64(sketches.from_hashes(lst, 12)),
+                 advertisers_sketch=sketches.to_b64(sketches.from_hashes(adv, 12)))
+            for (lvl, code, cat), (lst, adv) in cells.items()
+        ] if ok else [],
+    )
+
+
+def count_result(run_id: str, snap: date, run: int) -> CrawlResult:
+    cells = []
+    for category in CATS:
+        stated = {r: size("sandbox-counts", r, category, run) for r in ITL1}
+        cells += [Cell(region_level="itl1", region_code=r, category=category, stated=n) for r, n in stated.items()]
+        cells.append(Cell(region_level="national", region_code=NATIONAL_CODE, category=category,
+                          stated=sum(stated.values())))
+    started = datetime.combine(snap, datetime.min.time(), tzinfo=UTC) + timedelta(hours=5)
+    return CrawlResult(
+        platform="sandbox-counts", run_id=run_id, snapshot_date=snap, mode="count", health="ok",
+        linkage_period=snap.strftime("%Y-%m"), sketch_lg_k=12, started_at=started,
+        finished_at=started + timedelta(minutes=2), requests=48, pages=48, cells=cells,
+    )
+
+
+def directory_regions() -> list[str]:
+    return ITL1[:-1]  # the directory covers Great Britain only, not Northern Ireland
+
+
+def build_warehouse(path: Path) -> dict[str, str]:
+    """Four runs: complete, partial (sandbox-api failed), failed, running. Returns label -> run id."""
+    runs = {"first": "run-20261120T0500", "partial": "run-20261121T0500", "failed": "run-20261122T0500",
+            "running": "run-20261123T0500"}
+    with Warehouse(path) as wh:
+        for n, (label, run_id) in enumerate(runs.items()):
+            snap = DAY + timedelta(days=n)
+            wh.start_run(run_id, datetime.combine(snap, datetime.min.time(), tzinfo=UTC) + timedelta(hours=5),
+                         "cfg0123456789abc", None, "0.1.0+test")
+            if label == "running":
+                continue
+            if label == "failed":
+                results = [card_result("sandbox-directory", run_id, snap, n, directory_regions(), "unreachable")]
+                wh.load_results(run_id, snap, results)
+                wh.finish_run(run_id, "failed", ["every platform failed"])
+                continue
+            api_health = "site_changed" if label == "partial" else "ok"
+            results = [
+                card_result("sandbox-directory", run_id, snap, n, directory_regions()),
+                card_result("sandbox-api", run_id, snap, n, ITL1, api_health),
+                card_result("sandbox-loadmore", run_id, snap, n, directory_regions(), linkage=False),
+                count_result(run_id, snap, n),
+            ]
+            wh.load_results(run_id, snap, results)
+            status = "partial" if label == "partial" else "complete"
+            alarms = ["sandbox-api: site_changed (selectors matched nothing)"] if label == "partial" else []
+            wh.finish_run(run_id, status, alarms)
+    return runs
+
+
+def configured(tmp: Path, **geography: str | None) -> LoadedConfig:
+    base = load_config(DEMO_CONFIG)
+    run = base.run.model_copy(update={
+        "exports_dir": str(tmp / "exports"),
+        "warehouse": str(tmp / "warehouse.duckdb"),
+        "geography": base.run.geography.model_copy(update=geography),
+    })
+    # As in the synthetic data, the directory and the load-more board do not serve Northern Ireland.
+    platforms = tuple(
+        p.model_copy(update={"regions": {k: v for k, v in p.regions.items() if v != "TLN"}})
+        if p.name in ("sandbox-directory", "sandbox-loadmore") else p
+        for p in base.platforms
+    )
+    return base.model_copy(update={"run": run, "platforms": platforms})
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    tmp = tmp_path_factory.mktemp("publish")
+    config = configured(tmp)
+    runs = build_warehouse(config.warehouse_path)
+    first = publish_run(config, run_id=runs["first"])
+    latest_run = publish_run(config)  # default: the latest complete/partial run
+    return {"config": config, "runs": runs, "first": first, "out": latest_run, "tmp": tmp}
+
+
+def warehouse_counts(config: LoadedConfig, run_id: str) -> pd.DataFrame:
+    with duckdb.connect(str(config.warehouse_path), read_only=True) as con:
+        return con.execute("select * from region_counts where run_id = ?", [run_id]).df()
+
+
+# --------------------------------------------------------------------------- disclosure rule
+
+
+@pytest.mark.parametrize(
+    ("exact", "shown"),
+    [(0, 0), (1, None), (9, None), (9.4, None), (10, 10), (12, 10), (12.5, 15), (13, 15), (17.5, 20),
+     (22, 20), (1234, 1235), (None, None), (float("nan"), None)],
+)
+def test_ten_five_rule(exact: float | None, shown: int | None) -> None:
+    assert DisclosureRule().protect(exact) == shown
+
+
+def test_rule_never_rounds_below_threshold_or_reveals_small_counts() -> None:
+    for threshold, base in [(10, 5), (10, 7), (3, 10), (20, 5), (1, 1), (10, 3)]:
+        rule = DisclosureRule(threshold, base)
+        for exact in range(0, 300):
+            shown = rule.protect(exact)
+            if 0 < exact < threshold:
+                assert shown is None and rule.is_suppressed(exact)
+            elif exact == 0:
+                assert shown == 0 and not rule.is_suppressed(0)
+            else:
+                assert shown is not None and shown % base == 0 and shown >= threshold, (threshold, base, exact)
+                assert abs(shown - exact) <= max(base, rule.smallest_shown - threshold + base)
+    with pytest.raises(ValueError):
+        DisclosureRule().protect(-1)
+
+
+def test_rule_comes_from_config() -> None:
+    config = load_config(DEMO_CONFIG)
+    rule = DisclosureRule.from_config(config.run.disclosure.model_copy(update={"threshold": 20, "rounding_base": 10}))
+    assert (rule.protect(19), rule.protect(24), rule.protect(25)) == (None, 20, 30)
+
+
+# --------------------------------------------------------------------------- exports
+
+
+EXPECTED_FILES = {
+    "region_counts.csv", "region_counts.parquet", "regions.geojson", "regions_lad.geojson", "regions.gpkg",
+    "map_all.png", "map_women.png", "map_men.png", "map_trans.png", "map_couples.png", "map_lad_all.png",
+    "report.html", "metadata.json",
+}
+
+
+def test_every_export_exists_opens_and_latest_matches(published: dict) -> None:
+    out: Path = published["out"]
+    runs = published["runs"]
+    assert out.name == f"2026-11-21_{runs['partial']}"  # failed and running runs are never the default
+    assert {p.name for p in out.iterdir()} == EXPECTED_FILES
+    latest = out.parent / "latest"
+    assert {p.name for p in latest.iterdir()} == EXPECTED_FILES
+    assert (latest / "region_counts.csv").read_bytes() == (out / "region_counts.csv").read_bytes()
+    # The explicitly published older run has its own directory and did not become "latest".
+    assert published["first"].name == f"2026-11-20_{runs['first']}"
+    assert runs["first"] not in (latest / "region_counts.csv").read_text(encoding="utf-8-sig")
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+    frame = pd.read_csv(out / "region_counts.csv")
+    assert frame.columns[0] == "snapshot_date"  # the BOM does not leak into the first column name
+    parquet = pd.read_parquet(out / "region_counts.parquet")
+    assert len(frame) == len(parquet) > 12 * 5
+    itl1 = gpd.read_file(out / "regions.geojson")
+    assert len(itl1) == 12 and itl1.crs.to_epsg() == 4326
+    lad = gpd.read_file(out / "regions_lad.geojson")
+    assert len(lad) == 374
+    gpkg_itl1 = gpd.read_file(out / "regions.gpkg", layer="itl1")
+    gpkg_lad = gpd.read_file(out / "regions.gpkg", layer="lad")
+    assert (len(gpkg_itl1), len(gpkg_lad)) == (12, 374)
+    assert list(gpkg_itl1["listings_all"].astype("Int64")) == list(itl1["listings_all"].astype("Int64"))
+    assert "Office for National Statistics" in pyogrio.read_info(out / "regions.gpkg", layer="lad")[
+        "layer_metadata"]["attribution"]
+    assert {p.name for p in out.iterdir()} == EXPECTED_FILES  # reading left no GDAL sidecar files
+    meta = json.loads((out / "metadata.json").read_text(encoding="utf-8"))
+    assert meta["run_id"] == runs["partial"] and "Open Government Licence" in meta["attribution"]
+    geojson = json.loads((out / "regions.geojson").read_text(encoding="utf-8"))
+    assert "Office for National Statistics" in geojson["attribution"]
+    assert b"Office for National Statistics" in pq.read_schema(out / "region_counts.parquet").metadata[
+        b"pointcount.attribution"]
+    dates = set(frame["snapshot_date"])
+    assert dates == {"2026-11-21"}  # ISO date
+
+
+def test_csv_matches_warehouse_after_disclosure_control(published: dict) -> None:
+    config, run_id = published["config"], published["runs"]["partial"]
+    rule = DisclosureRule.from_config(config.run.disclosure)
+    exact = warehouse_counts(config, run_id).set_index(["region_level", "region_code", "category"])
+    frame = read_published(published["out"]).set_index(["region_level", "region_code", "category"])
+    parquet = pd.read_parquet(published["out"] / "region_counts.parquet").set_index(
+        ["region_level", "region_code", "category"])
+    assert exact.index.isin(frame.index).all()  # every warehouse row is published
+    suppressed = 0
+    for key, row in exact.iterrows():
+        pub, par = frame.loc[key], parquet.loc[key]
+        for m in ("listings", "advertisers"):
+            want = rule.protect(row[m])
+            got = None if pd.isna(pub[m]) else int(pub[m])
+            assert got == want, (key, m, row[m], got)
+            assert (None if pd.isna(par[m]) else int(par[m])) == want
+            assert bool(pub[f"{m}_suppressed"]) == (0 < row[m] < 10)
+            suppressed += bool(pub[f"{m}_suppressed"])
+    assert suppressed > 20  # the synthetic data really exercises suppression (small LAD and category cells)
+    # Rows the warehouse lacks: a true zero where a healthy platform covering the cell looked, else missing.
+    extra = frame.loc[~frame.index.isin(exact.index)]
+    zeros = extra[extra["covered"]]
+    assert len(zeros) > 0 and (zeros["listings"] == 0).all()
+    missing = extra[~extra["covered"]]
+    assert len(missing) > 0 and missing["listings"].isna().all() and not missing["listings_suppressed"].any()
+    # Northern Ireland's districts: only sandbox-api (failed) and the count-only platform cover TLN, so its
+    # LADs are not covered: missing, never a zero.
+    ni = frame.xs("lad", level="region_level").loc[lambda f: f.index.get_level_values(0).isin(
+        lads_by_region()["TLN"])]
+    assert not ni["covered"].any() and ni["listings"].isna().all()
+
+
+def test_rates_use_published_counts_and_official_population(published: dict) -> None:
+    frame = read_published(published["out"])
+    itl1 = frame[(frame["region_level"] == "itl1") & (frame["region_code"] != UNMAPPED)]
+    london = itl1[(itl1["region_code"] == "TLI") & (itl1["category"] == "all")].iloc[0]
+    assert london["population"] == 8_866_180
+    assert london["listings_per_100k"] == pytest.approx(round(london["listings"] * 1e5 / 8_866_180, 1))
+    uk = frame[(frame["region_level"] == "national") & (frame["category"] == "all")].iloc[0]
+    assert uk["population"] == 67_596_281
+    # No rate reveals a suppressed cell; no district has a rate (no population shipped).
+    assert frame.loc[frame["listings_suppressed"], "listings_per_100k"].isna().all()
+    assert frame.loc[frame["region_level"] == "lad", ["population", "listings_per_100k"]].isna().all().all()
+
+
+def test_failed_platform_left_out_and_named(published: dict) -> None:
+    frame = read_published(published["out"])
+    assert not frame["platforms_included"].fillna("").str.contains("sandbox-api").any()
+    assert frame["platforms_included"].fillna("").str.contains("sandbox-directory").any()
+    meta = json.loads((published["out"] / "metadata.json").read_text(encoding="utf-8"))
+    assert meta["platforms_failed"] == "sandbox-api:site_changed"
+    html = (published["out"] / "report.html").read_text(encoding="utf-8")
+    assert "sandbox-api (site_changed)" in html
+
+
+def _numbers_in_html(html: str) -> list[int]:
+    """Every integer shown in a table cell or marked as a count, e.g. '1,235' -> 1235."""
+    found = [int(v) for v in re.findall(r'data-count="(\d+)"', html)]
+    for cell in re.findall(r"<td[^>]*>(.*?)</td>", html, flags=re.S):
+        text = re.sub(r"<[^>]+>", "", cell).strip()
+        if re.fullmatch(r"\d{1,3}(,\d{3})*|\d+", text):
+            found.append(int(text.replace(",", "")))
+    return found
+
+
+def test_no_published_count_from_one_to_nine_in_any_file(published: dict) -> None:
+    for out in (published["out"], published["first"], published["out"].parent / "latest"):
+        values: list[float] = []
+        frames = [pd.read_csv(out / "region_counts.csv"), pd.read_parquet(out / "region_counts.parquet"),
+                  gpd.read_file(out / "regions.geojson"), gpd.read_file(out / "regions_lad.geojson"),
+                  gpd.read_file(out / "regions.gpkg", layer="itl1"), gpd.read_file(out / "regions.gpkg", layer="lad")]
+        for frame in frames:
+            cols = [c for c in frame.columns if COUNT_FIELD.match(c)]
+            assert cols, list(frame.columns)
+            for c in cols:
+                values += [float(v) for v in frame[c].dropna()]
+        with sqlite3.connect(out / "regions.gpkg") as con:  # GPKG read as plain SQLite, not through GDAL
+            for layer in ("itl1", "lad"):
+                names = [r[1] for r in con.execute(f"pragma table_info({layer})")]
+                for c in (c for c in names if COUNT_FIELD.match(c)):
+                    values += [float(r[0]) for r in con.execute(f'select "{c}" from {layer} where "{c}" is not null')]
+        html_numbers = _numbers_in_html((out / "report.html").read_text(encoding="utf-8"))
+        assert len(html_numbers) > 30
+        values += html_numbers
+        assert len(values) > 1000
+        bad = [v for v in values if 0 < v < 10]
+        assert not bad, f"{out.name}: published counts in 1..9: {bad[:10]}"
+        assert all(v == 0 or v % 5 == 0 for v in values)
+
+
+def test_csv_formula_injection_is_neutralised(tmp_path: Path) -> None:
+    evil = ["=HYPERLINK(\"http://x\")", "+1+2", "-3", "@SUM(A1)", "\tTab", "\rCR", "Ynys Môn", "plain"]
+    assert [csv_safe(v) for v in evil][:6] == ["'" + v for v in evil[:6]]
+    assert csv_safe("Ynys Môn") == "Ynys Môn" and csv_safe(-3) == -3
+    frame = pd.DataFrame({"region_name": evil, "listings": pd.array([10, None, 0, 15, 20, 25, 30, 35], "Int64")})
+    write_csv(frame, tmp_path / "x.csv")
+    with (tmp_path / "x.csv").open(encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        assert not row["region_name"].startswith(("=", "+", "-", "@", "\t", "\r"))
+    assert rows[6]["region_name"] == "Ynys Môn" and rows[1]["listings"] == ""
+
+
+def test_csv_injection_end_to_end_with_a_users_own_boundary_file(published: dict, tmp_path: Path) -> None:
+    """Region names come from boundary files users may supply: a hostile name is published as text."""
+    frame = gpd.read_file(boundary_path("builtin:itl1"))
+    frame.loc[frame["code"] == "TLC", "name"] = "=cmd|' /C calc'!A0"
+    frame.loc[frame["code"] == "TLD", "name"] = "@North West"
+    custom = tmp_path / "regions.geojson"
+    frame.to_file(custom, driver="GeoJSON")
+    config = configured(tmp_path, regions=str(custom), fine=None)
+    out = publish_run(config, warehouse_path=published["config"].warehouse_path)
+    text = (out / "region_counts.csv").read_text(encoding="utf-8-sig")
+    assert "'=cmd|" in text and "'@North West" in text
+    for row in csv.reader(text.splitlines()):
+        assert not any(cell.startswith(("=", "+", "-", "@")) for cell in row), row
+    assert not (out / "regions_lad.geojson").exists()  # no fine level configured: no LAD layer or map
+    assert "=cmd|" in gpd.read_file(out / "regions.geojson").set_index("region_code").loc["TLC", "region_name"]
+
+
+# --------------------------------------------------------------------------- maps
+
+
+def test_map_shades_twelve_regions(published: dict, tmp_path: Path) -> None:
+    layer = gpd.read_file(published["out"] / "regions.geojson")
+    data = map_data(layer, "all", "listings_per_100k")
+    assert len(data) == 12 and data["value"].notna().sum() == 12
+    info = render_map(data, tmp_path / "m.png", "t", "s", "per 100,000", "source")
+    assert info.shaded == 12
+    image = imread(tmp_path / "m.png")[:, :, :3]
+    assert image.shape[:2] == (info.size[1], info.size[0])
+    from matplotlib import colormaps
+    cmap = colormaps[info.cmap]
+    for code, (col, row) in info.pixels.items():
+        want = np.array(cmap(info.values[code] / info.vmax)[:3])
+        got = image[row, col]
+        assert np.abs(got - want).max() < 0.03, (code, got, want)  # the region is filled with its value's colour
+    # The exported map is a real, non-blank picture of the same layout.
+    exported = imread(published["out"] / "map_all.png")[:, :, :3]
+    assert exported.shape == image.shape
+    assert (exported.reshape(-1, 3) < 0.95).any(axis=1).mean() > 0.08
+    for code, (col, row) in info.pixels.items():  # same layout and data: each region has its colour there too
+        want = np.array(cmap(info.values[code] / info.vmax)[:3])
+        assert np.abs(exported[row, col] - want).max() < 0.03, code
+    assert len(np.unique((exported.reshape(-1, 3) * 255).astype(int), axis=0)) > 50
+
+
+def test_map_never_paints_suppressed_or_uncovered_as_zero(published: dict, tmp_path: Path) -> None:
+    lad = gpd.read_file(published["out"] / "regions_lad.geojson")
+    data = map_data(lad, "all", "listings")
+    states = data["state"].value_counts()
+    assert states["suppressed"] > 0 and states["not covered"] > 0 and states["value"] > 0
+    assert data.loc[data["state"] != "value", "value"].isna().all()
+    info = render_map(data, tmp_path / "lad.png", "t", "s", "adverts", "source")
+    image = imread(tmp_path / "lad.png")[:, :, :3]
+    from matplotlib import colormaps
+    zero = np.array(colormaps[info.cmap](0.0)[:3])
+    for code in data.loc[data["state"] == "not covered", "region_code"]:
+        col, row = info.pixels[code]
+        assert np.abs(image[row, col] - zero).max() > 0.02  # not painted with the colour of zero
+
+
+# --------------------------------------------------------------------------- report and refusals
+
+
+def test_report_is_self_contained_and_complete(published: dict) -> None:
+    html = (published["out"] / "report.html").read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", html)
+    assert "<script" not in html and "@import" not in html and "url(" not in html
+    assert html.count('src="data:image/png;base64,') >= 7  # 5 category maps, LAD map, trend chart
+    runs = published["runs"]
+    for text in (runs["partial"], "cfg0123456789abc", "0.1.0+test", "Sanders", "Kennedy", "Open Government Licence",
+                 "Synthetic sandbox data", "mid-2022",
+                 "<li>sandbox-api: site_changed (selectors matched nothing)</li>"):
+        assert text in html, text
+    assert runs["first"] in html  # the trend table lists the earlier run
+    assert runs["failed"] not in html and runs["running"] not in html
+
+
+@pytest.mark.parametrize("label", ["failed", "running"])
+def test_failed_or_running_runs_are_never_published(published: dict, label: str) -> None:
+    config = published["config"]
+    before = sorted(p.name for p in config.exports_path.iterdir())
+    with pytest.raises(PublishError, match="only complete or partial"):
+        publish_run(config, run_id=published["runs"][label])
+    with pytest.raises(PublishError, match="no run"):
+        publish_run(config, run_id="no-such-run")
+    assert sorted(p.name for p in config.exports_path.iterdir()) == before
+
+
+def test_missing_warehouse_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(PublishError, match="does not exist"):
+        publish_run(configured(tmp_path))
+
+
+def test_cli_publishes_and_reports_errors(published: dict, tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from publish.cli import publish
+
+    app = typer.Typer()
+    app.command()(publish)
+    config = published["config"]
+    cfg_file = tmp_path / "pc.yaml"
+    cfg_file.write_text(
+        Path(DEMO_CONFIG).read_text(encoding="utf-8")
+        .replace("../data/demo/pointcount.duckdb", str(config.warehouse_path))
+        .replace("../exports/demo", str(tmp_path / "cli-exports"))
+        .replace("platforms/", str(Path(DEMO_CONFIG).parent / "platforms") + "/"),
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(app, ["--config", str(cfg_file), "--run", published["runs"]["first"]])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cli-exports" / f"2026-11-20_{published['runs']['first']}" / "report.html").exists()
+    result = CliRunner().invoke(app, ["--config", str(cfg_file), "--run", published["runs"]["failed"]])
+    assert result.exit_code == 1 and "only complete or partial" in result.output
