@@ -233,7 +233,13 @@ def _glm(x: np.ndarray, y: np.ndarray, start: np.ndarray | None = None) -> sm.GL
 
 
 def fit_model(tab: Table, pairs: Sequence[tuple[int, int]]) -> Fit | None:
-    """Fit one model; None when it is not identifiable or the fit is degenerate (the guard)."""
+    """Fit one model; None when it is not identifiable or the fit is degenerate (the guard).
+
+    A pair of lists with no individual in common has an interaction MLE of -inf (an "extended" MLE, Fienberg &
+    Rinaldo 2012); such models are refused here rather than fitted to a numerically huge negative coefficient.
+    """
+    if any(tab.overlap(i, j) <= 0 for i, j in pairs):
+        return None
     x = design(tab.patterns, pairs)
     if np.linalg.matrix_rank(x) < x.shape[1]:
         return None

@@ -76,6 +76,18 @@ def capture_histories(
     return Table(names, patterns, np.array(counts, dtype=float)), exact
 
 
+def item_hash(item: str | int) -> int:
+    """The 64-bit value a theta sketch stores for ``item`` (DataSketches' seeded MurmurHash3)."""
+    probe = ds.update_theta_sketch(sketches.DEFAULT_LG_K)
+    probe.update(item)
+    return int(next(iter(probe.compact())))
+
+
+def retained(sketch: ds.compact_theta_sketch) -> set[int]:
+    """The hash values a compact sketch retains (every item's, while it is exact)."""
+    return {int(h) for h in sketch}
+
+
 def contains(sketch: ds.theta_sketch, item: str | int) -> bool:
     """Whether ``item`` (e.g. a keyed hash) is retained in ``sketch``: the membership test anyone holding a key
     could run against a stored sketch. Used by the privacy audit; exact only for retained items."""

@@ -127,7 +127,7 @@ def check_seed(seed: int, n: int, days: list[int], membership: str, workdir: Pat
     with Warehouse(path) as wh:
         run_ids = load_days(wh, pop, days, key, f"seed{seed}", levels)
         windows = wh.query("SELECT * FROM window_counts WHERE run_id = ? AND measure = 'distinct'", [run_ids[-1]])
-        estimates = wh.query("SELECT * FROM region_estimates WHERE run_id = ? AND scope = 'run'", [run_ids[-1]])
+        estimates = wh.query("SELECT * FROM region_estimates WHERE run_id = ?", [run_ids[-1]])
     day = days[-1]
     t = truth(seed, day, n, membership=membership, horizon_days=max(days) + 1, canaries=False)  # type: ignore[arg-type]
     spans = _truth_windows(t, day)
@@ -139,8 +139,12 @@ def check_seed(seed: int, n: int, days: list[int], membership: str, workdir: Pat
                       "exact": r.exact})
     erows = []
     for r in estimates.itertuples():
-        true_n = t["population"][r.region_level][r.region_code][r.category]["advertisers"]
-        erows.append({"seed": seed, "level": r.region_level, "region": r.region_code, "category": r.category,
+        if r.scope == "run":  # advertisers visible on the day
+            true_n = t["population"][r.region_level][r.region_code][r.category]["advertisers"]
+        else:  # advertisers visible on any day of the period so far
+            true_n = spans["period"][r.region_level][r.region_code][r.category]["advertisers"]
+        erows.append({"seed": seed, "scope": r.scope, "level": r.region_level, "region": r.region_code,
+                      "category": r.category,
                       "method": r.method, "observed": r.observed, "estimate": r.estimate, "lower": r.lower,
                       "upper": r.upper, "truth": true_n, "covered": r.lower <= true_n <= r.upper})
     return pd.DataFrame(wrows), pd.DataFrame(erows)
@@ -175,7 +179,8 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     f = frame.assign(rel_error=(frame["estimate"] - frame["truth"]) / frame["truth"],
                      rel_width=(frame["upper"] - frame["lower"]) / frame["truth"],
                      observed_share=frame["observed"] / frame["truth"])
-    return (f.groupby(["level", "category"])
+    keys = [k for k in ("scope", "level", "category") if k in f.columns]
+    return (f.groupby(keys)
             .agg(cells=("truth", "size"), mean_truth=("truth", "mean"), observed_share=("observed_share", "mean"),
                  coverage=("covered", "mean"), rel_bias=("rel_error", "mean"),
                  rel_rmse=("rel_error", lambda x: float(np.sqrt(np.mean(np.square(x))))),
@@ -204,8 +209,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"seeds={args.seeds} n={args.n} days={args.days} membership={args.membership} "
           f"elapsed={time.perf_counter() - t0:.1f}s")
     print(f"window cells compared: {len(w)}, equal to the truth: {matched:.4%}, all exact: {bool(w['exact'].all())}")
-    national = e[(e["level"] == "national") & (e["category"] == "all")]
-    print(f"national/all: seeds covered {int(national['covered'].sum())}/{len(national)}")
+    for scope in ("run", "period"):
+        national = e[(e["level"] == "national") & (e["category"] == "all") & (e["scope"] == scope)]
+        print(f"scope {scope}, national/all: seeds covered {int(national['covered'].sum())}/{len(national)}")
     print(summarise(e).to_markdown(index=False, floatfmt=".3f") if _has_tabulate() else summarise(e).to_string())
 
 
