@@ -16,14 +16,17 @@ sketch behind a figure was.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
 import datasketches as ds
-import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pointcount import sketches
 from pointcount.geography import NATIONAL_CODE
@@ -243,45 +246,104 @@ def lg_k_of(results: Iterable[CrawlResult]) -> int:
 # --------------------------------------------------------------------------- batch sketch building
 
 
+DENSE_PAIRS_LIMIT = 64_000_000  # cells × distinct hashes up to which dedup uses a bitmap (64 MB) over a sort
+MIN_ROWS_PER_WORKER = 1_000_000  # smaller inputs are not worth a thread
+
+
+def _codes(array: pa.Array, name: str) -> tuple[np.ndarray, pa.Array]:
+    """Integer codes and the distinct values of a column. Dictionary-encoded columns (Arrow dictionary, Parquet
+    dictionary pages, pandas categoricals) cost nothing here; plain strings go through Arrow's hash kernel."""
+    if array.null_count:
+        raise ValueError(f"column {name!r} has nulls: every observation needs a cell and a hash")
+    if not pa.types.is_dictionary(array.type):
+        array = pc.dictionary_encode(array)
+    return array.indices.to_numpy(zero_copy_only=False), array.dictionary
+
+
+def _sketch_batch(batch: pa.RecordBatch, cell_columns: Sequence[str], hash_column: str, lg_k: int
+                  ) -> dict[tuple, Sketch]:
+    """Sketches of one partition: vectorised reduction to distinct (cell, hash) pairs, then one sketch update
+    per pair. Arrow and numpy release the GIL, so partitions run in parallel threads."""
+    radix: list[int] = []
+    cell_values: list[list] = []
+    codes_per_column = []
+    for name in cell_columns:
+        codes, values = _codes(batch.column(name), name)
+        codes_per_column.append(codes)
+        radix.append(len(values))
+        cell_values.append(values.to_pylist())
+    hash_codes, hash_values = _codes(batch.column(hash_column), hash_column)
+    n_hashes = max(len(hash_values), 1)
+    n_cells = int(np.prod(radix, dtype=np.int64)) if radix else 1
+    # The smallest integer type that holds the pair numbers: less memory to touch on 10M-row inputs.
+    itype = np.int32 if n_cells * n_hashes < 2**31 else np.int64
+    pair = np.zeros(batch.num_rows, dtype=itype)
+    for codes, size in zip(codes_per_column, radix, strict=True):  # mixed-radix cell number
+        pair *= size
+        pair += codes
+    pair *= n_hashes
+    pair += hash_codes
+    if n_cells * n_hashes <= DENSE_PAIRS_LIMIT:
+        seen = np.zeros(n_cells * n_hashes, dtype=np.bool_)
+        seen[pair] = True
+        del pair
+        pairs = np.flatnonzero(seen)  # sorted by cell, then hash code
+        del seen
+    else:
+        pairs = np.unique(pair)
+        del pair
+    pair_cell, pair_hash = np.divmod(pairs, n_hashes)
+    strings = hash_values.take(pa.array(pair_hash)).to_pylist()
+    starts = np.flatnonzero(np.r_[True, pair_cell[1:] != pair_cell[:-1]]) if len(pairs) else np.array([], int)
+    ends = np.r_[starts[1:], len(pairs)].astype(np.int64)
+    out: dict[tuple, Sketch] = {}
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        number = int(pair_cell[start])
+        key = []
+        for size, values in zip(reversed(radix), reversed(cell_values), strict=True):
+            number, code = divmod(number, size)
+            key.append(values[code])
+        sketch = sketches.new(lg_k)
+        update = sketch.update
+        for h in strings[start:end]:
+            update(h)
+        out[tuple(reversed(key))] = sketch.compact()
+    return out
+
+
 def sketch_observations(
     observations: pa.Table | Mapping[str, pa.Array],
     cell_columns: Sequence[str],
     hash_column: str,
     lg_k: int = sketches.DEFAULT_LG_K,
-    threads: int | None = None,
+    workers: int | None = None,
 ) -> dict[tuple, Sketch]:
     """Compact theta sketches of ``hash_column`` per distinct combination of ``cell_columns``.
 
-    Same semantics as updating one sketch per cell item by item (the crawl edge does that card by card): the
-    sketch hashes the same UTF-8 strings. The faster path: DuckDB first reduces the observations to the distinct
-    (cell, hash) pairs, in parallel and without Python objects per row; only those pairs are fed to the sketches.
-    Repeated sightings (pages, days, duplicate profiles) therefore cost no Python work.
+    Same result as updating one sketch per cell item by item (the crawl edge does that card by card): each
+    sketch sees the same UTF-8 strings. The faster path: the rows are cut into partitions (one per core);
+    each is reduced, in vectorised Arrow/numpy code, to its distinct (cell, hash) pairs, so repeated sightings
+    (pages, days, duplicate profiles) cost no Python work, and each pair updates its cell's sketch once. The
+    partitions' sketches are then unioned per cell: sketches merge like the crawls of different machines.
     """
     table = observations if isinstance(observations, pa.Table) else pa.table(dict(observations))
-    con = duckdb.connect()
-    try:
-        if threads:
-            con.execute(f"SET threads = {int(threads)}")
-        con.register("obs", table)
-        cols = ", ".join(f'"{c}"' for c in cell_columns)
-        # One row per cell with its distinct hashes as a list: the grouping and dedup happen in DuckDB.
-        reduced = con.execute(
-            f'SELECT {cols}, list(DISTINCT "{hash_column}") AS h FROM obs GROUP BY ALL'
-        ).fetch_arrow_table()
-    finally:
-        con.close()
-    keys = [reduced.column(c).to_pylist() for c in cell_columns]
-    lists = reduced.column("h").combine_chunks()
-    offsets = lists.offsets.to_numpy()
-    values = lists.values.to_pylist()  # one Python str per distinct (cell, hash), the minimum the sketch needs
-    out: dict[tuple, Sketch] = {}
-    for i in range(len(reduced)):
-        sketch = sketches.new(lg_k)
-        update = sketch.update
-        for h in values[offsets[i] : offsets[i + 1]]:
-            update(h)
-        out[tuple(k[i] for k in keys)] = sketch.compact()
-    return out
+    table = table.select([*cell_columns, hash_column])
+    if workers is None:
+        workers = max(1, min(os.cpu_count() or 1, table.num_rows // MIN_ROWS_PER_WORKER))
+    rows_per_part = max(1, -(-table.num_rows // workers))
+    batches = table.to_batches(max_chunksize=rows_per_part)  # zero-copy slices, one per chunk at least
+    if len(batches) == 1 or workers == 1:
+        partials = [_sketch_batch(b, cell_columns, hash_column, lg_k) for b in batches]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            partials = list(pool.map(lambda b: _sketch_batch(b, cell_columns, hash_column, lg_k), batches))
+    if len(partials) == 1:
+        return partials[0]
+    merged: dict[tuple, list[Sketch]] = defaultdict(list)
+    for part in partials:
+        for key, sketch in part.items():
+            merged[key].append(sketch)
+    return {key: parts[0] if len(parts) == 1 else sketches.union(parts, lg_k) for key, parts in merged.items()}
 
 
 def cards_cells(
