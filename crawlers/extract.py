@@ -1,0 +1,75 @@
+"""Reading values out of pages with an ``Extract`` (CSS / XPath / JMESPath, then regex, many, split).
+
+Pure functions over parsel selectors, so the DSL is unit-testable without Scrapy or a network.
+JSON documents are read through parsel's JMESPath support (``Selector(text=..., type="json")``).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+from parsel import Selector, SelectorList
+
+from pointcount.config import Extract
+
+
+@cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def document(text: str, fmt: str) -> Selector:
+    """A selector over a whole page; ``fmt`` is the platform's ``format`` (html or json)."""
+    return Selector(text=text, type="json" if fmt == "json" else "html")
+
+
+def nodes(sel: Selector, ex: Extract) -> SelectorList[Selector]:
+    """The nodes (HTML elements or JSON objects) an Extract selects, without regex/split (card selection)."""
+    if ex.css:
+        return sel.css(ex.css)
+    if ex.xpath:
+        return sel.xpath(ex.xpath)
+    assert ex.jmespath is not None  # the model guarantees exactly one source
+    return sel.jmespath(ex.jmespath)
+
+
+def _as_text(value: object) -> str | None:
+    # JMESPath yields JSON scalars; null means "absent", never the string "None".
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def values(sel: Selector, ex: Extract) -> list[str]:
+    """Every value an Extract yields: first match only unless ``many``; regex group; ``split``; stripped."""
+    raw = [t for t in (_as_text(v) for v in nodes(sel, ex).getall()) if t is not None]
+    out: list[str] = []
+    for text in raw:
+        if ex.regex:
+            m = _compiled(ex.regex).search(text)
+            if not m:
+                continue
+            text = m.group(1) if m.re.groups else m.group(0)
+            if text is None:
+                continue
+        parts = text.split(ex.split) if ex.split else [text]
+        out.extend(p.strip() for p in parts if p.strip())
+        if not ex.many:
+            break
+    return out
+
+
+def first(sel: Selector, ex: Extract) -> str | None:
+    found = values(sel, ex)
+    return found[0] if found else None
+
+
+def parse_total(text: str | None) -> int | None:
+    """A stated total such as ``1,234`` or ``1 234`` as an int; None when there are no digits."""
+    if text is None:
+        return None
+    digits = re.sub(r"[\s,.\u00a0\u202f_']", "", text)
+    return int(digits) if digits.isdigit() else None

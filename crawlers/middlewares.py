@@ -1,0 +1,278 @@
+"""Downloader middlewares: the never-fetch guard and politeness that holds when measured at the server.
+
+Scrapy alone does not apply robots.txt ``Crawl-delay``, does not honour ``Retry-After`` and (by default) jitters
+``DOWNLOAD_DELAY`` by ±50 %. ``PolitenessMiddleware`` closes those gaps, per download slot (= host):
+
+- the next request to a host starts no sooner than ``max(POINTCOUNT_DELAY_S, robots Crawl-delay) + margin``
+  after the previous *response* was fully received (so the gap between arrivals at the server is at least the
+  delay, whatever the send-side jitter); it sets the slot's delay and switches jitter off on every request;
+- a 429, or a 503 with ``Retry-After``, pauses the host for the whole window: the pause is set in the
+  ``response_downloaded`` signal, i.e. *before* the downloader can start the next queued request; the request
+  is then retried after the window. More than ``POINTCOUNT_MAX_BLOCKS`` such answers, or a Retry-After longer
+  than ``POINTCOUNT_MAX_RETRY_AFTER_S``, stops the crawl as ``blocked``;
+- at most ``POINTCOUNT_BUDGET`` requests (robots.txt and retries included), then ``budget_exhausted``;
+- no request after ``POINTCOUNT_DEADLINE`` (epoch seconds, the end of the run's crawl window);
+- ``POINTCOUNT_UNREACHABLE_AFTER`` consecutive failures before any success stop the crawl as ``unreachable``.
+
+Settings: ``POINTCOUNT_POLITENESS`` (bool, default True; NotConfigured when off), ``POINTCOUNT_DELAY_S``,
+``POINTCOUNT_DELAY_MARGIN_S`` (0.005), ``POINTCOUNT_BUDGET``, ``POINTCOUNT_MAX_BLOCKS``,
+``POINTCOUNT_MAX_RETRY_AFTER_S``, ``POINTCOUNT_DEFAULT_RETRY_AFTER_S`` (429 without the header: 60),
+``POINTCOUNT_DEADLINE``, ``POINTCOUNT_UNREACHABLE_AFTER`` (8). ``POINTCOUNT_NEVER_FETCH`` (list of path prefixes)
+for ``NeverFetchMiddleware``.
+
+Stats: ``pointcount/requests``, ``pointcount/responses/<status>``, ``pointcount/errors/<exception>``,
+``pointcount/blocks``, ``pointcount/retry_after/pauses``, ``pointcount/retry_after/seconds``,
+``pointcount/delay_s``, ``pointcount/crawl_delay_s``, ``pointcount/never_fetch_blocked``,
+``pointcount/budget_refused``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import TYPE_CHECKING, Any
+
+from scrapy import Request, signals
+from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
+from scrapy.exceptions import IgnoreRequest, NotConfigured
+from scrapy.http import Response
+from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
+from scrapy.utils.httpobj import urlparse_cached
+from twisted.internet.defer import Deferred
+
+from crawlers.spiders.platform import is_never_fetch
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+    from scrapy.robotstxt import RobotParser
+
+BLOCK_STATUSES = (429, 503)
+
+
+def parse_retry_after(value: bytes | str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None when absent/invalid."""
+    if value is None:
+        return None
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+DISALLOW_ALL = b"User-agent: *\nDisallow: /\n"
+
+
+class SafeRobotsTxtMiddleware(RobotsTxtMiddleware):
+    """Scrapy's robots.txt middleware with two fixes (replaces it at the same place in the chain).
+
+    1. Scrapy 2.19 awaits the pending robots.txt Deferred with ``maybe_deferred_to_future`` once per waiting
+       request; ``Deferred.asFuture`` does not pass the result down the callback chain, so with more than two
+       requests waiting, the later ones got ``None`` ("no robots.txt") and went out unchecked (measured on the
+       sandbox with ``Disallow: /``). Here every waiter gets its own Deferred fed by a pass-through callback.
+    2. A robots.txt answering 5xx is read as "disallow everything" (as major search engines do), not parsed as
+       an error page that allows all.
+
+    Settings: ``ROBOTSTXT_OBEY`` (NotConfigured when off). Stats: ``pointcount/robots_5xx``.
+    """
+
+    async def robot_parser(self, request: Request) -> Any:
+        pending = self._parsers.get(urlparse_cached(request).netloc)
+        if isinstance(pending, Deferred):
+            mine: Deferred[Any] = Deferred()
+
+            def forward(result: Any) -> Any:
+                mine.callback(result)
+                return result  # keep the result for the next waiter
+
+            pending.addCallback(forward)
+            return await maybe_deferred_to_future(mine)
+        return await super().robot_parser(request)
+
+    async def _parse_robots(self, response: Response, netloc: str, request: Request) -> None:
+        if response.status >= 500:
+            self._stats.inc_value("pointcount/robots_5xx")
+            response = response.replace(body=DISALLOW_ALL)
+        await super()._parse_robots(response, netloc, request)
+
+
+class NeverFetchMiddleware:
+    """Refuses any request whose path starts with a never-fetch prefix (profile and contact pages)."""
+
+    def __init__(self, crawler: Crawler, prefixes: list[str]):
+        self.crawler = crawler
+        self.prefixes = prefixes
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> NeverFetchMiddleware:
+        prefixes = crawler.settings.getlist("POINTCOUNT_NEVER_FETCH")
+        if not prefixes:
+            raise NotConfigured
+        return cls(crawler, prefixes)
+
+    def process_request(self, request: Request) -> None:
+        if is_never_fetch(request.url, self.prefixes):
+            self.crawler.stats.inc_value("pointcount/never_fetch_blocked")
+            raise IgnoreRequest("never-fetch path")
+
+
+class PolitenessMiddleware:
+    def __init__(self, crawler: Crawler):
+        s = crawler.settings
+        if not s.getbool("POINTCOUNT_POLITENESS", True):
+            raise NotConfigured
+        self.crawler = crawler
+        self.stats = crawler.stats
+        self.margin = s.getfloat("POINTCOUNT_DELAY_MARGIN_S", 0.005)
+        self.delay = s.getfloat("POINTCOUNT_DELAY_S", 3.0)
+        self.budget = s.getint("POINTCOUNT_BUDGET", 5000)
+        self.max_blocks = s.getint("POINTCOUNT_MAX_BLOCKS", 3)
+        self.max_retry_after = s.getfloat("POINTCOUNT_MAX_RETRY_AFTER_S", 900.0)
+        self.default_retry_after = s.getfloat("POINTCOUNT_DEFAULT_RETRY_AFTER_S", 60.0)
+        deadline = s.get("POINTCOUNT_DEADLINE")
+        self.deadline = float(deadline) if deadline is not None else None
+        self.unreachable_after = s.getint("POINTCOUNT_UNREACHABLE_AFTER", 8)
+        self.requests = 0
+        self.blocks = 0
+        self.successes = 0
+        self.consecutive_failures = 0
+        self.pause_until: dict[str, float] = {}  # slot key -> monotonic time when requests may resume
+        self.stats.set_value("pointcount/delay_s", self.delay)
+        crawler.signals.connect(self.robots_parsed, signal=signals.robots_parsed)
+        crawler.signals.connect(self.request_reached_downloader, signal=signals.request_reached_downloader)
+        crawler.signals.connect(self.response_downloaded, signal=signals.response_downloaded)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> PolitenessMiddleware:
+        return cls(crawler)
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def health(self) -> Any:
+        return self.crawler.spider.health  # type: ignore[union-attr]
+
+    def _slot(self, request: Request) -> Any:
+        downloader = self.crawler.engine.downloader  # type: ignore[union-attr]
+        key = request.meta.get("download_slot") or downloader.get_slot_key(request)
+        return key, downloader.slots.get(key)
+
+    def _stop(self, reason: str) -> None:
+        engine = self.crawler.engine
+        if engine is not None and engine.spider is not None:
+            deferred_from_coro(engine.close_spider_async(reason=reason))
+
+    def _effective_delay(self) -> float:
+        return self.delay + self.margin
+
+    # ------------------------------------------------------------------ signals
+
+    def robots_parsed(self, robotparser: RobotParser, request: Request) -> None:
+        ua = request.headers.get(b"User-Agent") or self.crawler.settings.get("USER_AGENT")
+        crawl_delay = robotparser.crawl_delay(ua)
+        if crawl_delay is not None:
+            self.stats.set_value("pointcount/crawl_delay_s", crawl_delay)
+            if crawl_delay > self.delay:  # robots.txt is stricter: it wins
+                self.delay = crawl_delay
+                self.stats.set_value("pointcount/delay_s", self.delay)
+
+    def request_reached_downloader(self, request: Request, spider: Any = None) -> None:
+        # Runs after the request got its slot and before the slot's queue is processed.
+        key, slot = self._slot(request)
+        if slot is None:
+            return
+        slot.delay = self._effective_delay()
+        slot.jitter = 0.0  # RANDOMIZE_DOWNLOAD_DELAY would go down to 0.5 × the delay
+        resume = self.pause_until.get(key)
+        if resume is not None and slot.lastseen < resume - slot.delay:
+            slot.lastseen = resume - slot.delay
+
+    def response_downloaded(self, response: Response, request: Request, spider: Any = None) -> None:
+        # Sent before the downloader frees the slot and starts the next queued request. Count the delay from
+        # now (the whole response is in), not from when the request started: the next request then reaches
+        # the server at least ``delay`` after this one did, whatever the send-side jitter.
+        key, slot = self._slot(request)
+        if slot is not None:
+            slot.lastseen = max(slot.lastseen, time.monotonic())
+        if response.status not in BLOCK_STATUSES:
+            return
+        seconds = parse_retry_after(response.headers.get(b"Retry-After"))
+        if seconds is None:
+            if response.status == 503:
+                return  # a plain 5xx: RetryMiddleware's business
+            seconds = self.default_retry_after
+        request.meta["pointcount_block"] = seconds
+        self.blocks += 1
+        self.stats.inc_value("pointcount/blocks")
+        if seconds > self.max_retry_after:
+            self.health.blocked = (
+                f"Retry-After of {seconds:.0f} s exceeds max_retry_after_s = {self.max_retry_after:.0f} s"
+            )
+        elif self.blocks > self.max_blocks:
+            self.health.blocked = f"{self.blocks} blocking answers (429/503) exceed max_blocks = {self.max_blocks}"
+        # Pause even when giving up, so nothing else goes out inside the window while the spider closes.
+        resume = time.monotonic() + seconds
+        self.pause_until[key] = max(self.pause_until.get(key, 0.0), resume)
+        if slot is not None:
+            slot.lastseen = max(slot.lastseen, resume - slot.delay)
+        self.stats.inc_value("pointcount/retry_after/pauses")
+        self.stats.inc_value("pointcount/retry_after/seconds", seconds)
+
+    # ------------------------------------------------------------------ middleware
+
+    def process_request(self, request: Request) -> None:
+        reason = self.health.stop_reason()
+        if reason:
+            raise IgnoreRequest(f"crawl stopping: {reason}")
+        if self.deadline is not None and time.time() >= self.deadline:
+            self.health.exhausted = "the run's crawl time window ended"
+            self._stop("budget_exhausted")
+            raise IgnoreRequest("crawl window ended")
+        if self.requests >= self.budget:
+            self.health.exhausted = f"request budget of {self.budget} spent"
+            self.stats.inc_value("pointcount/budget_refused")
+            self._stop("budget_exhausted")
+            raise IgnoreRequest("request budget spent")
+        self.requests += 1
+        self.stats.inc_value("pointcount/requests")
+
+    def process_response(self, request: Request, response: Response) -> Request | Response:
+        self.stats.inc_value(f"pointcount/responses/{response.status}")
+        if not request.meta.get("dont_obey_robotstxt"):  # robots.txt answering says little about listings
+            if 200 <= response.status < 300:
+                self.successes += 1
+                self.consecutive_failures = 0
+            elif response.status >= 500 and "pointcount_block" not in request.meta:
+                self._failure(f"HTTP {response.status}")
+        if "pointcount_block" not in request.meta:
+            return response
+        if self.health.blocked:
+            self._stop("blocked")
+            raise IgnoreRequest("blocked")
+        # Same request again; the slot holds it back until the Retry-After window has passed.
+        retry = request.replace(dont_filter=True)
+        retry.meta.pop("pointcount_block", None)
+        return retry
+
+    def process_exception(self, request: Request, exception: Exception) -> None:
+        if isinstance(exception, IgnoreRequest):
+            return
+        self.stats.inc_value(f"pointcount/errors/{type(exception).__name__}")
+        if not request.meta.get("dont_obey_robotstxt"):
+            self._failure(type(exception).__name__)
+
+    def _failure(self, kind: str) -> None:
+        self.consecutive_failures += 1
+        if self.successes == 0 and self.consecutive_failures >= self.unreachable_after:
+            self.health.unreachable = f"{self.consecutive_failures} consecutive failures ({kind}), no listing page"
+            self._stop("unreachable")

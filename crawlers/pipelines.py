@@ -1,0 +1,98 @@
+"""Item pipeline: per-cell theta sketches of listing and advertiser hashes, plus stated totals.
+
+Settings:
+- ``POINTCOUNT_SKETCH_LG_K`` (int, default 16): theta sketch size (exact below 2**lg_k distinct items per cell).
+
+Cells are (level, region code, category) for levels ``national`` (K02000001), ``itl1`` and ``lad``. A listing
+counts once per region it names (sketches deduplicate across pages and regions) and once nationally. Stated totals
+live at ``itl1`` level; national stated = the sum of the itl1 cells. Only hashes ever enter a sketch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import datasketches as ds
+
+from crawlers.edge import ListingItem
+from pointcount import sketches
+from pointcount.geography import NATIONAL_CODE
+from pointcount.results import Cell
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+CellKey = tuple[str, str, str]  # (level, region code, category)
+
+
+class CellAggregator:
+    """In-memory cells for one platform crawl."""
+
+    def __init__(self, lg_k: int = sketches.DEFAULT_LG_K):
+        self.lg_k = lg_k
+        self._listings: dict[CellKey, ds.update_theta_sketch] = {}
+        self._advertisers: dict[CellKey, ds.update_theta_sketch] = {}
+        self._stated: dict[tuple[str, str], int] = {}  # (itl1, category) -> total
+
+    def _update(self, key: CellKey, item: ListingItem) -> None:
+        if key not in self._listings:
+            self._listings[key] = sketches.new(self.lg_k)
+            self._advertisers[key] = sketches.new(self.lg_k)
+        self._listings[key].update(item.listing)
+        self._advertisers[key].update(item.advertiser)
+
+    def add(self, item: ListingItem) -> None:
+        self._update(("national", NATIONAL_CODE, item.category), item)
+        for loc in item.locations:
+            self._update(("itl1", loc.itl1, item.category), item)
+            self._update(("lad", loc.lad, item.category), item)
+
+    def add_stated(self, itl1: str, category: str, total: int) -> None:
+        # Several platform regions may map to one ITL1 region: their totals add up.
+        self._stated[(itl1, category)] = self._stated.get((itl1, category), 0) + total
+
+    def cells(self, mode: str = "cards", itl1_codes: Iterable[str] = (), categories: Iterable[str] = ()) -> list[Cell]:
+        """The result's cells. Cards mode: every cell carries both sketches, and every ITL1 region the platform
+        covers × category plus national × category is present even when empty (an empty sketch is a measured
+        zero); count mode: stated totals only."""
+        keys: set[CellKey] = set(self._listings) if mode == "cards" else set()
+        stated: dict[CellKey, int] = {}
+        for (itl1, category), total in self._stated.items():
+            stated[("itl1", itl1, category)] = total
+            nat = ("national", NATIONAL_CODE, category)
+            stated[nat] = stated.get(nat, 0) + total
+        keys |= set(stated)
+        if mode == "cards":
+            cats = list(categories)
+            keys |= {("itl1", code, c) for code in itl1_codes for c in cats}
+            keys |= {("national", NATIONAL_CODE, c) for c in cats}
+        empty = sketches.to_b64(sketches.new(self.lg_k))
+        out = []
+        for key in sorted(keys):
+            level, code, category = key
+            listing = self._listings.get(key)
+            cell = Cell(region_level=level, region_code=code, category=category, stated=stated.get(key))  # type: ignore[arg-type]
+            if mode == "cards":
+                cell.listings_sketch = sketches.to_b64(listing) if listing is not None else empty
+                cell.advertisers_sketch = sketches.to_b64(self._advertisers[key]) if listing is not None else empty
+            out.append(cell)
+        return out
+
+
+class CellPipeline:
+    """Feeds each :class:`ListingItem` into the spider's :class:`CellAggregator`. Lowest band: nothing raw."""
+
+    def __init__(self, crawler: Crawler):
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> CellPipeline:
+        return cls(crawler)
+
+    def process_item(self, item: Any) -> Any:
+        if not isinstance(item, ListingItem):  # the spider only yields ListingItems; anything else is a bug
+            raise TypeError(f"unexpected item type {type(item).__name__}")
+        spider = self.crawler.spider
+        spider.cells.add(item)  # type: ignore[union-attr]
+        return item

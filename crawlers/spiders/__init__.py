@@ -1,0 +1,1 @@
+"""The one generic spider (:mod:`crawlers.spiders.platform`)."""

@@ -1,0 +1,253 @@
+"""One generic spider driven by a :class:`pointcount.config.Platform` definition (no Python per platform).
+
+Spider arguments: ``platform`` (Platform), ``edge`` (:class:`crawlers.edge.PrivacyEdge`), ``lg_k`` (int).
+Settings: ``POINTCOUNT_HTML_COMPLETE_MARKER`` (default ``</html>``; empty: no check): an HTML listing page without
+it was cut short and counts as a site change, not as fewer cards. ``POINTCOUNT_CHANGED_STOP_AFTER`` (default 5):
+stop the crawl when that many listing pages in a row show a site change before any page was fine (no point
+requesting the rest of a redesigned site).
+
+Cells are the platform's regions × categories. *count* mode reads the stated total (one request per cell);
+*cards* mode walks each cell's listing pages (page_number / next_link / cursor / none) and turns each card into a
+:class:`crawlers.edge.ListingItem` at once: raw strings never leave the callback. Stats (``pointcount/...``):
+``pages``, ``cards``, ``stated_totals``, ``unmapped``, ``linkage_invalid``, ``cells/done``, ``cells/failed``,
+``site_changed/<reason>``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import scrapy
+from scrapy.exceptions import CloseSpider, IgnoreRequest
+from scrapy.http import Response, TextResponse
+from scrapy.spidermiddlewares.httperror import HttpError
+from twisted.python.failure import Failure
+
+from crawlers import extract
+from crawlers.edge import PrivacyEdge
+from crawlers.health import HealthState
+from crawlers.pipelines import CellAggregator
+from pointcount.config import Platform
+
+ROBOTS_FORBIDDEN = "Forbidden by robots.txt"
+
+
+@dataclass
+class CellWalk:
+    """Where one region × category walk has got to. Holds URLs of listing pages only, never card content."""
+
+    region: str  # platform region key
+    category: str  # platform category key
+    page: int = 0  # pages read so far
+    cards: int = 0  # cards read so far (not distinct)
+    stated: int | None = None
+    seen_urls: set[str] = field(default_factory=set)
+
+    @property
+    def label(self) -> str:
+        return f"{self.region}/{self.category}"
+
+
+def is_never_fetch(url: str, prefixes: list[str]) -> bool:
+    path = urlsplit(url).path or "/"
+    return any(path.startswith(p) for p in prefixes)
+
+
+class PlatformSpider(scrapy.Spider):
+    name = "platform"
+
+    def __init__(self, platform: Platform, edge: PrivacyEdge, lg_k: int = 16, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.platform = platform
+        self.edge = edge
+        self.cells = CellAggregator(lg_k)
+        self.health = HealthState(mode=platform.mode)
+        self.allowed_domains = [urlsplit(platform.base_url).hostname or ""]
+        self.good_pages = 0
+        self.changed_in_a_row = 0
+
+    @classmethod
+    def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> PlatformSpider:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        marker = crawler.settings.get("POINTCOUNT_HTML_COMPLETE_MARKER", "</html>")
+        spider.complete_marker = marker.lower().encode() if marker else b""
+        spider.changed_stop_after = crawler.settings.getint("POINTCOUNT_CHANGED_STOP_AFTER", 5)
+        return spider
+
+    # ------------------------------------------------------------------ requests
+
+    def listing_url(self, walk: CellWalk, page: int | None = None, cursor: str = "") -> str:
+        p = self.platform
+        path = p.listing_url.format(
+            region=quote(walk.region, safe=""),
+            category=quote(walk.category, safe=""),
+            page=page if page is not None else p.pagination.start,
+            cursor=quote(cursor, safe=""),
+        )
+        return p.base_url + (path if path.startswith("/") else "/" + path)
+
+    def _request(self, url: str, walk: CellWalk) -> scrapy.Request | None:
+        if is_never_fetch(url, self.platform.never_fetch):
+            # The downloader middleware guards too; here we also stop the walk and say so.
+            self.crawler.stats.inc_value("pointcount/never_fetch_blocked")
+            self.health.site_changed("pagination points at a never-fetch path")
+            return None
+        walk.seen_urls.add(url)
+        return scrapy.Request(url, callback=self.parse_page, errback=self.on_error, cb_kwargs={"walk": walk},
+                              dont_filter=True)
+
+    async def start(self) -> AsyncIterator[Any]:
+        for region in self.platform.regions:
+            for category in self.platform.categories:
+                walk = CellWalk(region, category)
+                self.health.cells_total += 1
+                req = self._request(self.listing_url(walk), walk)
+                if req is not None:
+                    yield req
+                else:
+                    self._cell_failed(walk, "never_fetch")
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _cell_done(self, walk: CellWalk) -> None:
+        self.health.cells_done += 1
+        self.crawler.stats.inc_value("pointcount/cells/done")
+
+    def _cell_failed(self, walk: CellWalk, kind: str) -> None:
+        self.health.cells_failed += 1
+        self.health.errors[kind] += 1
+        self.crawler.stats.inc_value("pointcount/cells/failed")
+
+    def _changed(self, reason: str) -> None:
+        self.health.site_changed(reason)
+        self.crawler.stats.inc_value(f"pointcount/site_changed/{reason.replace(' ', '_')}")
+
+    def on_error(self, failure: Failure) -> None:
+        walk: CellWalk = failure.request.cb_kwargs["walk"]  # type: ignore[attr-defined]
+        exc = failure.value
+        if isinstance(exc, IgnoreRequest) and str(exc).startswith(ROBOTS_FORBIDDEN):
+            self.health.cells_forbidden += 1
+            self.crawler.stats.inc_value("pointcount/cells/forbidden")
+        elif isinstance(exc, HttpError):
+            self._cell_failed(walk, f"HTTP {exc.response.status}")
+        elif isinstance(exc, IgnoreRequest):
+            self._cell_failed(walk, "stopped")  # budget, block, window or never-fetch guard
+        else:
+            self._cell_failed(walk, type(exc).__name__)
+
+    # ------------------------------------------------------------------ parsing
+
+    def parse_page(self, response: Response, walk: CellWalk) -> Iterator[Any]:
+        changes_before = sum(self.health.changed.values())
+        yield from self._parse_page(response, walk)
+        if sum(self.health.changed.values()) > changes_before:
+            self.changed_in_a_row += 1
+            if not self.good_pages and 0 < self.changed_stop_after <= self.changed_in_a_row:
+                raise CloseSpider("site_changed")
+        else:
+            self.good_pages += 1
+            self.changed_in_a_row = 0
+
+    def _parse_page(self, response: Response, walk: CellWalk) -> Iterator[Any]:
+        stats = self.crawler.stats
+        stats.inc_value("pointcount/pages")
+        self.health.listing_ok += 1
+        walk.page += 1
+        p = self.platform
+        if not isinstance(response, TextResponse):
+            self._changed("listing page is not text")
+            self._cell_failed(walk, "not text")
+            return
+        if p.format == "html" and self.complete_marker and self.complete_marker not in response.body[-4096:].lower():
+            self._changed("listing page truncated")
+            self._cell_failed(walk, "truncated")
+            return
+        try:
+            sel = extract.document(response.text, p.format)
+        except ValueError:
+            self._changed("listing page does not parse")
+            self._cell_failed(walk, "unparseable")
+            return
+
+        if p.total is not None and walk.page == 1:
+            total = extract.parse_total(extract.first(sel, p.total))
+            if total is None:
+                self._changed("total missing")
+            else:
+                walk.stated = total
+                stats.inc_value("pointcount/stated_totals")
+                self.health.stated_totals += 1
+                self.cells.add_stated(p.regions[walk.region], p.categories[walk.category], total)
+                if total:
+                    self.health.nonzero_totals += 1
+        if p.mode == "count":
+            self._cell_done(walk)
+            return
+
+        assert p.cards is not None
+        n = 0
+        for card in extract.nodes(sel, p.cards.selector):
+            ref = extract.first(card, p.cards.listing_key)
+            if ref is None:
+                self._changed("card without listing key")
+                continue
+            towns = extract.values(card, p.cards.location) if p.cards.location else []
+            codes = extract.values(card, p.cards.region) if p.cards.region else []
+            link = extract.first(card, p.cards.linkage) if p.cards.linkage else None
+            item, unmapped, invalid = self.edge.card(ref, p.categories[walk.category], towns, codes, link)
+            del ref, towns, codes, link  # raw strings end here
+            n += 1
+            if unmapped:
+                stats.inc_value("pointcount/unmapped", unmapped)
+            if invalid:
+                stats.inc_value("pointcount/linkage_invalid")
+            yield item
+        walk.cards += n
+        self.health.cards += n
+        stats.inc_value("pointcount/cards", n)
+        yield from self._next(sel, response, walk, n)
+
+    def _next(self, sel: Any, response: Response, walk: CellWalk, n: int) -> Iterator[scrapy.Request]:
+        pag = self.platform.pagination
+        if n == 0:
+            if walk.stated:  # the total says there are listings, the card selector finds none
+                self._changed("no cards where the total says there are some")
+                self._cell_failed(walk, "no cards")
+            else:
+                self._cell_done(walk)
+            return
+        if walk.page >= pag.max_pages:
+            self.health.exhausted = self.health.exhausted or f"max_pages ({pag.max_pages}) reached"
+            self._cell_failed(walk, "max_pages")
+            return
+        url: str | None = None
+        if pag.type == "page_number":
+            last = math.ceil(walk.stated / pag.page_size) if walk.stated is not None and pag.page_size else None
+            short = pag.page_size is not None and n < pag.page_size
+            if (last is None and not short) or (last is not None and walk.page < last):
+                url = self.listing_url(walk, page=pag.start + walk.page)
+        elif pag.type == "next_link":
+            assert pag.next is not None
+            href = extract.first(sel, pag.next)
+            url = response.urljoin(href) if href else None
+        elif pag.type == "cursor":
+            assert pag.next is not None
+            cursor = extract.first(sel, pag.next)
+            url = self.listing_url(walk, cursor=cursor) if cursor else None
+        if url is not None and url in walk.seen_urls:
+            self._changed("pagination loops")
+            url = None
+        if url is None:
+            if walk.stated is not None and walk.cards < walk.stated:
+                self._changed("pages short of the stated total")
+            self._cell_done(walk)
+            return
+        req = self._request(url, walk)
+        if req is None:
+            self._cell_failed(walk, "never_fetch")
+            return
+        yield req

@@ -1,0 +1,441 @@
+"""Crawlers, without a network: extraction DSL, privacy edge, cells, spider pagination/health, politeness pieces."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from parsel import Selector
+from scrapy import Request
+from scrapy.exceptions import CloseSpider, IgnoreRequest
+from scrapy.http import HtmlResponse, TextResponse
+from scrapy.utils.test import get_crawler
+
+from crawlers import extract
+from crawlers.edge import ListingItem, PrivacyEdge, normalise_linkage, normalise_phone
+from crawlers.health import HealthState, verdict
+from crawlers.middlewares import NeverFetchMiddleware, parse_retry_after
+from crawlers.pipelines import CellAggregator, CellPipeline
+from crawlers.run import CrawlChildError, scrub
+from crawlers.settings import window_deadline
+from crawlers.spiders.platform import CellWalk, PlatformSpider, is_never_fetch
+from pointcount import sketches
+from pointcount.config import Extract, LoadedConfig, Platform, RunConfig
+from pointcount.geography import NATIONAL_CODE, UNMAPPED, Location, gazetteer
+from pointcount.keys import Pseudonymiser
+
+KEY = b"k" * 32
+BASE = "http://127.0.0.9:8400"
+
+
+def platform(**overrides: Any) -> Platform:
+    data: dict[str, Any] = {
+        "name": "unit-directory",
+        "title": "Unit",
+        "base_url": BASE,
+        "mode": "cards",
+        "listing_url": "/search/{region}/{category}?page={page}",
+        "regions": {"yorkshire": "TLE", "london": "TLI"},
+        "categories": {"female": "women"},
+        "total": {"css": "p.count::text", "regex": r"of ([\d,]+)"},
+        "cards": {
+            "selector": {"css": "article.listing"},
+            "listing_key": {"css": "::attr(data-ref)"},
+            "location": {"css": ".town::text", "split": " / "},
+            "linkage": {"css": ".phone::text", "kind": "phone"},
+        },
+        "pagination": {"type": "page_number", "page_size": 2},
+    }
+    data.update(overrides)
+    return Platform.model_validate(data)
+
+
+def edge_for(p: Platform) -> PrivacyEdge:
+    return PrivacyEdge(p, KEY, gazetteer())
+
+
+# --------------------------------------------------------------------------- extraction DSL
+
+
+HTML = """<html><body><p class="count">Showing 1–2 of 1,234</p>
+<article class="listing" data-ref="R1"><span class="town">Leeds / Bradford</span><b class="phone">0113 496 0001</b>
+<a href="/profile/R1">x</a></article>
+<article class="listing" data-ref="R2"><span class="town">York</span></article>
+<a class="next" href="/search/yorkshire/female?page=2">next</a></body></html>"""
+
+
+def test_css_xpath_regex_many_split() -> None:
+    sel = Selector(text=HTML)
+    assert extract.values(sel, Extract(css="p.count::text", regex=r"of ([\d,]+)")) == ["1,234"]
+    assert extract.values(sel, Extract(xpath="//article/@data-ref")) == ["R1"]  # first match only
+    assert extract.values(sel, Extract(xpath="//article/@data-ref", many=True)) == ["R1", "R2"]
+    assert extract.values(sel, Extract(css=".town::text", split=" / ")) == ["Leeds", "Bradford"]
+    assert extract.values(sel, Extract(css=".town::text", split=" / ", many=True)) == ["Leeds", "Bradford", "York"]
+    assert extract.values(sel, Extract(css=".nothing::text")) == []
+    assert extract.values(sel, Extract(css="p.count::text", regex=r"no (\d+) here")) == []
+    assert extract.first(sel, Extract(css="a.next::attr(href)")) == "/search/yorkshire/female?page=2"
+
+
+def test_jmespath_scalars_objects_and_null() -> None:
+    sel = extract.document('{"meta": {"total": 12, "next": null}, "data": [{"id": 7, "t": "Leeds"}, {"id": "x"}]}',
+                           "json")
+    assert extract.first(sel, Extract(jmespath="meta.total")) == "12"  # JSON numbers become text
+    assert extract.first(sel, Extract(jmespath="meta.next")) is None  # null is absent, never "None"
+    cards = extract.nodes(sel, Extract(jmespath="data[*]"))
+    assert [extract.first(c, Extract(jmespath="id")) for c in cards] == ["7", "x"]
+    assert extract.first(cards[1], Extract(jmespath="t")) is None
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("1,234", 1234), ("1 234", 1234), ("0", 0), ("12", 12), (None, None), ("", None), ("n/a", None),
+])
+def test_parse_total(text: str | None, expected: int | None) -> None:
+    assert extract.parse_total(text) == expected
+
+
+# --------------------------------------------------------------------------- privacy edge
+
+
+@pytest.mark.parametrize("written", ["0113 496 0123", "+44 113 496 0123", "(0113) 496 0123", "01134960123",
+                                     "+441134960123", " 0113-496-0123 "])
+def test_phone_formats_normalise_to_one_e164(written: str) -> None:
+    assert normalise_phone(written) == "+441134960123"
+
+
+def test_bad_linkage_values() -> None:
+    assert normalise_phone("call me") is None
+    assert normalise_phone("123") is None
+    assert normalise_linkage("email", "  Amber@Mail.Example ") == "amber@mail.example"
+    assert normalise_linkage("handle", "@Someone") == "someone"
+
+
+def test_edge_hashes_and_regions_and_drops_raw_strings() -> None:
+    p = platform()
+    edge = edge_for(p)
+    pseudo = Pseudonymiser(KEY)
+    item, unmapped, invalid = edge.card("R1", "women", ["Leeds", "Bradford"], [], "0113 496 0123")
+    assert item.listing == pseudo.listing("unit-directory", "R1")
+    assert item.advertiser == pseudo.advertiser("phone", "+441134960123")
+    assert item.linked and not invalid and unmapped == 0
+    assert {loc.itl1 for loc in item.locations} == {"TLE"}
+    assert len(item.locations) == 2  # two districts (Leeds, Bradford): counted once in each
+    # Same phone written differently on another card: same advertiser, different listing.
+    other, _, _ = edge.card("R9", "women", ["York"], [], "+44 113 496 0123")
+    assert other.advertiser == item.advertiser and other.listing != item.listing
+    # Nothing raw survives in the item.
+    blob = repr(dataclasses.asdict(item))
+    for raw in ("R1", "Leeds", "Bradford", "0113", "496 0123", "+441134960123"):
+        assert raw not in blob
+
+
+def test_edge_unmapped_and_missing_linkage() -> None:
+    edge = edge_for(platform())
+    item, unmapped, invalid = edge.card("R2", "women", ["Atlantis", "York"], [], None)
+    assert unmapped == 1 and not invalid
+    assert Location(UNMAPPED, UNMAPPED) in item.locations and len(item.locations) == 2
+    assert item.advertiser == item.listing and not item.linked  # no linkage: the listing stands for itself
+    item, unmapped, invalid = edge.card("R3", "women", [], [], "not a phone")
+    assert invalid and item.advertiser == item.listing
+    assert item.locations == (Location(UNMAPPED, UNMAPPED),) and unmapped == 1  # no location: counted, kept
+
+
+def test_edge_platform_region_codes() -> None:
+    p = platform(cards={"selector": {"css": "div"}, "listing_key": {"css": "::attr(id)"},
+                        "region": {"css": "::attr(data-area)"}})
+    edge = PrivacyEdge(p, KEY, None)
+    item, unmapped, _ = edge.card("A", "women", [], ["london", "mars"])
+    assert item.locations == (Location("TLI", UNMAPPED), Location(UNMAPPED, UNMAPPED)) and unmapped == 1
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def _count(b64: str | None) -> int:
+    assert b64 is not None
+    return sketches.estimate(sketches.from_b64(b64)).count
+
+
+def test_cells_count_a_listing_once_per_region_and_nationally() -> None:
+    agg = CellAggregator(lg_k=12)
+    leeds, bradford, london = Location("TLE", "E08000035"), Location("TLE", "E08000032"), Location("TLI", "E09")
+    agg.add(ListingItem("l1", "a1", "women", (leeds, bradford), True))
+    agg.add(ListingItem("l1", "a1", "women", (london,), True))  # same listing seen on another region's page
+    agg.add(ListingItem("l2", "a1", "women", (leeds,), True))  # duplicate profile: same advertiser
+    agg.add_stated("TLE", "women", 5)
+    agg.add_stated("TLI", "women", 7)
+    agg.add_stated("TLE", "women", 1)  # a second platform region mapping to the same ITL1 region adds up
+    cells = {(c.region_level, c.region_code, c.category): c
+             for c in agg.cells("cards", ["TLE", "TLI", "TLC"], ["women", "men"])}
+    nat = cells[("national", NATIONAL_CODE, "women")]
+    assert (_count(nat.listings_sketch), _count(nat.advertisers_sketch), nat.stated) == (2, 1, 13)
+    tle = cells[("itl1", "TLE", "women")]
+    assert (_count(tle.listings_sketch), tle.stated) == (2, 6)
+    assert _count(cells[("lad", "E08000032", "women")].listings_sketch) == 1
+    # Empty cells of a cards platform are measured zeros with sketches, never stated-only cells.
+    empty = cells[("itl1", "TLC", "men")]
+    assert _count(empty.listings_sketch) == 0 and _count(empty.advertisers_sketch) == 0
+    assert all(c.listings_sketch and c.advertisers_sketch for c in cells.values())
+
+
+def test_count_mode_cells_have_stated_only() -> None:
+    agg = CellAggregator()
+    agg.add_stated("TLC", "men", 3)
+    agg.add_stated("TLD", "men", 4)
+    cells = agg.cells("count", ["TLC", "TLD"], ["men"])
+    assert {(c.region_level, c.region_code, c.stated) for c in cells} == {
+        ("itl1", "TLC", 3), ("itl1", "TLD", 4), ("national", NATIONAL_CODE, 7)}
+    assert all(c.listings_sketch is None for c in cells)
+
+
+# --------------------------------------------------------------------------- spider on static pages
+
+
+def make_spider(p: Platform, **settings: Any) -> PlatformSpider:
+    crawler = get_crawler(PlatformSpider, settings_dict=settings)
+    spider = PlatformSpider.from_crawler(crawler, platform=p, edge=edge_for(p), lg_k=12)
+    crawler.spider = spider
+    crawler.stats.open_spider()
+    return spider
+
+
+def page(spider: PlatformSpider, url: str, body: str, walk: CellWalk, json: bool = False) -> list[Any]:
+    req = Request(url, cb_kwargs={"walk": walk})
+    cls = TextResponse if json else HtmlResponse
+    resp = cls(url, body=body.encode(), encoding="utf-8", request=req)
+    out = list(spider.parse_page(resp, walk))
+    pipeline = CellPipeline(spider.crawler)
+    for item in out:
+        if isinstance(item, ListingItem):
+            pipeline.process_item(item)
+    return out
+
+
+def directory_page(total: int, refs: list[str], town: str = "Leeds") -> str:
+    cards = "".join(f'<article class="listing" data-ref="{r}"><span class="town">{town}</span>'
+                    f'<b class="phone">0113 496 0{i:03d}</b></article>' for i, r in enumerate(refs))
+    return f'<html><body><p class="count">Showing of {total:,}</p>{cards}</body></html>'
+
+
+def test_page_number_walk_stops_at_the_last_page_from_the_total() -> None:
+    spider = make_spider(platform())
+    walk = CellWalk("yorkshire", "female")
+    out = page(spider, f"{BASE}/search/yorkshire/female?page=1", directory_page(5, ["a", "b"]), walk)
+    items = [o for o in out if isinstance(o, ListingItem)]
+    reqs = [o for o in out if isinstance(o, Request)]
+    assert len(items) == 2 and [r.url for r in reqs] == [f"{BASE}/search/yorkshire/female?page=2"]
+    page(spider, reqs[0].url, directory_page(5, ["c", "d"]), walk)
+    out = page(spider, f"{BASE}/search/yorkshire/female?page=3", directory_page(5, ["e"]), walk)
+    assert not [o for o in out if isinstance(o, Request)]  # ceil(5 / 2) = 3 pages: done, no 4th request
+    assert spider.health.cells_done == 1 and not spider.health.changed
+    stats = spider.crawler.stats
+    assert stats.get_value("pointcount/cards") == 5 and stats.get_value("pointcount/pages") == 3
+    assert stats.get_value("pointcount/stated_totals") == 1
+    cells = {(c.region_level, c.region_code): c for c in spider.cells.cells("cards", ["TLE"], ["women"])}
+    assert cells[("itl1", "TLE")].stated == 5 and _count(cells[("itl1", "TLE")].listings_sketch) == 5
+
+
+def test_page_number_without_total_stops_at_a_short_page() -> None:
+    p = platform(total=None)
+    spider = make_spider(p)
+    walk = CellWalk("london", "female")
+    out = page(spider, f"{BASE}/search/london/female?page=1", directory_page(0, ["a", "b"], "Camden"), walk)
+    assert [o.url for o in out if isinstance(o, Request)] == [f"{BASE}/search/london/female?page=2"]
+    out = page(spider, f"{BASE}/search/london/female?page=2", directory_page(0, ["c"], "Camden"), walk)
+    assert not [o for o in out if isinstance(o, Request)] and spider.health.cells_done == 1
+
+
+def test_layout_change_is_site_changed_not_zero() -> None:
+    spider = make_spider(platform())
+    walk = CellWalk("yorkshire", "female")
+    body = ('<html><body><p class="summary">Showing 1–2 of 40</p>'
+            '<article class="card" data-id="a"></article></body></html>')
+    out = page(spider, f"{BASE}/search/yorkshire/female?page=1", body, walk)
+    assert out == []
+    assert spider.health.changed["total missing"] == 1
+    health, reason = verdict(spider.health)
+    assert health == "site_changed" and "total missing" in reason
+
+
+def test_cards_missing_where_the_total_says_some() -> None:
+    spider = make_spider(platform())
+    walk = CellWalk("yorkshire", "female")
+    page(spider, f"{BASE}/search/yorkshire/female?page=1", directory_page(40, []), walk)
+    assert spider.health.changed["no cards where the total says there are some"] == 1
+    assert verdict(spider.health)[0] == "site_changed"
+
+
+def test_a_zero_total_with_no_cards_is_a_finished_cell() -> None:
+    spider = make_spider(platform())
+    walk = CellWalk("yorkshire", "female")
+    page(spider, f"{BASE}/search/yorkshire/female?page=1", directory_page(0, []), walk)
+    assert spider.health.cells_done == 1 and not spider.health.changed
+
+
+def test_truncated_html_is_site_changed() -> None:
+    spider = make_spider(platform())
+    walk = CellWalk("yorkshire", "female")
+    body = directory_page(4, ["a", "b"])[:-30]  # lost its end, as a cut-off transfer
+    assert page(spider, f"{BASE}/search/yorkshire/female?page=1", body, walk) == []
+    assert spider.health.changed["listing page truncated"] == 1
+
+
+def test_repeated_changes_stop_the_crawl_early() -> None:
+    spider = make_spider(platform(), POINTCOUNT_CHANGED_STOP_AFTER=2)
+    body = "<html><body><p>redesigned</p></body></html>"
+    page(spider, f"{BASE}/search/yorkshire/female?page=1", body, CellWalk("yorkshire", "female"))
+    with pytest.raises(CloseSpider):
+        page(spider, f"{BASE}/search/london/female?page=1", body, CellWalk("london", "female"))
+
+
+def test_next_link_pagination_and_never_fetch() -> None:
+    p = platform(listing_url="/ads/{region}/{category}", total=None,
+                 pagination={"type": "next_link", "next": {"css": "a.more::attr(href)"}})
+    spider = make_spider(p)
+    walk = CellWalk("london", "female")
+    more = '<a class="more" href="/ads/london/female?after=x">m</a></body>'
+    body = directory_page(0, ["a"], "Camden").replace("</body>", more)
+    out = page(spider, f"{BASE}/ads/london/female", body, walk)
+    assert [o.url for o in out if isinstance(o, Request)] == [f"{BASE}/ads/london/female?after=x"]
+    # A next link into a profile page is never followed, and the walk says so.
+    body = directory_page(0, ["b"], "Camden").replace("</body>", '<a class="more" href="/profile/b">m</a></body>')
+    out = page(spider, f"{BASE}/ads/london/female?after=x", body, walk)
+    assert not [o for o in out if isinstance(o, Request)]
+    assert spider.crawler.stats.get_value("pointcount/never_fetch_blocked") == 1
+    assert verdict(spider.health)[0] == "site_changed"
+
+
+def test_cursor_pagination_on_json() -> None:
+    p = platform(format="json", listing_url="/api?area={region}&type={category}&cursor={cursor}",
+                 total={"jmespath": "meta.total"},
+                 cards={"selector": {"jmespath": "data[*]"}, "listing_key": {"jmespath": "id"},
+                        "location": {"jmespath": "town"}, "linkage": {"jmespath": "contact.phone"}},
+                 pagination={"type": "cursor", "next": {"jmespath": "meta.next"}})
+    spider = make_spider(p)
+    walk = CellWalk("london", "female")
+    first = '{"meta": {"total": 2, "next": "tok/1"}, "data": [{"id": "a", "town": "Camden"}]}'
+    assert spider.listing_url(walk) == f"{BASE}/api?area=london&type=female&cursor="
+    out = page(spider, spider.listing_url(walk), first, walk, json=True)
+    assert [o.url for o in out if isinstance(o, Request)] == [f"{BASE}/api?area=london&type=female&cursor=tok%2F1"]
+    last = ('{"meta": {"total": 2, "next": null}, '
+            '"data": [{"id": "b", "town": "Camden", "contact": {"phone": "020 7946 0001"}}]}')
+    out = page(spider, f"{BASE}/api?area=london&type=female&cursor=tok%2F1", last, walk, json=True)
+    assert not [o for o in out if isinstance(o, Request)] and spider.health.cells_done == 1
+    other = CellWalk("yorkshire", "female")
+    assert page(spider, spider.listing_url(other), '{"meta": {"tot', other, json=True) == []
+    assert spider.health.changed  # a JSON page that does not parse
+
+
+def test_count_mode_reads_the_total_only() -> None:
+    p = platform(mode="count", cards=None, listing_url="/counts/{region}?type={category}",
+                 total={"css": "#total::text"}, pagination={"type": "none"})
+    spider = make_spider(p)
+    walk = CellWalk("london", "female")
+    out = page(spider, f"{BASE}/counts/london?type=female", '<html><span id="total">1,203</span></html>', walk)
+    assert out == [] and spider.health.cells_done == 1
+    assert [(c.region_level, c.stated) for c in spider.cells.cells("count")] == [("itl1", 1203), ("national", 1203)]
+
+
+# --------------------------------------------------------------------------- health verdicts
+
+
+def test_verdict_order() -> None:
+    ok = HealthState(cells_total=2, cells_done=2, listing_ok=2, cards=3)
+    assert verdict(ok)[0] == "ok"
+    assert verdict(dataclasses.replace(ok, blocked="too many 429"))[0] == "blocked"
+    assert verdict(dataclasses.replace(ok, cells_forbidden=1))[0] == "blocked"
+    assert verdict(dataclasses.replace(ok, exhausted="budget"))[0] == "budget_exhausted"
+    assert verdict(HealthState(cells_total=2, cells_failed=2))[0] == "unreachable"
+    assert verdict(dataclasses.replace(ok, cells_done=1, cells_failed=1))[0] == "unreachable"  # partial
+    assert verdict(dataclasses.replace(ok, cards=0))[0] == "site_changed"  # a cards platform with no card at all
+    assert verdict(dataclasses.replace(ok, spider_exceptions=1))[0] == "failed"
+    assert verdict(dataclasses.replace(ok, cells_done=1))[0] == "failed"  # never finished: not ok
+    zeros = HealthState(mode="count", cells_total=2, cells_done=2, listing_ok=2, stated_totals=2, nonzero_totals=0)
+    assert verdict(zeros)[0] == "site_changed"
+    assert verdict(dataclasses.replace(zeros, nonzero_totals=1))[0] == "ok"
+
+
+# --------------------------------------------------------------------------- politeness pieces
+
+
+def test_parse_retry_after() -> None:
+    assert parse_retry_after(b"120") == 120.0
+    assert parse_retry_after("0") == 0.0
+    assert parse_retry_after(None) is None and parse_retry_after(b"soon") is None
+    when = datetime(2030, 1, 1, 0, 1, tzinfo=UTC)
+    assert parse_retry_after("Tue, 01 Jan 2030 00:01:00 GMT", now=when.timestamp() - 60) == pytest.approx(60)
+
+
+def test_never_fetch_guard() -> None:
+    crawler = get_crawler(settings_dict={"POINTCOUNT_NEVER_FETCH": ["/profile", "/contact"]})
+    crawler.stats.open_spider()
+    mw = NeverFetchMiddleware.from_crawler(crawler)
+    mw.process_request(Request(f"{BASE}/search/london/female?page=1"))
+    with pytest.raises(IgnoreRequest):
+        mw.process_request(Request(f"{BASE}/profile/abc"))
+    assert crawler.stats.get_value("pointcount/never_fetch_blocked") == 1
+    assert is_never_fetch(f"{BASE}/contact/x?y=1", ["/contact"]) and not is_never_fetch(f"{BASE}/ads", ["/contact"])
+
+
+def _config(tmp_path: Path, start: str, end: str) -> LoadedConfig:
+    run = RunConfig.model_validate({"ethics": {"contact": "a@b.example"}, "platforms": ["x.yaml"],
+                                    "crawl": {"window_start": start, "window_end": end},
+                                    "schedule": {"timezone": "Europe/London"}})
+    return LoadedConfig(path=tmp_path / "c.yaml", run=run, platforms=(), config_hash="x")
+
+
+def test_crawl_window(tmp_path: Path) -> None:
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo("Europe/London")
+    at = datetime(2026, 11, 29, 5, 30, tzinfo=tz)
+    assert window_deadline(_config(tmp_path, "05:00", "07:00"), at) == datetime(2026, 11, 29, 7, 0, 59, 999999,
+                                                                               tzinfo=tz).timestamp()
+    assert window_deadline(_config(tmp_path, "06:00", "07:00"), at) is None
+    wrap = _config(tmp_path, "22:00", "06:00")  # wraps midnight
+    assert window_deadline(wrap, at) is not None
+    assert window_deadline(wrap, datetime(2026, 11, 29, 23, 0, tzinfo=tz)) == datetime(
+        2026, 11, 30, 6, 0, 59, 999999, tzinfo=tz).timestamp()
+    assert window_deadline(wrap, datetime(2026, 11, 29, 12, 0, tzinfo=tz)) is None
+
+
+# --------------------------------------------------------------------------- the child process boundary
+
+
+def test_scrub() -> None:
+    text = ("2026-11-29 04:13:17 [x] WARNING: 0113 496 0123 / +44 113 496 0123 / (0113) 496 0123 / "
+            "amber.kavel@mail.example at http://127.0.0.2:8400/profile/DABC?x=1")
+    out = scrub(text)
+    assert out.startswith("2026-11-29 04:13:17")  # timestamps survive
+    for raw in ("496 0123", "amber", "/profile", "DABC"):
+        assert raw not in out
+    assert "http://127.0.0.2:8400/" in out
+
+
+def test_child_refuses_non_loopback_without_ethics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The crawl start re-checks the ethics rules even for a config object that skipped validation."""
+    import crawlers.run as run
+
+    p = platform(base_url="https://platform.invalid", politeness={"delay_s": 0.5})
+    cfg_run = RunConfig.model_validate({"ethics": {"contact": "a@b.example"}, "platforms": ["x.yaml"]})
+    bad = LoadedConfig(path=tmp_path / "c.yaml", run=cfg_run, platforms=(p,), config_hash="h")
+    monkeypatch.setattr(run, "load_config", lambda path: bad)
+    monkeypatch.setattr(run, "run_child", lambda *a, **k: pytest.fail("crawl started"))
+    rc = run.main(["--config", str(tmp_path / "c.yaml"), "--platform", p.name, "--run-id", "r",
+                   "--date", "2026-11-29"])
+    assert rc == run.EXIT_REFUSED
+
+
+def test_crawl_platform_raises_for_a_crashed_child(tmp_path: Path) -> None:
+    """A config file the child cannot load is a crashed child: CrawlChildError with the (scrubbed) reason."""
+    from crawlers.run import crawl_platform
+
+    p = platform()
+    cfg_run = RunConfig.model_validate({"ethics": {"contact": "a@b.example"}, "platforms": ["x.yaml"],
+                                        "keys": {"dir": str(tmp_path / "keys")}})
+    (tmp_path / "c.yaml").write_text("ethics: {contact: nobody}\nplatforms: []\n")
+    cfg = LoadedConfig(path=tmp_path / "c.yaml", run=cfg_run, platforms=(p,), config_hash="h")
+    with pytest.raises(CrawlChildError, match="exited with status 2"):
+        crawl_platform(cfg, p.name, "r", date(2026, 11, 29))
