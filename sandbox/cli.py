@@ -36,8 +36,10 @@ def serve(
     bind = {name: (host, port) for name, (host, _) in DEFAULT_BIND.items()}
     started = time.monotonic()
     stop = threading.Event()
-    # SIGTERM ends the loop below exactly like Ctrl-C, so servers shut down and logs are closed.
+    # SIGTERM and SIGINT (Ctrl-C, even where a shell started us with SIGINT ignored) end the loop below, so
+    # servers shut down and logs are closed.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         sb = Sandbox(seed=seed, day=day, n_advertisers=n_advertisers, bind=bind, log_dir=log_dir,
                      membership=membership, horizon_days=horizon_days)  # type: ignore[arg-type]
@@ -48,8 +50,9 @@ def serve(
     try:
         for name, url in sb.base_urls.items():
             typer.echo(f"{name}: {url}")
-        typer.echo(f"ready in {time.monotonic() - started:.1f} s (seed {seed}, day {day}); Ctrl-C to stop",
-                   err=True)
+        took = time.monotonic() - started
+        typer.echo(f"population built and platforms bound in {took:.1f} s (seed {seed}, day {day}); "
+                   "Ctrl-C to stop", err=True)
         sys.stdout.flush()
         while not stop.wait(0.2):
             pass

@@ -517,7 +517,8 @@ def test_truth_cli_prints_the_same_json() -> None:
     assert [(w["start"], w["end"]) for w in got["windows"]] == [(0, 3)]
 
 
-def test_serve_starts_within_5_s_and_stops_on_sigterm() -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_starts_within_5_s_and_stops_on_signal(sig: int) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     start = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "sandbox.cli", "serve", "--port", "0"], cwd=ROOT,
@@ -534,7 +535,7 @@ def test_serve_starts_within_5_s_and_stops_on_sigterm() -> None:
         assert status == 200
         assert elapsed < 5, f"serve took {elapsed:.1f} s"
         assert set(urls) == set(PLATFORMS)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         assert proc.wait(timeout=5) == 0
         assert "sandbox stopped" in proc.stderr.read()  # type: ignore[union-attr]
     finally:
