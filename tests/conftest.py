@@ -31,7 +31,10 @@ os.environ.pop("PREFECT_PROFILE", None)
 prepare_prefect_env(None)
 
 REPO = Path(__file__).resolve().parent.parent
-SMALL_N = 300  # sandbox population for pipeline tests: ~50 requests per platform
+# Sandbox population for pipeline tests: ~100 requests on the largest platform. Not smaller for now: below
+# ~4,000 some region x category cells are empty, and the crawl ships an empty cards cell without a sketch,
+# which the warehouse rejects (reported to the lead; lower this once that contract gap is closed).
+SMALL_N = 4000
 FAST_POLITENESS = {"delay_s": 0.1, "timeout_s": 5}
 
 

@@ -1,0 +1,165 @@
+"""End-to-end ``pointcount run`` against the sandbox through the session's Prefect server: a complete run equals the
+sandbox truth and a synthetic 60% drop on the next run raises alarms; a broken platform makes the run partial
+(retried only when the failure is transient); a run with no healthy platform fails with a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from conftest import run_cli, sandbox_config, small_sandbox
+
+from flows.demo import politeness_from_log
+from pointcount.config import load_config
+
+pytestmark = pytest.mark.slow
+
+
+def _rows(path: Path, sql: str, params: list[Any] | None = None) -> list[tuple]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def _closed_port(host: str) -> int:
+    """A port on ``host`` that nothing listens on (bound and released)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _flat(nested: dict[str, dict[str, dict[str, Any]]], fields: tuple[str, ...]) -> dict[tuple, tuple]:
+    return {(lv, rg, cat): tuple(v.get(f) for f in fields)
+            for lv, regions in nested.items() for rg, cats in regions.items() for cat, v in cats.items()}
+
+
+def _task_run_counts(config_path: Path) -> dict[str, int]:
+    """Prefect's own record of how many times each crawl task ran, for the flow run of this config."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        flow_runs = [r for r in client.read_flow_runs(limit=200)
+                     if r.parameters.get("config_path") == str(config_path)]
+        assert len(flow_runs) == 1, [r.parameters for r in flow_runs]
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_runs[0].id])), limit=200
+        )
+    return {t.name.removeprefix("crawl-"): t.run_count for t in task_runs if t.name.startswith("crawl-")}
+
+
+def test_run_equals_the_sandbox_truth_then_a_sixty_percent_drop_raises_alarms(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    # Run 1: the full population (10,000 advertisers; no empty cell, see conftest.SMALL_N).
+    with small_sandbox(tmp_path / "sandbox-logs", n_advertisers=10_000) as sb:
+        cfg_path = sandbox_config(tmp_path, sb.base_urls)
+        proc = run_cli("run", "--config", str(cfg_path), "--retries", "0")
+        truth = sb.truth()
+        logs = {name: sb.request_log(name) for name in sb.base_urls}
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cfg = load_config(cfg_path)
+    ((run_id, status, alarms),) = _rows(cfg.warehouse_path, "SELECT run_id, status, alarms FROM runs")
+    assert status == "complete" and alarms == []
+    assert f"run {run_id}" in proc.stdout and "complete" in proc.stdout
+
+    healths = dict(_rows(cfg.warehouse_path, "SELECT platform, health FROM platform_runs"))
+    assert healths == dict.fromkeys(sb.base_urls, "ok")
+
+    # Region counts (all platforms merged) equal the truth: every cell, zeros included.
+    got = {(lv, rg, cat): (li, ad) for lv, rg, cat, li, ad in _rows(
+        cfg.warehouse_path, "SELECT region_level, region_code, category, listings, advertisers "
+        "FROM region_counts WHERE run_id = ?", [run_id])}
+    want = _flat(truth["region_counts"], ("listings", "advertisers"))
+    for key in set(got) | set(want):
+        assert got.get(key, (0, 0)) == want.get(key, (0, 0)), key
+    assert sum(li for li, _ in got.values()) > 1000  # a real population, not an empty match
+
+    # Per platform: distinct listings and advertisers (card platforms), stated totals (all that state one).
+    for platform, entry in truth["platforms"].items():
+        rows = _rows(cfg.warehouse_path, "SELECT region_level, region_code, category, listings, advertisers, stated "
+                     "FROM platform_region_counts WHERE run_id = ? AND platform = ?", [run_id, platform])
+        got_p = {(lv, rg, cat): vals for lv, rg, cat, *vals in rows}
+        fields = ("listings", "advertisers", "stated") if entry["mode"] == "cards" else ("stated",)
+        want_p = _flat(entry["cells"], fields)
+        for key, values in want_p.items():
+            if all(v in (0, None) for v in values):
+                continue
+            row = got_p.get(key)
+            assert row is not None, (platform, key)
+            assert tuple(row[-len(fields):]) == values, (platform, key)
+
+    # Outputs: a published export for the run, the analyst snapshot, and polite crawling throughout.
+    exports = [p for p in cfg.exports_path.iterdir() if p.name.endswith(run_id)]
+    assert len(exports) == 1 and (exports[0] / "metadata.json").exists()
+    assert cfg.analyst_path.exists()
+    for name, entries in logs.items():
+        pol = politeness_from_log(name, entries, cfg.platform(name).never_fetch)
+        assert pol.ok and pol.requests >= truth["platforms"][name]["expected_requests"] - 1, pol
+
+    # Run 2, same warehouse: 60% fewer advertisers. Falls of over 50% against run 1 raise alarms on the run.
+    with small_sandbox(tmp_path / "sandbox-logs-2", n_advertisers=4_000) as sb:
+        cfg2 = sandbox_config(tmp_path, sb.base_urls, name="config-2")
+        second = run_cli("run", "--config", str(cfg2), "--retries", "0")
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "ALARM" in second.stdout and "ALARM" not in proc.stdout
+    runs = _rows(cfg.warehouse_path, "SELECT run_id, status, alarms FROM runs ORDER BY started_at")
+    assert len(runs) == 2 and runs[0][:2] == (run_id, "complete") and runs[1][1] == "complete"
+    alarms = runs[1][2]
+    assert any(a.startswith("sandbox-directory · United Kingdom (K02000001) · all:") for a in alarms), alarms
+    assert all(a.endswith(f"vs complete run {run_id}") for a in alarms)
+    status = run_cli("status", "--config", str(cfg2))
+    assert status.returncode == 0, status.stderr
+    assert "ALARM" in status.stdout and runs[1][0] in status.stdout and run_id in status.stdout
+
+
+def test_site_changed_makes_the_run_partial_and_transient_failures_are_retried(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    from sandbox import Faults
+
+    # Three platforms keep it quick: one healthy, one changed, one unreachable.
+    with small_sandbox(tmp_path / "sandbox-logs", faults={"sandbox-loadmore": Faults(layout_change=True)}) as sb:
+        urls = dict(sb.base_urls)
+        urls["sandbox-directory"] = f"http://127.0.0.2:{_closed_port('127.0.0.2')}"  # nothing listens
+        cfg_path = sandbox_config(tmp_path, urls, only=["sandbox-api", "sandbox-loadmore", "sandbox-directory"])
+        proc = run_cli("run", "--config", str(cfg_path), "--retries", "1", "--retry-delay", "1")
+        loadmore_requests = len(sb.request_log("sandbox-loadmore"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cfg = load_config(cfg_path)
+    ((run_id, status),) = _rows(cfg.warehouse_path, "SELECT run_id, status FROM runs")
+    assert status == "partial"
+    assert "partial" in proc.stdout and "sandbox-loadmore left out of the counts: site_changed" in proc.stdout
+    healths = dict(_rows(cfg.warehouse_path, "SELECT platform, health FROM platform_runs WHERE run_id = ?", [run_id]))
+    assert healths == {"sandbox-api": "ok", "sandbox-loadmore": "site_changed", "sandbox-directory": "unreachable"}
+    # Only healthy platforms count; the export says which were left out.
+    counted = {p for (p,) in _rows(cfg.warehouse_path, "SELECT DISTINCT platform FROM platform_region_counts "
+                                   "WHERE run_id = ?", [run_id])}
+    assert counted == {"sandbox-api"}
+    (export,) = [p for p in cfg.exports_path.iterdir() if p.name.endswith(run_id)]
+    meta = json.loads((export / "metadata.json").read_text())
+    assert meta["run_status"] == "partial"
+    assert "sandbox-loadmore" in meta["platforms_failed"] and "sandbox-directory" in meta["platforms_failed"]
+    assert "sandbox-api" not in meta["platforms_failed"]
+    # Retries: the unreachable platform was crawled again, the changed site was not (one pass of requests).
+    runs = _task_run_counts(cfg.path)
+    assert runs == {"sandbox-directory": 2, "sandbox-loadmore": 1, "sandbox-api": 1}
+    assert loadmore_requests < 100
+
+
+def test_run_with_no_healthy_platform_fails_non_zero(prefect_server: str, tmp_path: Path) -> None:
+    urls = {name: f"http://{host}:{_closed_port(host)}" for name, host in
+            [("sandbox-directory", "127.0.0.2"), ("sandbox-api", "127.0.0.3")]}
+    cfg_path = sandbox_config(tmp_path, urls, only=list(urls))
+    proc = run_cli("run", "--config", str(cfg_path), "--retries", "0")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cfg = load_config(cfg_path)
+    assert _rows(cfg.warehouse_path, "SELECT status FROM runs") == [("failed",)]
+    assert "failed" in proc.stdout
+    assert not cfg.exports_path.exists() or not any(cfg.exports_path.iterdir())  # nothing published
