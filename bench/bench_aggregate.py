@@ -119,6 +119,45 @@ def pandas_path(df: pd.DataFrame) -> Counts:
     return out
 
 
+def load_worker(n_advertisers: int, result_path: Path) -> None:
+    """The warehouse's own hot path in production: CrawlResults (sketches built at the crawl edge) of a UK-scale
+    run loaded by ``Warehouse.load_results``, then alarms, finish and the analyst snapshot."""
+    import tempfile
+    from datetime import UTC, date, datetime
+
+    from pointcount.geography import UNMAPPED, region_names
+    from warehouse import Warehouse
+    from warehouse.synthetic import crawl_results, random_world
+
+    lads = [c for c in region_names("lad") if c != UNMAPPED]
+    platforms, listings, _ = random_world(SEED, n_advertisers=n_advertisers, lads=lads)
+    day = date(2026, 11, 2)
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        with Warehouse(Path(tmp) / "w.duckdb", Path(tmp) / "a.duckdb") as wh:
+            for i, run_id in enumerate(("r1", "r2")):  # r2 has a previous complete run to compare with
+                results = crawl_results(run_id, day, platforms, listings)
+                start = time.perf_counter()
+                wh.start_run(run_id, datetime(2026, 11, 2 + i, 5, tzinfo=UTC), "bench", None, "bench")
+                wh.load_results(run_id, day, results)
+                timings[f"{run_id}_load_s"] = time.perf_counter() - start
+                start = time.perf_counter()
+                alarms = wh.alarms(run_id)
+                wh.finish_run(run_id, "complete", alarms)
+                timings[f"{run_id}_alarms_finish_s"] = time.perf_counter() - start
+                start = time.perf_counter()
+                wh.refresh_analyst_snapshot()
+                timings[f"{run_id}_snapshot_s"] = time.perf_counter() - start
+            cells = int(wh.query("SELECT count(*) AS n FROM cell_sketches WHERE run_id = 'r2'")["n"][0])
+            rows = int(wh.query("SELECT count(*) AS n FROM region_counts WHERE run_id = 'r2'")["n"][0])
+        sizes = {p.name: p.stat().st_size for p in Path(tmp).iterdir()}
+    result_path.write_text(json.dumps({
+        "advertisers": n_advertisers, "listings": len(listings), "platforms": len(platforms),
+        "cells_per_run": cells, "region_rows_per_run": rows, **timings, "file_bytes": sizes,
+        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }))
+
+
 def worker(method: str, n: int, distinct: int, repeat: int, result_path: Path) -> None:
     table = generate(n, distinct)
     data: pa.Table | pd.DataFrame = table
@@ -164,12 +203,17 @@ def main() -> None:
     ap.add_argument("--distinct", type=float, default=60_000, help="distinct advertisers (exact-mode scale)")
     ap.add_argument("--stress-distinct", type=float, default=2_000_000,
                     help="also run the largest size with this many distinct hashes (0: skip)")
+    ap.add_argument("--load-advertisers", type=int, default=25_000,
+                    help="advertisers in the warehouse-load benchmark (0: skip)")
     ap.add_argument("--repeat", type=int, default=3, help="timed repetitions per method; the best is kept")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "aggregate.json")
-    ap.add_argument("--worker", choices=["pointcount", "pandas"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["pointcount", "pandas", "load"], help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker == "load":
+        load_worker(int(args.distinct), args.result)
+        return
     if args.worker:
         worker(args.worker, args.n, int(args.distinct), args.repeat, args.result)
         return
@@ -201,6 +245,17 @@ def main() -> None:
         print(f"{n:>12,} {distinct:>9,} | {ours['seconds']:>12.2f} {ours['peak_rss'] / 1e6:>8.0f} | "
               f"{theirs['seconds']:>8.2f} {theirs['peak_rss'] / 1e6:>8.0f} | {row['speedup']:>7.1f}x | "
               f"{ours['input_rss'] / 1e6:>8.0f} | {equal}")
+    load = None
+    if args.load_advertisers:
+        out = tmp / "load.json.tmp"
+        subprocess.run([sys.executable, __file__, "--worker", "load", "--distinct", str(args.load_advertisers),
+                        "--result", str(out)], check=True, cwd=ROOT)
+        load = json.loads(out.read_text())
+        out.unlink()
+        print(f"warehouse load of a UK-scale run ({load['advertisers']:,} advertisers, {load['listings']:,} "
+              f"listings, {load['cells_per_run']:,} cells): load_results {load['r2_load_s']:.2f} s, alarms + "
+              f"finish {load['r2_alarms_finish_s']:.2f} s, analyst snapshot {load['r2_snapshot_s']:.2f} s, "
+              f"peak RSS {load['peak_rss'] / 1e6:.0f} MB")
     exact = [r for r in rows if r["distinct_hashes"] == int(args.distinct)]
     per_million = [r["pointcount"]["seconds"] / (r["observations"] / 1e6) for r in exact]
     summary = {
@@ -215,6 +270,7 @@ def main() -> None:
         "repeat": args.repeat,
         "seconds_per_million_observations": per_million,
         "runs": rows,
+        "warehouse_load": load,
     }
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"seconds per million observations (pointcount): {', '.join(f'{s:.3f}' for s in per_million)}")

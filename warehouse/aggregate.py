@@ -283,31 +283,50 @@ def _sketch_batch(batch: pa.RecordBatch, cell_columns: Sequence[str], hash_colum
         pair += codes
     pair *= n_hashes
     pair += hash_codes
-    if n_cells * n_hashes <= DENSE_PAIRS_LIMIT:
-        seen = np.zeros(n_cells * n_hashes, dtype=np.bool_)
-        seen[pair] = True
-        del pair
-        pairs = np.flatnonzero(seen)  # sorted by cell, then hash code
-        del seen
-    else:
-        pairs = np.unique(pair)
-        del pair
-    pair_cell, pair_hash = np.divmod(pairs, n_hashes)
-    strings = hash_values.take(pa.array(pair_hash)).to_pylist()
-    starts = np.flatnonzero(np.r_[True, pair_cell[1:] != pair_cell[:-1]]) if len(pairs) else np.array([], int)
-    ends = np.r_[starts[1:], len(pairs)].astype(np.int64)
     out: dict[tuple, Sketch] = {}
-    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-        number = int(pair_cell[start])
+
+    def emit(cell_number: int, distinct_codes: np.ndarray) -> None:
         key = []
+        number = cell_number
         for size, values in zip(reversed(radix), reversed(cell_values), strict=True):
             number, code = divmod(number, size)
             key.append(values[code])
         sketch = sketches.new(lg_k)
         update = sketch.update
-        for h in strings[start:end]:
+        for h in hash_values.take(pa.array(distinct_codes)).to_pylist():  # one cell's strings at a time
             update(h)
         out[tuple(reversed(key))] = sketch.compact()
+
+    if n_cells * n_hashes <= DENSE_PAIRS_LIMIT:
+        # Few cells × distinct hashes: one bitmap over all (cell, hash) pairs, one pass, no sort.
+        seen = np.zeros(n_cells * n_hashes, dtype=np.bool_)
+        seen[pair] = True
+        del pair
+        pairs = np.flatnonzero(seen)  # sorted by cell, then hash code
+        del seen
+        pair_cell, pair_hash = np.divmod(pairs, n_hashes)
+        starts = np.flatnonzero(np.r_[True, pair_cell[1:] != pair_cell[:-1]]) if len(pairs) else []
+        ends = np.r_[starts[1:], len(pairs)] if len(pairs) else []
+        for a, b in zip(np.asarray(starts).tolist(), np.asarray(ends).tolist(), strict=True):
+            emit(int(pair_cell[a]), pair_hash[a:b])
+        return out
+    # Many distinct hashes: order rows by cell (a radix sort for small cell numbers), then per cell keep one
+    # row per hash with an owner array of the hash codes' size: O(rows + hashes) time and memory, no big sort.
+    cell = pair // n_hashes
+    del pair
+    cell = cell.astype(np.int16 if n_cells < 2**15 else np.int64)
+    order = np.argsort(cell, kind="stable")
+    bounds = np.r_[0, np.cumsum(np.bincount(cell, minlength=n_cells))]
+    del cell
+    sorted_codes = hash_codes[order]
+    del order
+    owner = np.full(n_hashes, -1, dtype=np.int64)
+    for number in np.flatnonzero(np.diff(bounds)).tolist():
+        seg = sorted_codes[bounds[number] : bounds[number + 1]]
+        positions = np.arange(len(seg))
+        owner[seg] = positions  # for a repeated hash exactly one of its positions wins
+        emit(number, seg[owner[seg] == positions])
+        owner[seg] = -1
     return out
 
 
