@@ -82,6 +82,8 @@ class SafeRobotsTxtMiddleware(RobotsTxtMiddleware):
        sandbox with ``Disallow: /``). Here every waiter gets its own Deferred fed by a pass-through callback.
     2. A robots.txt answering 5xx is read as "disallow everything" (as major search engines do), not parsed as
        an error page that allows all.
+    3. A robots.txt that cannot be fetched at all (connection refused, timeouts, after retries) stops the crawl
+       as unreachable instead of crawling as if there were none.
 
     Settings: ``ROBOTSTXT_OBEY`` (NotConfigured when off). Stats: ``pointcount/robots_5xx``.
     """
@@ -98,6 +100,17 @@ class SafeRobotsTxtMiddleware(RobotsTxtMiddleware):
             pending.addCallback(forward)
             return await maybe_deferred_to_future(mine)
         return await super().robot_parser(request)
+
+    def _robots_error(self, exc: Exception, netloc: str) -> None:
+        # Scrapy then crawls as if there were no robots.txt. A host whose robots.txt cannot be fetched at all
+        # (after retries) is unreachable: stop here rather than send listing requests into the void.
+        if not isinstance(exc, IgnoreRequest) and self.crawler.spider is not None:
+            health = self.crawler.spider.health  # type: ignore[attr-defined]
+            health.unreachable = health.unreachable or f"robots.txt could not be fetched ({type(exc).__name__})"
+            engine = self.crawler.engine
+            if engine is not None:
+                deferred_from_coro(engine.close_spider_async(reason="unreachable"))
+        super()._robots_error(exc, netloc)
 
     async def _parse_robots(self, response: Response, netloc: str, request: Request) -> None:
         if response.status >= 500:

@@ -40,6 +40,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EXIT_CONFIG = 2
 EXIT_REFUSED = 3
 _KEY_LOCK = threading.Lock()
+ALWAYS_STATS = (
+    "pointcount/requests", "pointcount/pages", "pointcount/cards", "pointcount/stated_totals",
+    "pointcount/unmapped", "pointcount/linkage_invalid", "pointcount/never_fetch_blocked", "pointcount/blocks",
+    "pointcount/retry_after/pauses", "pointcount/retry_after/seconds", "pointcount/cells/done",
+    "pointcount/cells/failed",
+)  # fmt: skip
 FORWARD_MAX_LINES = 200  # child log lines passed on to this process's logging per crawl
 logger = logging.getLogger("crawlers")
 
@@ -67,15 +73,25 @@ def scrub(text: str) -> str:
     return _NUMBER.sub("[number]", text)
 
 
-class ScrubFilter(logging.Filter):
-    """Scrubs every log record in the child before any handler writes it (messages and tracebacks)."""
+def install_log_scrubbing() -> None:
+    """Scrub every log record of this (child) process as it is created, whichever logger or handler it meets.
 
-    def filter(self, record: logging.LogRecord) -> bool:
+    A record factory rather than a handler filter: Scrapy replaces its root handler when a crawler starts.
+    """
+    make = logging.getLogRecordFactory()
+    if getattr(make, "pointcount_scrubs", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
         record.msg = scrub(record.getMessage())
         record.args = None
-        if record.exc_info and not record.exc_text:
+        if record.exc_info and record.exc_info[0] is not None:
             record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
-        return True
+        return record
+
+    factory.pointcount_scrubs = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 # --------------------------------------------------------------------------- parent side
@@ -207,9 +223,8 @@ def run_child(
     settings.setmodule(project_settings, priority="project")
     settings.setdict(project_settings.platform_settings(config, platform, deadline), priority="cmdline")
     settings.set("LOG_LEVEL", log_level, priority="cmdline")
+    install_log_scrubbing()
     process = CrawlerProcess(settings)  # installs the root log handler (stderr, LOG_LEVEL)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(ScrubFilter())
     crawler = process.create_crawler(PlatformSpider)
     process.crawl(crawler, platform=platform, edge=edge, lg_k=config.run.crawl.sketch_lg_k)
     process.start()
@@ -223,6 +238,8 @@ def run_child(
     stats: dict[str, int | float | str] = {
         k: (v if isinstance(v, int | float | str) else str(v)) for k, v in raw.items() if k.startswith("pointcount/")
     }
+    for key in ALWAYS_STATS:  # a stable schema: zeros are stated, not left out
+        stats.setdefault(key, 0)
     stats["pointcount/robots_forbidden"] = int(raw.get("robotstxt/forbidden", 0))
     stats["pointcount/elapsed_s"] = round((finished - started).total_seconds(), 3)
     stats["pointcount/spider_exceptions"] = h.spider_exceptions

@@ -414,6 +414,29 @@ def test_scrub() -> None:
     assert "http://127.0.0.2:8400/" in out
 
 
+def test_child_log_records_are_scrubbed_at_creation() -> None:
+    import logging
+
+    from crawlers.run import install_log_scrubbing
+
+    before = logging.getLogRecordFactory()
+    try:
+        install_log_scrubbing()
+        install_log_scrubbing()  # idempotent
+        try:
+            raise ValueError("card said 07700 900123")
+        except ValueError:
+            import sys
+
+            exc_info = sys.exc_info()
+        record = logging.getLogger("x").makeRecord("x", logging.ERROR, "f", 1, "call %s at %s",
+                                                   ("0113 496 0123", "http://127.0.0.2/profile/D1"), exc_info)
+        text = logging.Formatter().format(record)
+        assert "496 0123" not in text and "900123" not in text and "/profile" not in text
+    finally:
+        logging.setLogRecordFactory(before)
+
+
 def test_child_refuses_non_loopback_without_ethics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The crawl start re-checks the ethics rules even for a config object that skipped validation."""
     import crawlers.run as run

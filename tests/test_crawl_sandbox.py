@@ -1,0 +1,362 @@
+"""Crawls of the sandbox platforms (loopback only), checked against the sandbox truth and its request logs.
+
+- every card platform: distinct listings and advertisers per level × region × category equal the truth exactly,
+  stated totals equal, and the crawl makes exactly the requests a complete crawl needs;
+- from the sandbox logs: robots.txt first, nothing under /profile or /contact, no gap below the delay (the
+  robots.txt Crawl-delay where stricter), nothing inside a Retry-After window, the contact in the User-Agent;
+- every fault switch gives its health verdict (a changed site is never a zero);
+- a canary scan over the child's stdout/stderr, its TMPDIR, HOME and working directory finds nothing.
+
+Crawls run through ``crawl_platform`` from worker threads of this one process, as a Prefect worker runs them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from crawlers.run import REPO_ROOT, crawl_platform
+from pointcount import sketches
+from pointcount.config import REPO_CONFIG_DIR, load_config
+from pointcount.results import CrawlResult
+from sandbox import Faults, Sandbox
+
+pytestmark = pytest.mark.slow
+
+CONTACT = "crawl-tests@example.org"
+DELAY = 0.02  # the temp platform copies' politeness.delay_s (the sandbox enforces the same minimum interval)
+CRAWL_DELAY = {"sandbox-counts": 0.25}  # from the sandbox's robots.txt, stricter than DELAY
+CARDS = ("sandbox-directory", "sandbox-api", "sandbox-loadmore")
+ALL = (*CARDS, "sandbox-counts")
+SNAPSHOT = date(2026, 11, 29)
+
+
+def write_config(tmp: Path, base_urls: dict[str, str], politeness: dict[str, dict[str, Any]] | None = None) -> Path:
+    """Temp platform copies (small delays, the sandbox's URLs) and a run config listing them."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    refs = []
+    for name, url in base_urls.items():
+        data = yaml.safe_load((REPO_CONFIG_DIR / "platforms" / f"{name}.yaml").read_text())
+        data["politeness"] = {**data.get("politeness", {}), "delay_s": DELAY, "timeout_s": 2,
+                              **(politeness or {}).get(name, {})}
+        path = tmp / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        refs.append({"file": str(path), "base_url": url})
+    run = {"ethics": {"contact": CONTACT}, "keys": {"dir": str(tmp / "keys")}, "platforms": refs,
+           "state_dir": str(tmp / "state")}
+    (tmp / "run.yaml").write_text(yaml.safe_dump(run))
+    return tmp / "run.yaml"
+
+
+def count(b64: str | None) -> int:
+    assert b64 is not None
+    return sketches.estimate(sketches.from_b64(b64)).count
+
+
+def assert_exact(result: CrawlResult, truth: dict[str, Any]) -> int:
+    """Every cell of the result equals the truth and every non-empty truth cell is in the result."""
+    got: dict[tuple[str, str, str], dict[str, int | None]] = {}
+    for c in result.cells:
+        row: dict[str, int | None] = {"stated": c.stated}
+        if c.listings_sketch is not None:
+            row["listings"] = count(c.listings_sketch)
+            row["advertisers"] = count(c.advertisers_sketch)
+        got[(c.region_level, c.region_code, c.category)] = row
+    checked = 0
+    for level, regions in truth["cells"].items():
+        for code, cats in regions.items():
+            for cat, want in cats.items():
+                if cat == "all":
+                    continue
+                row = got.get((level, code, cat), {})
+                for key in ("listings", "advertisers", "stated"):
+                    if want.get(key) is not None and (want[key] or key == "stated"):
+                        assert row.get(key) == want[key], (result.platform, level, code, cat, key, row, want)
+                        checked += 1
+    for (level, code, cat), row in got.items():
+        want = truth["cells"].get(level, {}).get(code, {}).get(cat, {})
+        for key in ("listings", "advertisers"):
+            if key in row:
+                assert row[key] == want.get(key, 0), (result.platform, level, code, cat, key, row, want)
+    return checked
+
+
+def assert_polite(log: list[dict[str, Any]], min_gap: float, retry_after: float | None = None) -> None:
+    """What the server saw: robots first, no profile/contact page, gaps, Retry-After windows, the UA."""
+    assert log, "no request reached the sandbox"
+    assert log[0]["path"] == "/robots.txt"
+    assert sum(e["path"] == "/robots.txt" for e in log) == 1
+    for e in log:
+        assert not e["path"].startswith(("/profile", "/contact")), e
+        assert CONTACT in e["user_agent"], e
+        assert not e["in_retry_window"] and e["reason"] not in ("rate_limit", "retry_window"), e
+    gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(log)]
+    assert not gaps or min(gaps) >= min_gap, f"gap {min(gaps):.4f} s below {min_gap} s"
+    for i, e in enumerate(log):
+        if e["reason"] == "fault_block" and i + 1 < len(log):
+            assert retry_after is not None
+            assert log[i + 1]["t"] >= e["t"] + retry_after, "request inside a Retry-After window"
+
+
+# --------------------------------------------------------------------------- the happy path: four platforms
+
+
+@dataclass
+class Crawled:
+    sandbox: Sandbox
+    truth: dict[str, Any]
+    results: dict[str, CrawlResult]
+    events: dict[str, list[dict[str, Any]]]
+    forwarded: list[str]
+    scratch: Path  # TMPDIR and HOME of the children
+    config: Path
+    logs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def crawled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crawled]:
+    tmp = tmp_path_factory.mktemp("crawl")
+    scratch = tmp / "scratch"
+    for d in ("tmp", "home"):
+        (scratch / d).mkdir(parents=True)
+    bind = {name: (f"127.0.0.{2 + i}", 0) for i, name in enumerate(ALL)}
+    env = {"TMPDIR": str(scratch / "tmp"), "HOME": str(scratch / "home")}
+    saved = {k: os.environ.get(k) for k in env}
+    collect = _Collect()
+    logging.getLogger("crawlers").addHandler(collect)
+    with Sandbox(seed=3, n_advertisers=1500, bind=bind, min_interval_s={n: DELAY for n in CARDS}) as sb:
+        config = write_config(tmp / "cfg", sb.base_urls)
+        cfg = load_config(config)
+        events: dict[str, list[dict[str, Any]]] = {n: [] for n in ALL}
+        lock = threading.Lock()
+
+        def one(name: str) -> CrawlResult:
+            def progress(ev: dict[str, Any]) -> None:
+                with lock:
+                    events[name].append(ev)
+
+            return crawl_platform(cfg, name, "run-1", SNAPSHOT, progress=progress)
+
+        os.environ.update(env)  # children inherit it: they must leave these directories empty
+        try:
+            with ThreadPoolExecutor(max_workers=len(ALL)) as pool:
+                results = dict(zip(ALL, pool.map(one, ALL), strict=True))
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            logging.getLogger("crawlers").removeHandler(collect)
+        yield Crawled(sb, sb.truth(), results, events, collect.lines, scratch, config,
+                      {n: sb.request_log(n) for n in ALL})
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_counts_equal_the_truth_exactly(crawled: Crawled, name: str) -> None:
+    result = crawled.results[name]
+    assert result.health == "ok", result.health_reason
+    truth = crawled.truth["platforms"][name]
+    checked = assert_exact(result, truth)
+    assert checked > (40 if name == "sandbox-counts" else 100)
+    # Exactly the requests a complete crawl needs: robots.txt + every page holding a card (or one per cell).
+    assert result.requests == truth["expected_requests"] == len(crawled.logs[name])
+    assert result.stats["pointcount/requests"] == result.requests
+    assert result.unmapped == 0 and result.linkage_period == "2026-11"
+
+
+def test_multi_town_and_duplicate_profiles_are_covered(crawled: Crawled) -> None:
+    """The exact match above includes listings naming two towns and advertisers with two listings."""
+    cells = crawled.truth["platforms"]["sandbox-loadmore"]["cells"]
+    nat = sum(cells["national"]["K02000001"][c]["listings"] for c in ("women", "men", "trans", "couples"))
+    itl1 = sum(v[c]["listings"] for v in cells["itl1"].values() for c in ("women", "men", "trans", "couples"))
+    lad = sum(v[c]["listings"] for v in cells["lad"].values() for c in v if c != "all")
+    assert lad > nat and itl1 >= nat  # several towns per card: a listing counts in each of its regions
+    for name in CARDS:
+        nat_cells = crawled.truth["platforms"][name]["cells"]["national"]["K02000001"]
+        assert nat_cells["women"]["advertisers"] < nat_cells["women"]["listings"]  # duplicate profiles
+        result = {(c.region_level, c.category): c for c in crawled.results[name].cells}
+        got = result[("national", "women")]
+        assert count(got.advertisers_sketch) == nat_cells["women"]["advertisers"] < count(got.listings_sketch)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_polite_at_the_server(crawled: Crawled, name: str) -> None:
+    log = crawled.logs[name]
+    assert_polite(log, CRAWL_DELAY.get(name, DELAY))
+    assert crawled.results[name].stats.get("pointcount/delay_s") == CRAWL_DELAY.get(name, DELAY)
+
+
+def test_progress_events_stream_back(crawled: Crawled) -> None:
+    for name in ALL:
+        evs = crawled.events[name]
+        assert evs and evs[-1].get("final") is True, name
+        assert evs[-1]["requests"] == crawled.results[name].requests
+        assert evs[-1]["pages"] == crawled.results[name].pages
+        assert set(evs[-1]) >= {"event", "requests", "pages", "cards", "paused_s"}
+
+
+def test_nothing_written_and_no_canary_anywhere(crawled: Crawled, tmp_path: Path) -> None:
+    canaries = [s for values in crawled.truth["canaries"].values() for s in values]
+    assert len(canaries) > 1000
+    # 1. The parallel crawls above: their TMPDIR and HOME stayed empty; results and forwarded logs are clean.
+    assert [p for p in crawled.scratch.rglob("*") if p.is_file()] == []
+    blobs = [r.model_dump_json().encode() for r in crawled.results.values()]
+    blobs.append("\n".join(crawled.forwarded).encode())
+    # 2. One child run directly: every byte of its stdout and stderr, and anything under TMPDIR/HOME/cwd.
+    scratch = {d: tmp_path / d for d in ("tmp", "home", "cwd")}
+    for d in scratch.values():
+        d.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch["tmp"]), "HOME": str(scratch["home"]), "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "crawlers.run", "--config", str(crawled.config), "--platform", "sandbox-directory",
+         "--run-id", "canary", "--date", SNAPSHOT.isoformat()],
+        cwd=scratch["cwd"], env=env, capture_output=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert CrawlResult.model_validate_json(proc.stdout).health == "ok"
+    blobs += [proc.stdout, proc.stderr]
+    written = [p for d in scratch.values() for p in d.rglob("*") if p.is_file()]
+    assert written == []
+    blobs += [p.read_bytes() for p in (crawled.config.parent / "keys").rglob("*") if p.is_file()]
+    hits = [c for c in canaries for b in blobs if c.encode() in b]
+    assert hits == []
+
+
+# --------------------------------------------------------------------------- fault switches
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str
+    platform: str
+    faults: Faults | None
+    expect: str
+    politeness: dict[str, Any] = field(default_factory=dict)
+    refused: bool = False  # nothing listens at the address
+
+
+SCENARIOS = (
+    Scenario("layout-api", "sandbox-api", Faults(layout_change=True), "site_changed"),
+    Scenario("layout-loadmore", "sandbox-loadmore", Faults(layout_change=True), "site_changed"),
+    Scenario("layout-counts", "sandbox-counts", Faults(layout_change=True), "site_changed"),
+    Scenario("truncate-loadmore", "sandbox-loadmore", Faults(truncate=True), "site_changed"),
+    Scenario("empty-directory", "sandbox-directory", Faults(empty=True), "site_changed"),
+    Scenario("robots-directory", "sandbox-directory", Faults(robots_disallow_all=True), "blocked"),
+    Scenario("block-recovers-api", "sandbox-api",
+             Faults(block_status=429, block_requests=2, block_retry_after_s=1), "ok"),
+    Scenario("block-always-loadmore", "sandbox-loadmore", Faults(block_status=503, block_retry_after_s=1),
+             "blocked", {"max_blocks": 2}),
+    Scenario("retry-after-too-long-directory", "sandbox-directory",
+             Faults(block_status=429, block_retry_after_s=1000), "blocked"),
+    Scenario("errors-directory", "sandbox-directory", Faults(error_rate=0.1), "ok"),
+    Scenario("slow-api", "sandbox-api", Faults(slow_s=1.0), "unreachable", {"timeout_s": 0.3}),
+    Scenario("refused-directory", "sandbox-directory", None, "unreachable", refused=True),
+    Scenario("budget-directory", "sandbox-directory", Faults(), "budget_exhausted", {"budget": 10}),
+)
+
+
+@dataclass
+class FaultRun:
+    result: CrawlResult
+    log: list[dict[str, Any]]
+    truth: dict[str, Any] | None
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _run_scenario(i: int, sc: Scenario, tmp: Path) -> FaultRun:
+    host = f"127.0.0.{20 + i}"
+    politeness = {sc.platform: sc.politeness}
+    if sc.refused:
+        config = write_config(tmp / sc.id, {sc.platform: f"http://{host}:{_free_port(host)}"}, politeness)
+        return FaultRun(crawl_platform(load_config(config), sc.platform, sc.id, SNAPSHOT), [], None)
+    with Sandbox(seed=5, n_advertisers=400, bind={sc.platform: (host, 0)}, platforms=(sc.platform,),
+                 faults={sc.platform: sc.faults or Faults()}, min_interval_s={sc.platform: DELAY}) as sb:
+        config = write_config(tmp / sc.id, sb.base_urls, politeness)
+        result = crawl_platform(load_config(config), sc.platform, sc.id, SNAPSHOT)
+        truth = sb.truth()["platforms"][sc.platform] if sc.expect == "ok" else None
+        return FaultRun(result, sb.request_log(sc.platform), truth)
+
+
+@pytest.fixture(scope="module")
+def fault_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, FaultRun]:
+    tmp = tmp_path_factory.mktemp("faults")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {sc.id: pool.submit(_run_scenario, i, sc, tmp) for i, sc in enumerate(SCENARIOS)}
+        return {k: f.result() for k, f in futures.items()}
+
+
+@pytest.mark.parametrize("sc", SCENARIOS, ids=[s.id for s in SCENARIOS])
+def test_fault_gives_its_verdict(fault_runs: dict[str, FaultRun], sc: Scenario) -> None:
+    run = fault_runs[sc.id]
+    r = run.result
+    assert r.health == sc.expect, (r.health, r.health_reason, r.stats)
+    assert r.health_reason
+    if sc.expect != "ok":
+        assert r.cells == []  # a broken crawl ships no cell at all: nothing to misread as zero
+    if run.log:
+        retry_after = sc.faults.block_retry_after_s if sc.faults and sc.faults.block_status else None
+        assert_polite(run.log, CRAWL_DELAY.get(sc.platform, DELAY), retry_after)
+    if run.truth is not None:
+        assert_exact(r, run.truth)
+
+
+def test_fault_details(fault_runs: dict[str, FaultRun]) -> None:
+    robots = fault_runs["robots-directory"]
+    assert [e["path"] for e in robots.log] == ["/robots.txt"]  # robots.txt says no: nothing else requested
+    assert robots.result.stats["pointcount/robots_forbidden"] == 48
+    changed = fault_runs["layout-counts"]
+    assert len(changed.log) <= 8  # a redesigned site is not walked to the end: stopped after a few pages
+    budget = fault_runs["budget-directory"]
+    assert len(budget.log) == 10 and budget.result.requests == 10
+    recovered = fault_runs["block-recovers-api"].result
+    assert recovered.stats["pointcount/retry_after/pauses"] == 2
+    assert recovered.stats["pointcount/retry_after/seconds"] == 2
+    always = fault_runs["block-always-loadmore"]
+    assert [e["reason"] for e in always.log[1:]] == ["fault_block"] * 3  # max_blocks 2: the third answer stops it
+    too_long = fault_runs["retry-after-too-long-directory"]
+    assert len(too_long.log) == 2 and "Retry-After" in too_long.result.health_reason
+    refused = fault_runs["refused-directory"].result
+    assert refused.requests == 4  # robots.txt and its 3 retries; no listing request into the void
+    assert "robots.txt could not be fetched" in refused.health_reason
+    slow = fault_runs["slow-api"].result
+    assert any("Timeout" in k for k in slow.stats)
+    errors = fault_runs["errors-directory"]
+    assert any(e["reason"] == "fault_error" for e in errors.log)  # retried to a complete, exact crawl
+
+
+def test_results_are_json_only(crawled: Crawled) -> None:
+    """The CrawlResult is the whole hand-over: JSON with hashes' sketches, codes and counts only."""
+    for r in crawled.results.values():
+        data = json.loads(r.model_dump_json())
+        assert set(data) >= {"platform", "health", "cells", "stats"}
+        assert all(k.startswith("pointcount/") for k in data["stats"])
