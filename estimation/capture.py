@@ -219,9 +219,15 @@ class Fit:
         return len(self.params)
 
 
+HETEROGENEITY: tuple[int, int] = (-1, -1)  # pseudo-pair standing for Darroch's heterogeneity term
+
+
 def design(patterns: np.ndarray, pairs: Iterable[tuple[int, int]]) -> np.ndarray:
+    """Intercept, main effects, then one column per term: x_i x_j for a pair, k^2/2 (k = lists an individual is
+    on) for the heterogeneity term ``HETEROGENEITY`` (Darroch et al. 1993; Rcapture's model "Mth Darroch")."""
     cols = [np.ones(len(patterns)), *(patterns[:, i] for i in range(patterns.shape[1]))]
-    cols += [patterns[:, i] * patterns[:, j] for i, j in pairs]
+    k = patterns.sum(axis=1)
+    cols += [k**2 / 2 if (i, j) == HETEROGENEITY else patterns[:, i] * patterns[:, j] for i, j in pairs]
     return np.column_stack(cols).astype(float)
 
 
@@ -238,7 +244,7 @@ def fit_model(tab: Table, pairs: Sequence[tuple[int, int]]) -> Fit | None:
     A pair of lists with no individual in common has an interaction MLE of -inf (an "extended" MLE, Fienberg &
     Rinaldo 2012); such models are refused here rather than fitted to a numerically huge negative coefficient.
     """
-    if any(tab.overlap(i, j) <= 0 for i, j in pairs):
+    if any((i, j) != HETEROGENEITY and tab.overlap(i, j) <= 0 for i, j in pairs):
         return None
     x = design(tab.patterns, pairs)
     if np.linalg.matrix_rank(x) < x.shape[1]:
@@ -281,15 +287,22 @@ Criterion = Literal["pvalue", "aic", "bic"]
 
 
 def select_model(
-    tab: Table, criterion: Criterion = "pvalue", pthresh: float = 0.02, max_pairs: int | None = None
+    tab: Table,
+    criterion: Criterion = "pvalue",
+    pthresh: float = 0.02,
+    max_pairs: int | None = None,
+    heterogeneity: bool = False,
 ) -> Fit:
-    """Forward stepwise choice of two-list interactions (see the module docstring). Raises if even the
+    """Forward stepwise choice of two-list interactions (see the module docstring). With ``heterogeneity`` the
+    Darroch term is one more candidate, judged by its likelihood-ratio p-value (or AIC/BIC). Raises if even the
     main-effects model cannot be fitted."""
     t = len(tab.lists)
     current = fit_model(tab, [])
     if current is None:
         raise ValueError("the main-effects model cannot be fitted to this table")
     candidates = [p for p in combinations(range(t), 2) if tab.overlap(*p) > 0]
+    if heterogeneity:
+        candidates.append(HETEROGENEITY)
     limit = max_pairs if max_pairs is not None else len(candidates)
     while candidates and len(current.pairs) < limit:
         best: tuple[float, Fit, tuple[int, int]] | None = None
@@ -297,7 +310,10 @@ def select_model(
             trial = fit_model(tab, [*current.pairs, pair])
             if trial is None:
                 continue
-            if criterion == "pvalue":
+            if criterion == "pvalue" and pair == HETEROGENEITY:
+                score = float(stats.chi2.sf(max(current.deviance - trial.deviance, 0.0), 1))
+                ok = score < pthresh
+            elif criterion == "pvalue":
                 score = _overlap_pvalue(tab, current, *pair)
                 ok = score < pthresh
             else:
@@ -312,21 +328,23 @@ def select_model(
     return current
 
 
-def _poisson_mle(x: np.ndarray, y: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    """Poisson log-linear MLE by Newton-Raphson from a warm start; returns the fitted means.
+def _poisson_mle(x: np.ndarray, y: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Poisson log-linear MLE by Newton-Raphson from a start (updated in place); (fitted means, converged).
 
     The same model statsmodels fits (tests check they agree); used inside the profile search, where a few dozen
     refits of a tiny table with a warm start would otherwise be dominated by statsmodels' per-fit overhead.
     """
     previous = -math.inf
-    for _ in range(50):
+    for _ in range(60):
         eta = np.minimum(x @ beta, 700.0)
         mu = np.exp(eta)
         ll = float(y @ eta - mu.sum())
+        if not math.isfinite(ll):
+            return mu, False
         # Converged when the log-likelihood stops moving: on a boundary (a zero margin) a coefficient drifts to
         # -inf for ever while the fitted means and the likelihood have long settled.
         if abs(ll - previous) < 1e-10 * (1 + abs(ll)):
-            break
+            return mu, True
         previous = ll
         grad = x.T @ (y - mu)
         hess = (x * mu[:, None]).T @ x
@@ -335,39 +353,56 @@ def _poisson_mle(x: np.ndarray, y: np.ndarray, beta: np.ndarray) -> np.ndarray:
         except np.linalg.LinAlgError:
             step = np.linalg.lstsq(hess, grad, rcond=None)[0]
         beta += step
-    return np.exp(np.minimum(x @ beta, 700.0))
+    return np.exp(np.minimum(x @ beta, 700.0)), False
 
 
-def _profile_loglik(tab: Table, x_full: np.ndarray, n0: float, beta: np.ndarray) -> float:
+def _profile_loglik(tab: Table, x_full: np.ndarray, n0: float, beta: np.ndarray, cold: np.ndarray) -> float:
     """Multinomial log-likelihood of N = n + n0, maximised over the log-linear model's cell probabilities.
 
     Fitting the Poisson model to the complete table (the unobserved cell set to n0) gives fitted means that sum
     to N; the multinomial log-likelihood is then lgamma(N+1) - sum lgamma(n_w+1) + sum n_w log(mu_w/N).
-    ``beta`` is updated in place (warm start for the next call).
+    ``beta`` is the warm start (updated on success); ``cold`` the fallback start when the warm one fails.
     """
     y = np.append(tab.counts, n0)
-    mu = _poisson_mle(x_full, y, beta)
+    trial = beta.copy()
+    mu, ok = _poisson_mle(x_full, y, trial)
+    if not ok:
+        trial = cold.copy()
+        mu, ok = _poisson_mle(x_full, y, trial)
+    if ok:
+        beta[:] = trial
     total = y.sum()
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(y > 0, y * np.log(mu / total), 0.0)
     lg = sum(math.lgamma(v + 1) for v in y.tolist())
-    return math.lgamma(total + 1) - lg + float(terms.sum())
+    value = math.lgamma(total + 1) - lg + float(terms.sum())
+    return value if math.isfinite(value) else -math.inf
 
 
 def profile_interval(tab: Table, fit: Fit, alpha: float = 0.05) -> tuple[float, float]:
     """Profile-likelihood interval for N under the fitted model (Cormack 1992)."""
     x_full = np.vstack([design(tab.patterns, fit.pairs), design(np.zeros((1, len(tab.lists)), int), fit.pairs)])
     n = tab.counts.sum()
+    cold = fit.params.copy()
     beta = fit.params.copy()
 
     def ll(n0: float) -> float:
-        return _profile_loglik(tab, x_full, max(n0, 0.0), beta)
+        return _profile_loglik(tab, x_full, max(n0, 0.0), beta, cold)
 
-    # The maximum is near the Poisson estimate of the dark figure; search a bracket around it. Counts need no
-    # more precision than a hundredth of an individual.
+    # Locate the maximum on a geometric grid (extended while the likelihood still rises), then refine it. Counts
+    # need no more precision than a hundredth of an individual.
     hi = max(10.0, 4 * fit.dark + 10)
-    opt = optimize.minimize_scalar(lambda v: -ll(v), bounds=(FLOOR, hi), method="bounded", options={"xatol": 0.01})
+    grid = list(np.geomspace(FLOOR, hi, 25))
+    values = [ll(v) for v in grid]
+    while int(np.argmax(values)) == len(grid) - 1 and grid[-1] < 1e9 * max(n, 1):
+        grid.append(grid[-1] * 2)
+        values.append(ll(grid[-1]))
+    k = int(np.argmax(values))
+    lo_b, hi_b = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+    opt = optimize.minimize_scalar(lambda v: -ll(v), bounds=(lo_b, hi_b), method="bounded", options={"xatol": 0.01})
     n0_hat, ll_max = float(opt.x), -float(opt.fun)
+    if values[k] > ll_max:
+        n0_hat, ll_max = grid[k], values[k]
     cut = ll_max - stats.chi2.ppf(1 - alpha, 1) / 2
 
     def g(v: float) -> float:
@@ -376,7 +411,10 @@ def profile_interval(tab: Table, fit: Fit, alpha: float = 0.05) -> tuple[float, 
     # n0 = 0 is a boundary where the model's MLE does not exist (the intercept goes to -inf); when the likelihood
     # is still above the cut at a tiny dark figure the interval reaches down to the observed count.
     floor = min(FLOOR, n0_hat / 2)
-    lower = 0.0 if g(floor) > 0 else optimize.brentq(g, floor, n0_hat, xtol=0.01)
+    try:
+        lower = 0.0 if g(floor) > 0 else optimize.brentq(g, floor, n0_hat, xtol=0.01)
+    except ValueError:
+        lower = 0.0
     top = max(2 * n0_hat + 10, 10.0)
     for _ in range(60):  # widen until the likelihood has dropped below the cut
         if g(top) < 0:
@@ -384,12 +422,15 @@ def profile_interval(tab: Table, fit: Fit, alpha: float = 0.05) -> tuple[float, 
         top *= 2
     else:
         return n + lower, math.inf
-    upper = optimize.brentq(g, n0_hat, top, xtol=0.01)
+    try:
+        upper = optimize.brentq(g, n0_hat, top, xtol=0.01)
+    except ValueError:
+        return n + lower, math.inf
     return n + lower, n + upper
 
 
 def _term_names(lists: Sequence[str], pairs: Iterable[tuple[int, int]]) -> tuple[str, ...]:
-    return (*lists, *(f"{lists[i]}:{lists[j]}" for i, j in pairs))
+    return (*lists, *("H(Darroch)" if (i, j) == HETEROGENEITY else f"{lists[i]}:{lists[j]}" for i, j in pairs))
 
 
 def loglinear(
@@ -402,8 +443,13 @@ def loglinear(
     alpha: float = 0.05,
     n_boot: int = 500,
     seed: int = 0,
+    heterogeneity: bool = False,
 ) -> PopulationEstimate:
     """Poisson log-linear multiple-systems estimate (t >= 2 lists; normally t >= 3).
+
+    ``heterogeneity``: also consider Darroch's heterogeneity term (catchability varying between individuals,
+    which makes every pair of lists look positively dependent); with ``"auto"`` it is one more stepwise
+    candidate, otherwise it is added to the given model.
 
     ``interactions``: ``"auto"`` (stepwise choice, see module docstring), ``"none"`` (main effects: lists
     independent) or an explicit list of list-name pairs such as ``[("A", "B")]``.
@@ -427,7 +473,7 @@ def loglinear(
             details={"boundary": full[0]},
         )
     if interactions == "auto":
-        fit = select_model(tab, criterion, pthresh)
+        fit = select_model(tab, criterion, pthresh, heterogeneity=heterogeneity)
     else:
         pairs: list[tuple[int, int]] = []
         if interactions != "none":
@@ -435,6 +481,8 @@ def loglinear(
             for a, b in interactions:
                 i, j = sorted((index[a], index[b]))
                 pairs.append((i, j))
+        if heterogeneity:
+            pairs.append(HETEROGENEITY)
         chosen = fit_model(tab, pairs)
         if chosen is None:
             raise ValueError(f"model {_term_names(tab.lists, pairs)} is not identifiable for this table")
@@ -444,7 +492,8 @@ def loglinear(
         lower, upper = profile_interval(tab, fit, alpha)
         how = "profile likelihood (given the chosen model)"
     else:
-        lower, upper = _bootstrap_interval(tab, fit, interactions, criterion, pthresh, alpha, n_boot, seed)
+        lower, upper = _bootstrap_interval(tab, fit, interactions, criterion, pthresh, alpha, n_boot, seed,
+                                           heterogeneity)
         how = f"parametric bootstrap, {n_boot} replicates, seed {seed}, model choice repeated"
     return PopulationEstimate(
         observed=round(n),
@@ -461,6 +510,7 @@ def loglinear(
             "aic": fit.aic,
             "bic": fit.bic,
             "selection": criterion if interactions == "auto" else "fixed",
+            "heterogeneity": int(HETEROGENEITY in fit.pairs),
         },
     )
 
@@ -474,6 +524,7 @@ def _bootstrap_interval(
     alpha: float,
     n_boot: int,
     seed: int,
+    heterogeneity: bool = False,
 ) -> tuple[float, float]:
     rng = np.random.default_rng(seed)
     n_hat = tab.counts.sum() + fit.dark
@@ -486,7 +537,8 @@ def _bootstrap_interval(
         boot = Table(tab.lists, tab.patterns, draw[:-1].astype(float))
         try:
             auto = interactions == "auto"
-            bfit = select_model(boot, criterion, pthresh) if auto else fit_model(boot, fit.pairs)
+            bfit = (select_model(boot, criterion, pthresh, heterogeneity=heterogeneity) if auto
+                    else fit_model(boot, fit.pairs))
         except ValueError:
             bfit = None
         if bfit is not None:

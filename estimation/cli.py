@@ -38,6 +38,8 @@ def estimate(
     ci: str = typer.Option("profile", help="profile (likelihood) or bootstrap (parametric, seeded)."),
     n_boot: int = typer.Option(500, help="Bootstrap replicates."),
     seed: int = typer.Option(0, help="Bootstrap seed."),
+    heterogeneity: bool = typer.Option(False, "--heterogeneity", help="Also consider Darroch's heterogeneity "
+                                       "term (catchability varying between individuals)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Estimate a population size from a capture-history table (Chapman for 2 lists, log-linear for 3+)."""
@@ -52,7 +54,8 @@ def estimate(
                 if any(len(p) != 2 for p in chosen):  # type: ignore[union-attr]
                     raise ValueError("--interactions pairs are written A:B, separated by commas")
             result = capture.loglinear(tab, chosen, criterion=criterion, pthresh=pthresh,  # type: ignore[arg-type]
-                                       ci=ci, n_boot=n_boot, seed=seed)  # type: ignore[arg-type]
+                                       ci=ci, n_boot=n_boot, seed=seed,  # type: ignore[arg-type]
+                                       heterogeneity=heterogeneity)
         else:
             result = capture.estimate(tab)
     except (ValueError, KeyError) as exc:

@@ -14,7 +14,8 @@ period), and replaces the run's rows in ``window_counts``, ``capture_histories``
 - Population estimates per region x category at the ``national`` and ``itl1`` levels (LADs are too sparse for
   overlap models), for scope ``run`` (the platforms' advertisers in this run: a closed population on the day) and
   ``period`` (each platform's list is the union of its advertisers over the period's runs so far). A platform with
-  no advertisers in a cell is not a list there. 3+ lists: log-linear; 2: Chapman; 1: observed only.
+  no advertisers in a cell is not a list there. 3+ lists: log-linear (stepwise over two-list interactions and
+  Darroch's heterogeneity term, ``capture.loglinear(..., heterogeneity=True)``); 2: Chapman; 1: observed only.
 """
 
 from __future__ import annotations
@@ -286,7 +287,7 @@ def _population(
     tab, exact = ss.capture_histories(lists, lg_k)
     note = "" if exact else "capture histories from estimation-mode sketches: counts are estimates"
     try:
-        est = capture.estimate(tab, ci=ci, seed=seed)
+        est = capture.estimate(tab, ci=ci, seed=seed, heterogeneity=True)
     except ValueError as exc:
         n = float(tab.counts.sum())
         est = capture.PopulationEstimate(round(n), n, n, n, "observed", lists=tab.lists,

@@ -151,7 +151,7 @@ def check_seed(seed: int, n: int, days: list[int], membership: str, workdir: Pat
 
 
 def coverage_from_truth(seeds: list[int], n: int, day: int, membership: str,
-                        ci: str = "profile") -> pd.DataFrame:
+                        ci: str = "profile", heterogeneity: bool = True) -> pd.DataFrame:
     """Estimator-only check: the truth's own capture histories (without "000") -> estimate -> covers truth?"""
     from sandbox import truth
 
@@ -165,7 +165,8 @@ def coverage_from_truth(seeds: list[int], n: int, day: int, membership: str,
                     hist = {k: v for k, v in cell["histories"].items() if k != "000"}
                     if not hist:
                         continue
-                    est = capture.estimate(capture.table(hist, t["capture_histories"]["platforms"]), ci=ci)
+                    tab = capture.table(hist, t["capture_histories"]["platforms"])
+                    est = capture.estimate(tab, ci=ci, heterogeneity=heterogeneity)
                     rows.append({"seed": seed, "level": level, "region": region, "category": category,
                                  "observed": est.observed, "estimate": est.estimate, "lower": est.lower,
                                  "upper": est.upper, "truth": cell["population"],

@@ -80,7 +80,8 @@ def test_statsmodels_and_profile_newton_agree() -> None:
     fit = fit_model(tab, [(0, 1)])
     assert fit is not None
     x = capture.design(tab.patterns, fit.pairs)
-    mu = capture._poisson_mle(x, tab.counts.copy(), np.zeros(x.shape[1]))
+    mu, converged = capture._poisson_mle(x, tab.counts.copy(), np.zeros(x.shape[1]))
+    assert converged
     np.testing.assert_allclose(mu, fit.fitted, rtol=1e-7)
 
 
