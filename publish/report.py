@@ -318,36 +318,43 @@ def _trend(inp: ReportInputs) -> str:
 
 
 def _estimates(inp: ReportInputs) -> str:
+    """region_estimates of the run (estimation stage), when that stage has written any: all categories,
+    ITL1 regions then the UK, per scope (this run; the linkage period so far)."""
     est = inp.data.estimates
-    if est is None or est.empty:
+    if est is None or est.empty or not {"region_code", "estimate"} <= set(est.columns):
         return ""
     rule = inp.rule
     est = est.copy()
-    if "scope" in est.columns:
-        est["_scope"] = est["scope"].map({"run": 0, "period": 1}).fillna(2)
-    else:
-        est["_scope"] = 0
-    level_rank = {"national": 0, "itl1": 1, "lad": 2}
-    est["_lvl"] = est.get("region_level", pd.Series("itl1", index=est.index)).map(level_rank).fillna(3)
-    est = est[est["_lvl"] < 2]  # national and ITL1: LAD estimates rest on too few advertisers per list
     if "category" in est.columns:
         est = est[est["category"] == "all"]
-    est = est.sort_values(["_scope", "_lvl", "region_code"])
+    level = est["region_level"] if "region_level" in est.columns else pd.Series("itl1", index=est.index)
+    est = est[level.isin(["itl1", "national"])]  # LAD estimates rest on too few advertisers per platform
+    est["_scope"] = est["scope"].map({"run": 0, "period": 1}).fillna(2) if "scope" in est.columns else 0
+    est["_order"] = est["region_code"].map(lambda c: (c == NATIONAL_CODE, c == UNMAPPED, c))
+    est = est.sort_values(["_scope", "_order"])
     rows = []
     for r in est.to_dict("records"):
-        cells = [f"<td>{e(r.get('region_name', r.get('region_code')))}</td>", f"<td>{e(r.get('scope', ''))}</td>",
+        window = r.get("scope", "")
+        if "window_start" in r and "window_end" in r:
+            start, end = (pd.Timestamp(r[k]).date().isoformat() for k in ("window_start", "window_end"))
+            window = start if start == end else f"{start} to {end}"
+        css = ' class="total"' if r["region_code"] == NATIONAL_CODE else ""
+        cells = [f"<td>{e(r.get('region_name', r['region_code']))}</td>", f"<td>{e(window)}</td>",
                  f"<td>{e(r.get('method', ''))}</td>"]
         for col in ("observed", "estimate", "lower", "upper"):
             value = r.get(col)
             cells.append(count_cell(rule.protect(value), rule.is_suppressed(value)))
-        rows.append("<tr>" + "".join(cells) + "</tr>")
+        rows.append(f"<tr{css}>" + "".join(cells) + "</tr>")
+    if not rows:
+        return ""
     return "\n".join([
         '<section id="estimates">', "<h2>Estimated advertisers, including those no platform showed</h2>",
-        '<p class="small">Capture–recapture estimates across platforms (all categories), with 95% intervals, '
-        "from the estimation stage. They assume platforms are independent samples of one population; agencies, "
-        "touring and platform specialisation break that assumption, so treat them as indicative. Every figure is "
-        "rounded and suppressed like the counts.</p>",
-        '<table id="estimates-table"><thead><tr><th>Region</th><th>Scope</th><th>Method</th>'
+        '<p class="small">Capture–recapture estimates from the overlap of advertisers (by contact details) between '
+        "platforms, all categories, with 95% intervals, from the estimation stage; for this run and for the "
+        "linkage period so far. They assume platforms are independent samples of one population; agencies, touring "
+        "and platforms that specialise break that assumption, so treat them as indicative. Every figure is rounded "
+        "and suppressed like the counts.</p>",
+        '<table id="estimates-table"><thead><tr><th>Region</th><th>Window</th><th>Method</th>'
         '<th class="n">Observed</th><th class="n">Estimate</th><th class="n">Lower</th><th class="n">Upper</th>'
         "</tr></thead><tbody>",
         *rows, "</tbody></table>", "</section>",

@@ -87,7 +87,13 @@ def connect_read_only(path: Path, wait_s: float = 30.0) -> duckdb.DuckDBPyConnec
     while True:
         try:
             return duckdb.connect(str(path), read_only=True)
-        except (duckdb.IOException, duckdb.ConnectionException) as exc:
+        except duckdb.ConnectionException as exc:
+            # This process itself holds a read-write connection: waiting would not help.
+            raise PublishError(
+                f"cannot open warehouse {path} read-only: this process still has it open for writing "
+                f"(close the Warehouse before publishing): {exc}"
+            ) from exc
+        except duckdb.IOException as exc:
             if time.monotonic() >= deadline:
                 raise PublishError(
                     f"cannot open warehouse {path} read-only (is a writer holding it?): {exc}"

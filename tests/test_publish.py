@@ -24,6 +24,7 @@ import pyogrio
 import pytest
 from matplotlib.image import imread
 
+from estimation import estimate_run
 from pointcount import sketches
 from pointcount.config import DEMO_CONFIG, LoadedConfig, load_config
 from pointcount.geography import NATIONAL_CODE, UNMAPPED, boundary_path
@@ -140,6 +141,7 @@ def build_warehouse(path: Path) -> dict[str, str]:
                 count_result(run_id, snap, n),
             ]
             wh.load_results(run_id, snap, results)
+            estimate_run(wh, run_id)  # region_estimates, shown in the report when present
             status = "partial" if label == "partial" else "complete"
             alarms = ["sandbox-api: site_changed (selectors matched nothing)"] if label == "partial" else []
             wh.finish_run(run_id, status, alarms)
@@ -435,6 +437,8 @@ def test_report_is_self_contained_and_complete(published: dict) -> None:
                  "<li>sandbox-api: site_changed (selectors matched nothing)</li>"):
         assert text in html, text
     assert runs["first"] in html  # the trend table lists the earlier run
+    estimates = re.search(r'<table id="estimates-table">.*?</table>', html, flags=re.S)
+    assert estimates and estimates.group(0).count("<tr") > 12  # region_estimates shown when present
     assert runs["failed"] not in html and runs["running"] not in html
 
 
@@ -476,3 +480,51 @@ def test_cli_publishes_and_reports_errors(published: dict, tmp_path: Path) -> No
     assert (tmp_path / "cli-exports" / f"2026-11-20_{published['runs']['first']}" / "report.html").exists()
     result = CliRunner().invoke(app, ["--config", str(cfg_file), "--run", published["runs"]["failed"]])
     assert result.exit_code == 1 and "only complete or partial" in result.output
+    result = CliRunner().invoke(app, ["--config", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 2 and "missing.yaml" in result.output
+
+
+def test_report_skips_estimates_when_the_table_is_absent(published: dict, tmp_path: Path) -> None:
+    """Warehouses from before the estimation stage have no region_estimates: the report leaves the section out."""
+    import shutil
+
+    from publish.report import ReportInputs, _estimates
+    from publish.source import read_run
+
+    copy = tmp_path / "old.duckdb"
+    shutil.copy(published["config"].warehouse_path, copy)
+    with duckdb.connect(str(copy)) as con:
+        con.execute("drop view if exists v_latest_region_estimates")
+        con.execute("drop view if exists v_region_estimates")
+        con.execute("drop table region_estimates")
+    data = read_run(copy)
+    assert data.estimates is None and data.run_id == published["runs"]["partial"]
+    inputs = ReportInputs(data=data, config=published["config"], rule=DisclosureRule(), table=pd.DataFrame(),
+                          maps={}, lad_map=None, trend_png=None, sandbox="", published_at=datetime.now(UTC))
+    assert _estimates(inputs) == ""
+
+
+def test_warehouse_held_by_a_writer_is_a_clear_error(published: dict, tmp_path: Path) -> None:
+    """Another process holding the write lock: retried for a while, then a clear error. This process holding it
+    read-write: an immediate error saying to close it first."""
+    import subprocess
+    import sys
+
+    from publish.source import connect_read_only
+
+    path = tmp_path / "held.duckdb"
+    duckdb.connect(str(path)).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import duckdb, sys; c = duckdb.connect({str(path)!r}); print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(PublishError, match="read-only"):
+            connect_read_only(path, wait_s=0.5)
+    finally:
+        holder.communicate("", timeout=30)  # closing stdin ends the holder
+    connect_read_only(path, wait_s=0.5).close()  # released: opens
+    with duckdb.connect(str(path)), pytest.raises(PublishError, match="close the Warehouse"):
+        connect_read_only(path, wait_s=30)

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
-WINDOW = (1280, 5600)
+WINDOW = (1280, 7800)  # tall enough for the whole page: the screenshot is for people to read
 
 
 def chromium() -> str:
@@ -148,9 +148,11 @@ def test_screenshot_shows_the_rendered_map(rendered: dict) -> None:
     image = imread(shot)[:, :, :3]
     assert image.shape[:2] == (WINDOW[1], WINDOW[0])
     # The map's colours cover a real area of the page: the embedded PNG was decoded and painted.
-    palette = colormaps[CMAP](np.linspace(0, 1, 64))[:, :3]
+    # The scale's pale end is left out: it is too close to the page's own light greys (checked: without the
+    # images this count is about 2,500; with them about 55,000).
+    palette = colormaps[CMAP](np.linspace(0.2, 1, 64))[:, :3]
     sample = image[::3, ::3].reshape(-1, 3)
     distance = np.min(np.abs(sample[:, None, :] - palette[None, :, :]).max(axis=2), axis=1)
-    share = float((distance < 0.03).mean())
-    assert share > 0.02, share
+    painted = int((distance < 0.03).sum()) * 9  # every 3rd pixel both ways was sampled
+    assert painted > 25_000, painted
     assert (sample < 0.9).any(axis=1).mean() > 0.05  # not a blank page
