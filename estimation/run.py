@@ -20,6 +20,7 @@ period), and replaces the run's rows in ``window_counts``, ``capture_histories``
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
@@ -271,7 +272,9 @@ def compute_run(
                                   "window_end": info.snapshot_date, "method": est.method,
                                   "lists": len(tab.lists), "list_names": ",".join(tab.lists),
                                   "observed": float(tab.counts.sum()), "estimate": est.estimate,
-                                  "lower": est.lower, "upper": est.upper,
+                                  "lower": est.lower,
+                                  # NULL = no finite upper end (migration 101): never +inf in the tables.
+                                  "upper": est.upper if math.isfinite(est.upper) else None,
                                   "terms": " + ".join(est.terms), "interval_method": est.interval,
                                   "exact": exact, "note": note})
     return {

@@ -11,6 +11,7 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from estimation import capture
@@ -158,3 +159,38 @@ def test_correlated_membership_needs_and_gets_the_heterogeneity_term() -> None:
     assert nat_h["terms"].str.contains("H\\(Darroch\\)").mean() >= 0.75
     assert abs(bias_h) < 0.06
     assert nat_h["covered"].mean() >= 0.75
+
+
+def _result(platform: str, run_id: str, members: range) -> object:
+    from pointcount import sketches
+    from pointcount.results import Cell, CrawlResult
+
+    hashes = [f"adv{i}" for i in members]
+    cell = Cell(region_level="national", region_code="K02000001", category="women",
+                listings_sketch=sketches.to_b64(sketches.from_hashes(hashes)),
+                advertisers_sketch=sketches.to_b64(sketches.from_hashes(hashes)))
+    started = datetime(2026, 11, 1, 5, tzinfo=UTC)
+    return CrawlResult(platform=platform, run_id=run_id, snapshot_date=BASE_DATE, mode="cards", health="ok",
+                       has_linkage=True, linkage_period="2026-11", sketch_lg_k=12, started_at=started,
+                       finished_at=started, cells=[cell])
+
+
+def test_an_unbounded_interval_is_stored_as_null_and_two_lists_use_chapman(tmp_path: Path) -> None:
+    from warehouse import Warehouse
+
+    with Warehouse(tmp_path / "wh.duckdb") as wh:
+        wh.start_run("u", datetime(2026, 11, 1, 5, tzinfo=UTC), "h", None, "t")
+        # Platform a holds every advertiser seen: nothing is known of the unseen.
+        wh.load_results("u", BASE_DATE, [_result("a", "u", range(20)), _result("b", "u", range(8)),
+                                         _result("c", "u", range(5, 12))])
+        wh.start_run("v", datetime(2026, 11, 2, 5, tzinfo=UTC), "h", None, "t")
+        wh.load_results("v", BASE_DATE, [_result("a", "v", range(30)), _result("b", "v", range(20, 50))])
+        for run_id in ("u", "v"):
+            estimate_run(wh, run_id, levels=("national",))
+        est = wh.query("SELECT * FROM region_estimates WHERE scope = 'run' AND category = 'women' "
+                       "ORDER BY run_id")
+    u, v = est.iloc[0], est.iloc[1]
+    assert u["method"] == "loglinear" and u["observed"] == 20 and u["estimate"] == 20
+    assert pd.isna(u["upper"]) and "holds every observed individual" in u["interval_method"]
+    assert v["method"] == "chapman" and v["lists"] == 2 and v["observed"] == 50
+    assert v["estimate"] == pytest.approx(31 * 31 / 11 - 1)
