@@ -162,6 +162,18 @@ def _replace_dir(staged: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _clear_stale(root: Path, older_than_s: float = 3600.0) -> None:
+    """Staging or set-aside directories left by a publish that was killed (kill -9, power loss). Only old ones:
+    a younger one may belong to a publish running right now."""
+    now = datetime.now(UTC).timestamp()
+    for leftover in [*root.glob(".tmp-*"), *root.glob(".old-*")]:
+        try:
+            if leftover.is_dir() and now - leftover.stat().st_mtime > older_than_s:
+                shutil.rmtree(leftover, ignore_errors=True)
+        except FileNotFoundError:  # another publish removed it meanwhile
+            continue
+
+
 def publish_run(config: LoadedConfig, run_id: str | None = None, warehouse_path: Path | None = None) -> Path:
     """Publish a run (default: the latest complete or partial run) and return its export directory.
 
@@ -173,6 +185,7 @@ def publish_run(config: LoadedConfig, run_id: str | None = None, warehouse_path:
     data = read_run(warehouse_path or config.warehouse_path, run_id)
     root = config.exports_path
     root.mkdir(parents=True, exist_ok=True)
+    _clear_stale(root)
     name = f"{data.snapshot_date.isoformat()}_{_safe_name(data.run_id)}"
     published_at = datetime.now(UTC)
     # Everything is written into hidden staging directories first and renamed into place only when complete.

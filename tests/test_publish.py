@@ -528,3 +528,36 @@ def test_warehouse_held_by_a_writer_is_a_clear_error(published: dict, tmp_path: 
     connect_read_only(path, wait_s=0.5).close()  # released: opens
     with duckdb.connect(str(path)), pytest.raises(PublishError, match="close the Warehouse"):
         connect_read_only(path, wait_s=30)
+
+
+def test_stale_staging_from_a_killed_publish_is_cleared(tmp_path: Path) -> None:
+    import os
+
+    from publish.publisher import _clear_stale
+
+    old, young = tmp_path / ".tmp-2026-11-21_run-x-abc", tmp_path / ".tmp-latest-def"
+    for d in (old, young):
+        d.mkdir()
+        (d / "report.html").write_text("partial", encoding="utf-8")
+    os.utime(old, (0, 0))
+    keep = tmp_path / "2026-11-20_run-y"
+    keep.mkdir()
+    os.utime(keep, (0, 0))
+    _clear_stale(tmp_path)
+    assert not old.exists() and young.exists() and keep.exists()
+
+
+def test_district_parents_from_a_users_own_file_match_the_shipped_lookup(tmp_path: Path) -> None:
+    """A user's LAD file has no itl1_code column: parents come from a spatial join and agree with ONS's."""
+    from pointcount.geography import load_boundaries
+    from publish.tables import _lad_parents
+
+    itl1 = load_boundaries("builtin:itl1")
+    lad = load_boundaries("builtin:lad")
+    shipped = _lad_parents("builtin:lad", "code", itl1, lad)
+    own = tmp_path / "lad.gpkg"
+    lad.to_file(own, driver="GPKG")
+    joined = _lad_parents(str(own), "code", itl1, load_boundaries(str(own)))
+    assert len(shipped) == len(joined) == 374
+    agree = sum(shipped[c] == joined[c] for c in shipped)
+    assert agree >= 370, agree
