@@ -18,7 +18,7 @@ import json
 import os
 import statistics
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -349,7 +349,7 @@ def generate(
     )
 
 
-@cache
+@lru_cache(maxsize=4)  # bounded: estimation checks loop over many seeds
 def cached(seed: int, n_advertisers: int, horizon_days: int, membership: str) -> Population:
     """Populations are pure functions of their parameters; share one per parameter set within a process."""
     return generate(seed, n_advertisers, horizon_days, membership)  # type: ignore[arg-type]

@@ -50,7 +50,7 @@ class Faults:
     empty: bool = False  # every cell has zero results (total 0, no cards)
     block_status: int | None = None  # 429 or 503 with Retry-After, for every request ...
     block_requests: int | None = None  # ... or only the first N requests (None: always)
-    block_retry_after_s: int = 60
+    block_retry_after_s: int = 2  # short by default so `blocked` tests stay fast; real sites say more
     block_robots: bool = False  # also block robots.txt (RFC 9309: a crawler must then treat all as disallowed)
 
 
