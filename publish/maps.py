@@ -160,7 +160,7 @@ def _draw(ax: object, frame: gpd.GeoDataFrame, norm: Normalize) -> None:
 
 def render_trend(history: pd.DataFrame, path: Path, protect: object) -> Path | None:
     """Small line chart of protected UK totals per run (``protect``: the disclosure rule's ``protect``)."""
-    if history.empty:
+    if len(history) < 2:  # one point is no trend; the report's table shows it
         return None
     when = pd.to_datetime(history["started_at"])
     fig = Figure(figsize=(6.4, 2.4), dpi=DPI, facecolor="white")
@@ -180,7 +180,5 @@ def render_trend(history: pd.DataFrame, path: Path, protect: object) -> Path | N
     locator = AutoDateLocator(minticks=3, maxticks=8)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
-    if len(history) == 1:  # one point: give it a day either side instead of a zero-width axis
-        ax.set_xlim(when.iloc[0] - pd.Timedelta(days=1), when.iloc[0] + pd.Timedelta(days=1))
     fig.savefig(path, dpi=DPI, format="png", metadata={"Software": None})
     return path

@@ -305,7 +305,8 @@ def _trend(inp: ReportInputs) -> str:
             + "</tr>"
         )
     img = (f'<figure><img id="trend-chart" src="{data_uri(inp.trend_png)}" alt="Line chart of UK adverts and '
-           'advertisers over past runs"></figure>' if inp.trend_png is not None else "")
+           'advertisers over past runs"></figure>' if inp.trend_png is not None
+           else '<p class="small">The first run: no trend yet.</p>' if len(hist) == 1 else "")
     return "\n".join([
         '<section id="trend">', "<h2>Trend over past runs</h2>",
         '<p class="small">UK totals (all categories) of every complete or partial run up to this one. Runs may '
