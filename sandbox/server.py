@@ -16,6 +16,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -52,6 +53,14 @@ class Faults:
     block_requests: int | None = None  # ... or only the first N requests (None: always)
     block_retry_after_s: int = 2  # short by default so `blocked` tests stay fast; real sites say more
     block_robots: bool = False  # also block robots.txt (RFC 9309: a crawler must then treat all as disallowed)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.error_rate <= 1:
+            raise ValueError("error_rate is a share between 0 and 1")
+        if self.slow_s < 0 or self.block_retry_after_s < 0:
+            raise ValueError("slow_s and block_retry_after_s must not be negative")
+        if self.block_status is not None and self.block_status not in (429, 503):
+            raise ValueError("block_status is 429 or 503")
 
 
 @dataclass
@@ -119,7 +128,11 @@ def _make_handler(state: _Platform) -> type[BaseHTTPRequestHandler]:
                 resp = Response(429, "text/plain; charset=utf-8", b"Too many requests.\n")
                 headers.append(("Retry-After", str(state.retry_after_s)))
             else:
-                resp, fault_page = site.handle(path, parts.query)
+                try:
+                    resp, fault_page = site.handle(path, parts.query)
+                except Exception:  # a sandbox bug must show as a 500 in the log, not a dropped connection
+                    resp, reason = Response(500, "text/plain; charset=utf-8", b"Sandbox error.\n"), "server_error"
+                    traceback.print_exc()
                 if fault_page and resp.status == 200:
                     if f.slow_s > 0:
                         time.sleep(f.slow_s)

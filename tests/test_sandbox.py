@@ -407,6 +407,13 @@ def _listing(name: str) -> str:
     return p.listing_url.format(region=region, category=category, page=1, cursor="")
 
 
+def test_faults_are_validated() -> None:
+    with pytest.raises(ValueError):
+        Faults(error_rate=1.5)
+    with pytest.raises(ValueError):
+        Faults(block_status=404)
+
+
 def test_fault_error_rate() -> None:
     faults = {"sandbox-directory": Faults(error_rate=1.0), "sandbox-api": Faults(error_rate=0.3)}
     with small(faults=faults) as sb:
