@@ -148,12 +148,13 @@ def build_warehouse(path: Path) -> dict[str, str]:
     return runs
 
 
-def configured(tmp: Path, **geography: str | None) -> LoadedConfig:
+def configured(tmp: Path, disclosure: dict[str, int] | None = None, **geography: str | None) -> LoadedConfig:
     base = load_config(DEMO_CONFIG)
     run = base.run.model_copy(update={
         "exports_dir": str(tmp / "exports"),
         "warehouse": str(tmp / "warehouse.duckdb"),
         "geography": base.run.geography.model_copy(update=geography),
+        "disclosure": base.run.disclosure.model_copy(update=disclosure or {}),
     })
     # As in the synthetic data, the directory and the load-more board do not serve Northern Ireland.
     platforms = tuple(
@@ -364,15 +365,22 @@ def test_csv_formula_injection_is_neutralised(tmp_path: Path) -> None:
     assert rows[6]["region_name"] == "Ynys Môn" and rows[1]["listings"] == ""
 
 
-def test_csv_injection_end_to_end_with_a_users_own_boundary_file(published: dict, tmp_path: Path) -> None:
-    """Region names come from boundary files users may supply: a hostile name is published as text."""
+def test_own_boundary_file_and_stricter_disclosure_end_to_end(published: dict, tmp_path: Path) -> None:
+    """Region names come from boundary files users may supply: a hostile name is published as text. The same
+    publish uses a stricter configured rule (threshold 20, base 10), which every count then follows."""
     frame = gpd.read_file(boundary_path("builtin:itl1"))
     frame.loc[frame["code"] == "TLC", "name"] = "=cmd|' /C calc'!A0"
     frame.loc[frame["code"] == "TLD", "name"] = "@North West"
     custom = tmp_path / "regions.geojson"
     frame.to_file(custom, driver="GeoJSON")
-    config = configured(tmp_path, regions=str(custom), fine=None)
+    config = configured(tmp_path, {"threshold": 20, "rounding_base": 10}, regions=str(custom), fine=None)
     out = publish_run(config, warehouse_path=published["config"].warehouse_path)
+    frame = pd.read_csv(out / "region_counts.csv")
+    counts = pd.concat([frame["listings"], frame["advertisers"]]).dropna()
+    assert len(counts) > 100 and ((counts == 0) | ((counts >= 20) & (counts % 10 == 0))).all()
+    assert frame["listings_suppressed"].any()  # 10..19 now suppressed too
+    html_counts = _numbers_in_html((out / "report.html").read_text(encoding="utf-8"))
+    assert html_counts and all(v == 0 or (v >= 20 and v % 10 == 0) for v in html_counts)
     text = (out / "region_counts.csv").read_text(encoding="utf-8-sig")
     assert "'=cmd|" in text and "'@North West" in text
     for row in csv.reader(text.splitlines()):
