@@ -12,10 +12,10 @@ What leaves it (a :class:`ListingItem`) holds only HMAC hex digests, region code
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import phonenumbers
 
@@ -77,10 +77,10 @@ def load_key(config: LoadedConfig, snapshot_date: date) -> tuple[str, bytes]:
 class PrivacyEdge:
     """Turns the raw strings of one card into a :class:`ListingItem`; holds no raw strings itself."""
 
-    def __init__(self, platform: Platform, key: bytes, gaz: Gazetteer | None):
+    def __init__(self, platform: Platform, key: bytes, gaz: Gazetteer | Callable[[], Gazetteer] | None):
         self.platform = platform
         self._pseudo = Pseudonymiser(key)
-        self._gaz = gaz
+        self._gaz = gaz  # a Gazetteer, or a factory called on the first town (a blocked crawl never builds it)
         self._resolve = lru_cache(maxsize=65536)(self._resolve_uncached)
 
     @classmethod
@@ -88,11 +88,15 @@ class PrivacyEdge:
         pid, key = load_key(config, snapshot_date)
         geo = config.run.geography
         needs_gazetteer = platform.cards is not None and platform.cards.location is not None
-        gaz = gazetteer(geo.regions, geo.fine, geo.snap_km) if needs_gazetteer else None
+        gaz = partial(gazetteer, geo.regions, geo.fine, geo.snap_km) if needs_gazetteer else None
         return pid, cls(platform, key, gaz)
 
     def _resolve_uncached(self, town: str) -> Location | None:
-        return self._gaz.resolve(town) if self._gaz is not None else None
+        if self._gaz is None:
+            return None
+        if not isinstance(self._gaz, Gazetteer):
+            self._gaz = self._gaz()
+        return self._gaz.resolve(town)
 
     def locations(self, towns: Iterable[str], region_codes: Iterable[str]) -> tuple[tuple[Location, ...], int]:
         """Resolved locations (deduplicated, order kept) and how many strings stayed unmapped."""

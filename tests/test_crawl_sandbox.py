@@ -113,6 +113,30 @@ def assert_polite(log: list[dict[str, Any]], min_gap: float, retry_after: float 
             assert log[i + 1]["t"] >= e["t"] + retry_after, "request inside a Retry-After window"
 
 
+def find_canaries(blobs: list[bytes], canaries: list[str]) -> list[str]:
+    """Every canary occurring in any blob: one pass per blob over fixed-length prefixes, then full matches."""
+    encoded = {c.encode() for c in canaries}
+    k = min(len(c) for c in encoded)
+    assert k >= 6, "canaries this short would need a plain scan"
+    by_prefix: dict[bytes, list[bytes]] = {}
+    for c in encoded:
+        by_prefix.setdefault(c[:k], []).append(c)
+    hits: set[bytes] = set()
+    for blob in blobs:
+        for i in range(len(blob) - k + 1):
+            for c in by_prefix.get(blob[i:i + k], ()):
+                if blob.startswith(c, i):
+                    hits.add(c)
+    return sorted(h.decode() for h in hits)
+
+
+def test_canary_scan_finds_what_is_there() -> None:
+    """The scanner itself can fail: planted canaries are found, in any position."""
+    canaries = ["0113 496 0123", "Amber Kavelmidun", "DAB3CDE7FG"]
+    assert find_canaries([b"xx 0113 496 0123", b"Amber Kavelmidun", b"..DAB3CDE7FG"], canaries) == sorted(canaries)
+    assert find_canaries([b"0113 496 012", b"Amber Kavelmidu"], canaries) == []
+
+
 # --------------------------------------------------------------------------- the happy path: four platforms
 
 
@@ -123,7 +147,8 @@ class Crawled:
     results: dict[str, CrawlResult]
     events: dict[str, list[dict[str, Any]]]
     forwarded: list[str]
-    scratch: Path  # TMPDIR and HOME of the children
+    raw: dict[str, bytes]  # stdout and stderr of the directly run child
+    scratch: Path  # TMPDIR, HOME and working directory of the children
     config: Path
     logs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -137,24 +162,43 @@ class _Collect(logging.Handler):
         self.lines.append(record.getMessage())
 
 
+DIRECT = "sandbox-directory"  # crawled by running the child command itself, to scan its raw stdout/stderr
+
+
 @pytest.fixture(scope="module")
 def crawled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crawled]:
     tmp = tmp_path_factory.mktemp("crawl")
     scratch = tmp / "scratch"
-    for d in ("tmp", "home"):
+    for d in ("tmp", "home", "cwd"):
         (scratch / d).mkdir(parents=True)
     bind = {name: (f"127.0.0.{2 + i}", 0) for i, name in enumerate(ALL)}
     env = {"TMPDIR": str(scratch / "tmp"), "HOME": str(scratch / "home")}
     saved = {k: os.environ.get(k) for k in env}
     collect = _Collect()
     logging.getLogger("crawlers").addHandler(collect)
+    raw: dict[str, bytes] = {}
     with Sandbox(seed=3, n_advertisers=1500, bind=bind, min_interval_s={n: DELAY for n in CARDS}) as sb:
         config = write_config(tmp / "cfg", sb.base_urls)
         cfg = load_config(config)
         events: dict[str, list[dict[str, Any]]] = {n: [] for n in ALL}
         lock = threading.Lock()
 
+        def direct() -> CrawlResult:
+            proc = subprocess.run(
+                [sys.executable, "-m", "crawlers.run", "--config", str(config), "--platform", DIRECT,
+                 "--run-id", "run-1", "--date", SNAPSHOT.isoformat()],
+                cwd=scratch / "cwd", env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True,
+                timeout=300,
+            )
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            raw.update(stdout=proc.stdout, stderr=proc.stderr)
+            events[DIRECT] = [json.loads(x) for x in proc.stderr.decode().splitlines() if x.startswith('{"event"')]
+            return CrawlResult.model_validate_json(proc.stdout)
+
         def one(name: str) -> CrawlResult:
+            if name == DIRECT:
+                return direct()
+
             def progress(ev: dict[str, Any]) -> None:
                 with lock:
                     events[name].append(ev)
@@ -172,7 +216,7 @@ def crawled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crawled]:
                 else:
                     os.environ[k] = v
             logging.getLogger("crawlers").removeHandler(collect)
-        yield Crawled(sb, sb.truth(), results, events, collect.lines, scratch, config,
+        yield Crawled(sb, sb.truth(), results, events, collect.lines, raw, scratch, config,
                       {n: sb.request_log(n) for n in ALL})
 
 
@@ -220,31 +264,17 @@ def test_progress_events_stream_back(crawled: Crawled) -> None:
         assert set(evs[-1]) >= {"event", "requests", "pages", "cards", "paused_s"}
 
 
-def test_nothing_written_and_no_canary_anywhere(crawled: Crawled, tmp_path: Path) -> None:
+def test_nothing_written_and_no_canary_anywhere(crawled: Crawled) -> None:
+    """Every byte the crawls wrote: raw stdout/stderr of a child, results, forwarded logs, keys, scratch dirs."""
     canaries = [s for values in crawled.truth["canaries"].values() for s in values]
     assert len(canaries) > 1000
-    # 1. The parallel crawls above: their TMPDIR and HOME stayed empty; results and forwarded logs are clean.
+    assert crawled.raw["stdout"] and crawled.raw["stderr"]  # the direct child really ran and spoke
+    # TMPDIR, HOME and the working directory of every child stayed empty: nothing written to disk.
     assert [p for p in crawled.scratch.rglob("*") if p.is_file()] == []
-    blobs = [r.model_dump_json().encode() for r in crawled.results.values()]
-    blobs.append("\n".join(crawled.forwarded).encode())
-    # 2. One child run directly: every byte of its stdout and stderr, and anything under TMPDIR/HOME/cwd.
-    scratch = {d: tmp_path / d for d in ("tmp", "home", "cwd")}
-    for d in scratch.values():
-        d.mkdir()
-    env = {**os.environ, "TMPDIR": str(scratch["tmp"]), "HOME": str(scratch["home"]), "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "crawlers.run", "--config", str(crawled.config), "--platform", "sandbox-directory",
-         "--run-id", "canary", "--date", SNAPSHOT.isoformat()],
-        cwd=scratch["cwd"], env=env, capture_output=True, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert CrawlResult.model_validate_json(proc.stdout).health == "ok"
-    blobs += [proc.stdout, proc.stderr]
-    written = [p for d in scratch.values() for p in d.rglob("*") if p.is_file()]
-    assert written == []
+    blobs = [crawled.raw["stdout"], crawled.raw["stderr"], "\n".join(crawled.forwarded).encode()]
+    blobs += [r.model_dump_json().encode() for r in crawled.results.values()]
     blobs += [p.read_bytes() for p in (crawled.config.parent / "keys").rglob("*") if p.is_file()]
-    hits = [c for c in canaries for b in blobs if c.encode() in b]
-    assert hits == []
+    assert find_canaries(blobs, canaries) == []
 
 
 # --------------------------------------------------------------------------- fault switches
