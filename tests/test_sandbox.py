@@ -370,16 +370,17 @@ def test_robots_txt() -> None:
 
 
 def test_too_fast_gets_429_and_the_retry_after_window_holds(tmp_path: Path) -> None:
-    limits = {"sandbox-directory": 0.3}
-    with small(min_interval_s=limits, retry_after_s=1, log_dir=tmp_path, platforms=("sandbox-directory",)) as sb:
+    limits = {"sandbox-directory": 0.5}
+    with small(min_interval_s=limits, retry_after_s=2, log_dir=tmp_path, platforms=("sandbox-directory",)) as sb:
         base = sb.base_urls["sandbox-directory"]
         url = base + "/search/wales/female?page=1"
         assert get(url)[0] == 200
         status, headers, _ = get(url)
-        assert status == 429 and headers["Retry-After"] == "1"
-        time.sleep(0.4)  # slower than the limit, but still inside the Retry-After window
-        assert get(url)[0] == 429
-        time.sleep(1.0)
+        assert status == 429 and headers["Retry-After"] == "2"
+        time.sleep(0.6)  # slower than the limit, but still inside the Retry-After window
+        status, headers, _ = get(url)
+        assert status == 429 and headers["Retry-After"] in ("1", "2")
+        time.sleep(2.0)
         assert get(url)[0] == 200
         log = sb.request_log("sandbox-directory")
     assert [e["status"] for e in log] == [200, 429, 429, 200]
@@ -436,7 +437,7 @@ def test_fault_slow_answers_past_the_timeout() -> None:
         assert get(base + "/robots.txt", timeout=0.3)[0] == 200
         with pytest.raises(TimeoutError):
             get(base + _listing("sandbox-loadmore"), timeout=0.3)
-        assert time.monotonic() - start < 2
+        assert time.monotonic() - start < 3
 
 
 def test_fault_layout_change_keeps_200_but_selectors_match_nothing() -> None:
