@@ -48,8 +48,9 @@ def serve(cfg: LoadedConfig, name: str = DEFAULT_DEPLOYMENT, interval_s: float |
         name=name,
         schedules=schedules_for(cfg, interval_s),
         parameters=parameters,
+        # No runner-side ``limit``: it would hold a due run back and start it later; the server's CANCEL_NEW
+        # rule cancels it instead, which is what "does not start twice" means here.
         global_limit=one_at_a_time(),
-        limit=1,  # this runner also executes one run at a time
         pause_on_shutdown=True,
         entrypoint_type=EntrypointType.MODULE_PATH,  # importable from any working directory
         description="pointcount: crawl, load, estimate, publish (served by `pointcount serve`)",

@@ -15,9 +15,11 @@ the warehouse and the published tables leave the others out and say so.
 Retries: a crawl is retried only when the failure is transient (its child process crashed, or the platform was
 ``unreachable``); never for ``site_changed``, ``blocked``, ``budget_exhausted`` or a spider error, which a retry
 would only repeat (and a ``blocked`` platform must not be hit again).
+
+No ``from __future__ import annotations`` here: Prefect validates flow parameters against the real ``date`` type
+when a runner or worker loads the flow from its entrypoint, and postponed annotations break that.
 """
 
-from __future__ import annotations
 
 import importlib
 import importlib.util
