@@ -26,6 +26,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
@@ -46,6 +47,7 @@ ALWAYS_STATS = (
     "pointcount/retry_after/pauses", "pointcount/retry_after/seconds", "pointcount/cells/done",
     "pointcount/cells/failed",
 )  # fmt: skip
+WATCHDOG_GRACE_S = 600.0
 FORWARD_MAX_LINES = 200  # child log lines passed on to this process's logging per crawl
 logger = logging.getLogger("crawlers")
 
@@ -161,8 +163,17 @@ def crawl_platform(
     ]
     for t in readers:
         t.start()
+    # Watchdog: the child stops itself at the end of the crawl window; one still running well after it is hung.
+    from crawlers.settings import window_deadline
+
+    deadline = window_deadline(config)
+    kill_at = time.time() + 24 * 3600 if deadline is None else max(deadline, time.time()) + WATCHDOG_GRACE_S
     try:
         while any(t.is_alive() for t in readers) or not events.empty():
+            if time.time() > kill_at:
+                proc.kill()
+                raise CrawlChildError(f"crawl of {platform_name} still running {WATCHDOG_GRACE_S:.0f} s after the "
+                                      "end of the crawl window; killed")  # fmt: skip
             try:
                 ev = events.get(timeout=0.1)
             except queue.Empty:

@@ -274,6 +274,17 @@ def test_a_zero_total_with_no_cards_is_a_finished_cell() -> None:
     assert spider.health.cells_done == 1 and not spider.health.changed
 
 
+def test_pages_short_of_the_stated_total() -> None:
+    url = f"{BASE}/search/yorkshire/female?page=1"
+    spider = make_spider(platform(pagination={"type": "none"}))
+    page(spider, url, directory_page(5, list("abcd")), CellWalk("yorkshire", "female"))
+    assert spider.health.changed["pages short of the stated total"] == 1  # 4 of 5: below 50 no tolerance
+    spider = make_spider(platform(pagination={"type": "none"}))
+    refs = [f"r{i}" for i in range(99)]
+    page(spider, url, directory_page(100, refs), CellWalk("yorkshire", "female"))
+    assert not spider.health.changed  # 99 of 100: within 2 % (an ad withdrawn while the walk ran)
+
+
 def test_truncated_html_is_site_changed() -> None:
     spider = make_spider(platform())
     walk = CellWalk("yorkshire", "female")

@@ -4,7 +4,9 @@ Spider arguments: ``platform`` (Platform), ``edge`` (:class:`crawlers.edge.Priva
 Settings: ``POINTCOUNT_HTML_COMPLETE_MARKER`` (default ``</html>``; empty: no check): an HTML listing page without
 it was cut short and counts as a site change, not as fewer cards. ``POINTCOUNT_CHANGED_STOP_AFTER`` (default 5):
 stop the crawl when that many listing pages in a row show a site change before any page was fine (no point
-requesting the rest of a redesigned site).
+requesting the rest of a redesigned site). ``POINTCOUNT_TOTAL_TOLERANCE`` (default 0.02): a walk may end this
+share of the stated total short (ads withdrawn while it ran) before it counts as "pages short of the stated
+total"; below 50 listings that is zero.
 
 Cells are the platform's regions × categories. *count* mode reads the stated total (one request per cell);
 *cards* mode walks each cell's listing pages (page_number / next_link / cursor / none) and turns each card into a
@@ -69,6 +71,9 @@ class PlatformSpider(scrapy.Spider):
         self.allowed_domains = [urlsplit(platform.base_url).hostname or ""]
         self.good_pages = 0
         self.changed_in_a_row = 0
+        self.complete_marker = b"</html>"
+        self.changed_stop_after = 5
+        self.total_tolerance = 0.02
 
     @classmethod
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> PlatformSpider:
@@ -76,6 +81,7 @@ class PlatformSpider(scrapy.Spider):
         marker = crawler.settings.get("POINTCOUNT_HTML_COMPLETE_MARKER", "</html>")
         spider.complete_marker = marker.lower().encode() if marker else b""
         spider.changed_stop_after = crawler.settings.getint("POINTCOUNT_CHANGED_STOP_AFTER", 5)
+        spider.total_tolerance = crawler.settings.getfloat("POINTCOUNT_TOTAL_TOLERANCE", 0.02)
         return spider
 
     # ------------------------------------------------------------------ requests
@@ -242,7 +248,7 @@ class PlatformSpider(scrapy.Spider):
             self._changed("pagination loops")
             url = None
         if url is None:
-            if walk.stated is not None and walk.cards < walk.stated:
+            if walk.stated is not None and walk.cards < walk.stated - math.floor(self.total_tolerance * walk.stated):
                 self._changed("pages short of the stated total")
             self._cell_done(walk)
             return
