@@ -100,7 +100,7 @@ class PlatformSpider(scrapy.Spider):
         if is_never_fetch(url, self.platform.never_fetch):
             # The downloader middleware guards too; here we also stop the walk and say so.
             self.crawler.stats.inc_value("pointcount/never_fetch_blocked")
-            self.health.site_changed("pagination points at a never-fetch path")
+            self._changed("pagination points at a never-fetch path")
             return None
         walk.seen_urls.add(url)
         return scrapy.Request(url, callback=self.parse_page, errback=self.on_error, cb_kwargs={"walk": walk},
