@@ -15,7 +15,8 @@ period), and replaces the run's rows in ``window_counts``, ``capture_histories``
   overlap models), for scope ``run`` (the platforms' advertisers in this run: a closed population on the day) and
   ``period`` (each platform's list is the union of its advertisers over the period's runs so far). A platform with
   no advertisers in a cell is not a list there. 3+ lists: log-linear (stepwise over two-list interactions and
-  Darroch's heterogeneity term, ``capture.loglinear(..., heterogeneity=True)``); 2: Chapman; 1: observed only.
+  Darroch's heterogeneity term, ``capture.loglinear(..., heterogeneity=True)``; main effects only below
+  ``SMALL_CELL`` advertisers seen); 2: Chapman; 1: observed only.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pointcount.keys import period_bounds
 
 VISIBLE = ("complete", "partial")
 ESTIMATE_LEVELS = ("national", "itl1")
+SMALL_CELL = 50  # below this many advertisers seen, capture histories only support the independence model
 TABLES = ("window_counts", "capture_histories", "region_estimates")
 
 CellKey = tuple[str, str, str]  # region_level, region_code, category
@@ -284,13 +286,21 @@ def compute_run(
     }
 
 
-def _population(
-    lists: dict[str, Any], lg_k: int, ci: str, seed: int
-) -> tuple[capture.PopulationEstimate, capture.Table, bool, str]:
-    tab, exact = ss.capture_histories(lists, lg_k)
-    note = "" if exact else "capture histories from estimation-mode sketches: counts are estimates"
+def estimate_cell(tab: capture.Table, ci: str = "profile", seed: int = 0) -> tuple[capture.PopulationEstimate, str]:
+    """The estimate ``estimate_run`` stores for one capture-history table, and a note on how it was reached.
+
+    3+ lists: stepwise log-linear with two-list interactions and Darroch's heterogeneity term as candidates, or
+    the independence model alone below ``SMALL_CELL`` advertisers seen; 2 lists: Chapman; 1: observed.
+    """
+    note = ""
+    small = tab.counts.sum() < SMALL_CELL
+    if small and len(tab.lists) >= 3:
+        note = f"fewer than {SMALL_CELL} advertisers seen: independence model only"
     try:
-        est = capture.estimate(tab, ci=ci, seed=seed, heterogeneity=True)
+        # In small cells a dependence term fitted to a handful of advertisers can put the dark figure anywhere
+        # (validation saw estimates 10^7 times the truth); there only the independence model is fitted.
+        kwargs: dict[str, Any] = {"interactions": "none"} if small else {"heterogeneity": True}
+        est = capture.estimate(tab, ci=ci, seed=seed, **kwargs)
     except ValueError as exc:
         n = float(tab.counts.sum())
         est = capture.PopulationEstimate(round(n), n, n, n, "observed", lists=tab.lists,
@@ -298,4 +308,14 @@ def _population(
         note = f"{note}; {exc}".strip("; ")
     if est.method == "chapman" and est.details.get("m") == 0:
         note = f"{note}; no overlap between the two lists: Chapman is unreliable".strip("; ")
+    return est, note
+
+
+def _population(
+    lists: dict[str, Any], lg_k: int, ci: str, seed: int
+) -> tuple[capture.PopulationEstimate, capture.Table, bool, str]:
+    tab, exact = ss.capture_histories(lists, lg_k)
+    est, note = estimate_cell(tab, ci, seed)
+    if not exact:
+        note = f"capture histories from estimation-mode sketches: counts are estimates; {note}".strip("; ")
     return est, tab, exact, note

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from estimation import capture
-from estimation.run import estimate_run
+from estimation.run import estimate_cell, estimate_run
 from pointcount import sketches
 from pointcount.geography import NATIONAL_CODE
 from pointcount.keys import Pseudonymiser, period_id
@@ -169,11 +169,12 @@ def coverage_from_truth(seeds: list[int], n: int, day: int, membership: str,
                     if not hist:
                         continue
                     tab = capture.table(hist, t["capture_histories"]["platforms"])
-                    est = capture.estimate(tab, ci=ci, heterogeneity=heterogeneity)
+                    # heterogeneity=True: exactly what estimate_run stores; False: the plain stepwise rule.
+                    est = estimate_cell(tab, ci)[0] if heterogeneity else capture.estimate(tab, ci=ci)
                     rows.append({"seed": seed, "level": level, "region": region, "category": category,
                                  "observed": est.observed, "estimate": est.estimate, "lower": est.lower,
                                  "upper": est.upper, "truth": cell["population"],
-                                 "covered": est.lower <= cell["population"] <= est.upper,
+                                 "covered": bool(est.lower <= cell["population"] <= est.upper),
                                  "terms": " + ".join(est.terms)})
     return pd.DataFrame(rows)
 
