@@ -340,7 +340,7 @@ def _run_scenario(i: int, sc: Scenario, tmp: Path) -> FaultRun:
 @pytest.fixture(scope="module")
 def fault_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, FaultRun]:
     tmp = tmp_path_factory.mktemp("faults")
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=7) as pool:  # several only wait (Retry-After, timeouts)
         futures = {sc.id: pool.submit(_run_scenario, i, sc, tmp) for i, sc in enumerate(SCENARIOS)}
         return {k: f.result() for k, f in futures.items()}
 
