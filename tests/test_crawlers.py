@@ -473,3 +473,22 @@ def test_crawl_platform_raises_for_a_crashed_child(tmp_path: Path) -> None:
     cfg = LoadedConfig(path=tmp_path / "c.yaml", run=cfg_run, platforms=(p,), config_hash="h")
     with pytest.raises(CrawlChildError, match="exited with status 2"):
         crawl_platform(cfg, p.name, "r", date(2026, 11, 29))
+
+
+def test_outside_the_crawl_window_nothing_is_requested(tmp_path: Path) -> None:
+    """run_child returns health 'failed' before Scrapy starts (no network: the host does not exist)."""
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    from crawlers.run import run_child
+
+    now = datetime.now(ZoneInfo("Europe/London"))
+    start, end = (now + timedelta(hours=2)).strftime("%H:%M"), (now + timedelta(hours=3)).strftime("%H:%M")
+    run = RunConfig.model_validate({"ethics": {"contact": "a@b.example"}, "platforms": ["x.yaml"],
+                                    "crawl": {"window_start": start, "window_end": end},
+                                    "keys": {"dir": str(tmp_path / "keys")}})
+    p = platform(base_url="http://127.0.0.9:9")
+    result = run_child(LoadedConfig(path=tmp_path / "c.yaml", run=run, platforms=(p,), config_hash="h"),
+                       p.name, "r", date(2026, 11, 29))
+    assert result.health == "failed" and "outside the crawl window" in result.health_reason
+    assert result.requests == 0 and result.cells == []
