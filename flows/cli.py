@@ -19,8 +19,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from estimation.cli import estimate, keys_app
 from flows.env import prepare_prefect_env
 from pointcount.config import DEFAULT_CONFIG, DEMO_CONFIG, ConfigError, LoadedConfig, load_config, load_platforms
+from publish.cli import publish
 from sandbox.cli import app as sandbox_app
 from warehouse.cli import query
 
@@ -31,8 +33,6 @@ app = typer.Typer(
 )
 platforms_app = typer.Typer(help="Platform definitions (config/platforms/*.yaml).", no_args_is_help=True)
 app.add_typer(platforms_app, name="platforms")
-app.add_typer(sandbox_app, name="sandbox")
-app.command("query")(query)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -233,6 +233,13 @@ def demo(
 def _day(value: datetime | None) -> date | None:
     return value.date() if value is not None else None
 
+
+# The stages' own commands, listed after the pipeline's.
+app.command("query")(query)
+app.command("estimate")(estimate)
+app.command("publish")(publish)
+app.add_typer(keys_app, name="keys")
+app.add_typer(sandbox_app, name="sandbox")
 
 if __name__ == "__main__":
     app()

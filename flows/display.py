@@ -100,6 +100,7 @@ def summary_renderable(summary: Any) -> Group:
     outputs = Table.grid(padding=(0, 2))
     outputs.add_row("warehouse", summary.warehouse)
     outputs.add_row("analyst snapshot", summary.analyst_warehouse)
+    outputs.add_row("estimates", "region_estimates in the warehouse" if summary.estimated else "(none)")
     outputs.add_row("exports", summary.exports or "(not published)")
     parts.append(outputs)
     return Group(*parts)

@@ -362,15 +362,22 @@ def pipeline(
             load_task(config_path, run_id, snapshot, results)
             summary.status = run_status(results)
             summary.alarms = alarms_task(config_path, run_id)
-            if summary.status != "failed" and stage_available("estimation", "estimate_run"):
-                estimate_task(config_path, run_id)
-                summary.estimated = True
         except Exception as exc:
             summary.status = "failed"
             summary.errors.append(f"{type(exc).__name__}: {str(exc)[:300]}")
             finish_run_task(config_path, run_id, "failed", summary.alarms)
             snapshot_task(config_path)
             raise
+        if summary.status != "failed" and stage_available("estimation", "estimate_run"):
+            # Estimates add to the counts; a failure here must not throw away a good count, so it is reported
+            # (summary, flow log, exit summary) and the run keeps its status.
+            est = estimate_task(config_path, run_id, return_state=True)
+            if est.is_completed():
+                summary.estimated = True
+            else:
+                exc = est.result(raise_on_failure=False)
+                summary.errors.append(f"estimation failed: {type(exc).__name__}")
+                logger.warning("estimation failed (%s); counts are kept and published", type(exc).__name__)
         finish_run_task(config_path, run_id, summary.status, summary.alarms)
         try:
             if summary.status != "failed" and stage_available("publish", "publish_run"):

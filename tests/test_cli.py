@@ -19,7 +19,8 @@ from pointcount.config import DEMO_CONFIG, load_config
 def test_help_lists_only_verbs_that_exist() -> None:
     proc = run_cli("--help")
     assert proc.returncode == 0
-    for verb in ("run", "serve", "deploy", "status", "demo", "sandbox", "query", "platforms"):
+    for verb in ("run", "serve", "deploy", "status", "demo", "sandbox", "query", "platforms", "estimate", "keys",
+                 "publish"):
         assert f" {verb} " in proc.stdout, verb
 
 
