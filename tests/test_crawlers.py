@@ -492,3 +492,55 @@ def test_outside_the_crawl_window_nothing_is_requested(tmp_path: Path) -> None:
                        p.name, "r", date(2026, 11, 29))
     assert result.health == "failed" and "outside the crawl window" in result.health_reason
     assert result.requests == 0 and result.cells == []
+
+
+async def _waiters_get(mw_class: type) -> list[Any]:
+    from twisted.internet.defer import Deferred
+
+    crawler = get_crawler(settings_dict={"ROBOTSTXT_OBEY": True, "USER_AGENT": "ua"})
+    crawler.stats.open_spider()
+    mw = mw_class.from_crawler(crawler)
+    netloc = "127.0.0.9:1"
+    mw._parsers[netloc] = Deferred()  # robots.txt still downloading
+    import asyncio
+
+    tasks = [asyncio.ensure_future(mw.robot_parser(Request(f"http://{netloc}/a{i}"))) for i in range(4)]
+    await asyncio.sleep(0)
+    mw._parsers[netloc].callback("PARSER")
+    return list(await asyncio.gather(*tasks))
+
+
+def test_every_request_waiting_for_robots_txt_gets_the_parser() -> None:
+    """Scrapy 2.19 hands ``None`` (= no robots.txt, allow all) to the second and later waiters; ours does not."""
+    import asyncio
+
+    import scrapy
+    from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
+
+    from crawlers.middlewares import SafeRobotsTxtMiddleware
+
+    assert asyncio.run(_waiters_get(SafeRobotsTxtMiddleware)) == ["PARSER"] * 4
+    if scrapy.__version__ == "2.19.0":  # the bug, shown on the version this was found with
+        assert asyncio.run(_waiters_get(RobotsTxtMiddleware)) == ["PARSER", None, None, None]
+
+
+def test_robots_txt_5xx_disallows_everything() -> None:
+    import asyncio
+
+    from twisted.internet.defer import Deferred
+
+    from crawlers.middlewares import SafeRobotsTxtMiddleware
+
+    async def run() -> bool:
+        crawler = get_crawler(settings_dict={"ROBOTSTXT_OBEY": True, "USER_AGENT": "ua"})
+        crawler.stats.open_spider()
+        mw = SafeRobotsTxtMiddleware.from_crawler(crawler)
+        netloc = "127.0.0.9:1"
+        mw._parsers[netloc] = Deferred()
+        req = Request(f"http://{netloc}/robots.txt")
+        resp = TextResponse(req.url, status=503, body=b"User-agent: *\nAllow: /\n", request=req)
+        await mw._parse_robots(resp, netloc, req)
+        assert crawler.stats.get_value("pointcount/robots_5xx") == 1
+        return bool(mw._parsers[netloc].allowed(f"http://{netloc}/search", "ua"))
+
+    assert asyncio.run(run()) is False
