@@ -1,7 +1,7 @@
 """Item pipeline: per-cell theta sketches of listing and advertiser hashes, plus stated totals.
 
-Settings:
-- ``POINTCOUNT_SKETCH_LG_K`` (int, default 16): theta sketch size (exact below 2**lg_k distinct items per cell).
+Settings: none of its own; the sketch size is the spider's ``lg_k`` (``POINTCOUNT_SKETCH_LG_K``, from the run
+config's ``crawl.sketch_lg_k``; exact below 2**lg_k distinct items per cell).
 
 Cells are (level, region code, category) for levels ``national`` (K02000001), ``itl1`` and ``lad``. A listing
 counts once per region it names (sketches deduplicate across pages and regions) and once nationally. Stated totals

@@ -1,6 +1,7 @@
 """One generic spider driven by a :class:`pointcount.config.Platform` definition (no Python per platform).
 
-Spider arguments: ``platform`` (Platform), ``edge`` (:class:`crawlers.edge.PrivacyEdge`), ``lg_k`` (int).
+Spider arguments: ``platform`` (Platform), ``edge`` (:class:`crawlers.edge.PrivacyEdge`), ``lg_k`` (int; default
+the ``POINTCOUNT_SKETCH_LG_K`` setting, 16).
 Settings: ``POINTCOUNT_HTML_COMPLETE_MARKER`` (default ``</html>``; empty: no check): an HTML listing page without
 it was cut short and counts as a site change, not as fewer cards. ``POINTCOUNT_CHANGED_STOP_AFTER`` (default 5):
 stop the crawl when that many listing pages in a row show a site change before any page was fine (no point
@@ -77,6 +78,7 @@ class PlatformSpider(scrapy.Spider):
 
     @classmethod
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> PlatformSpider:
+        kwargs.setdefault("lg_k", crawler.settings.getint("POINTCOUNT_SKETCH_LG_K", 16))
         spider = super().from_crawler(crawler, *args, **kwargs)
         marker = crawler.settings.get("POINTCOUNT_HTML_COMPLETE_MARKER", "</html>")
         spider.complete_marker = marker.lower().encode() if marker else b""
