@@ -14,8 +14,9 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pytest
 
-from warehouse import Warehouse
+from warehouse import Warehouse, WarehouseError
 from warehouse.synthetic import crawl_results, expected_region_counts, random_world
 
 REPO = Path(__file__).resolve().parents[1]
@@ -246,3 +247,47 @@ def test_reader_loops_on_the_analyst_file_while_runs_are_written(tmp_path: Path)
     assert report["wrong"] == []
     assert report["reads"] >= 20
     assert len(report["seen"]) >= 3, report  # the reader really saw the snapshot change under it
+
+
+def test_a_second_writer_waits_for_the_lock_then_gets_a_clear_error(tmp_path: Path) -> None:
+    path, analyst, marker = tmp_path / "w.duckdb", tmp_path / "a.duckdb", tmp_path / "holding"
+    child = start_child(
+        """
+        wh = Warehouse(path, analyst)
+        marker.touch()
+        time.sleep(120)
+        """,
+        path, analyst, marker,
+    )
+    wait_for(marker, child)
+    try:
+        start = time.monotonic()
+        with pytest.raises(WarehouseError, match="One process writes at a time"):
+            Warehouse(path, analyst, lock_timeout_s=0.6)
+        assert time.monotonic() - start >= 0.6  # it waited before giving up
+    finally:
+        kill9(child)
+    with Warehouse(path, analyst) as wh:  # the lock dies with its process
+        assert wh.runs().empty
+
+
+def test_a_second_writer_gets_the_lock_once_the_first_closes(tmp_path: Path) -> None:
+    path, analyst, marker = tmp_path / "w.duckdb", tmp_path / "a.duckdb", tmp_path / "holding"
+    child = start_child(
+        """
+        wh = Warehouse(path, analyst)
+        wh.start_run("r1", T0, "cfg", None, "test")
+        marker.touch()
+        time.sleep(1.0)
+        wh.close()
+        time.sleep(120)
+        """,
+        path, analyst, marker,
+    )
+    wait_for(marker, child)
+    try:
+        with Warehouse(path, analyst, lock_timeout_s=30) as wh:  # waits about a second, then writes
+            assert list(wh.runs()["run_id"]) == ["r1"]
+            wh.finish_run("r1", "failed", [])
+    finally:
+        kill9(child)
