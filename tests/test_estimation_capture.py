@@ -103,10 +103,12 @@ def test_bootstrap_interval_is_seeded_and_brackets() -> None:
     assert one.lower < one.estimate < one.upper
 
 
-def test_a_list_holding_everyone_gives_an_unbounded_interval() -> None:
+def test_no_information_on_the_unseen_gives_an_unbounded_interval() -> None:
     est = loglinear({"100": 2, "101": 4, "110": 7, "111": 1})
     assert (est.estimate, est.lower, est.upper) == (14.0, 14.0, math.inf)
     assert "holds every observed individual" in est.interval
+    apart = loglinear({"001": 1, "010": 2, "100": 1})  # nobody on two lists: the MLE of the unseen is infinite
+    assert (apart.estimate, apart.upper) == (4.0, math.inf) and "no overlap" in apart.interval
 
 
 def test_chapman_formula_variance_and_interval() -> None:

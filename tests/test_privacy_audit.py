@@ -27,7 +27,7 @@ from pointcount.config import DEMO_CONFIG, load_config
 
 pytestmark = pytest.mark.slow
 
-N_ADVERTISERS = 4000  # no empty cell at this size (see conftest.SMALL_N)
+N_ADVERTISERS = 2000
 
 
 def _decoded_copies(roots: list[Path], out: Path) -> None:
