@@ -463,14 +463,16 @@ def loglinear(
         raise ValueError("a log-linear estimate needs at least two lists")
     n = tab.counts.sum()
     full = [tab.lists[i] for i in range(t) if n > 0 and tab.counts[tab.patterns[:, i] == 1].sum() >= n]
-    if full:
-        # Everyone seen is on this list: its catch rate's MLE is 1 and the dark figure's is 0, at the boundary of
-        # the parameter space; the data say nothing about how many were missed, so the interval is [n, inf).
+    no_overlap = n > 0 and tab.counts[tab.patterns.sum(axis=1) >= 2].sum() == 0
+    if full or no_overlap:
+        # Everyone seen is on one list (its catch rate's MLE is 1, the dark figure's 0), or nobody is on two lists
+        # (the dark figure's MLE is infinite): either way the data say nothing about how many were missed.
+        why = (f"list {full[0]} holds every observed individual" if full
+               else "no individual is on two lists, so there is no overlap to estimate from")
         return PopulationEstimate(
             observed=round(n), estimate=float(n), lower=float(n), upper=math.inf, method="loglinear",
-            terms=(), lists=tab.lists,
-            interval=f"none: list {full[0]} holds every observed individual, so nothing is known of the unseen",
-            details={"boundary": full[0]},
+            terms=(), lists=tab.lists, interval=f"none: {why}; the interval is [observed, unbounded)",
+            details={"boundary": full[0] if full else "no overlap"},
         )
     if interactions == "auto":
         fit = select_model(tab, criterion, pthresh, heterogeneity=heterogeneity)
