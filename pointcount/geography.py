@@ -18,11 +18,18 @@ import unicodedata
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import geopandas as gpd
-import pandas as pd
+if TYPE_CHECKING:  # (geo)pandas cost ~1 s to import; crawl children on built-in boundaries never need them
+    import geopandas as gpd
+    import pandas as pd
 
-BOUNDARY_DIR = Path(__file__).resolve().parent / "data" / "boundaries"
+DATA_DIR = Path(__file__).resolve().parent / "data"
+BOUNDARY_DIR = DATA_DIR / "boundaries"
+# The gazetteer already joined to the built-in boundaries (regenerate with `python -m pointcount.geography`;
+# a test checks it equals a fresh spatial join, so it cannot drift from the boundaries or the gazetteer).
+BUILTIN_PLACES = DATA_DIR / "gazetteer_gb.csv"
+BUILTIN_SPEC = ("builtin:itl1", "builtin:lad", 10.0)
 BUILTIN_BOUNDARIES = {
     "itl1": ("itl1_regions.geojson", "1451cf4f5ce46afcb24ca3cae5181094b7f37ce465f164af8f6cd6a241104fc0"),
     "lad": ("lad.geojson", "ac8e1631ebd32d9b42d5ce5a523ac95c92e5157bae56b948f900b4eb2da7e5e0"),
@@ -63,6 +70,8 @@ def boundary_path(spec: str) -> Path:
 @cache
 def load_boundaries(spec: str, code_field: str = "code", name_field: str = "name") -> gpd.GeoDataFrame:
     """Boundaries as a GeoDataFrame with columns code, name, geometry (EPSG:4326)."""
+    import geopandas as gpd
+
     frame = gpd.read_file(boundary_path(spec))
     missing = {code_field, name_field} - set(frame.columns)
     if missing:
@@ -109,6 +118,8 @@ def _gazetteer_rows() -> list[dict[str, str]]:
 
 def _assign(points: gpd.GeoDataFrame, regions: gpd.GeoDataFrame, snap_km: float) -> pd.Series:
     """Region code per point: the polygon containing it, else the nearest within ``snap_km``."""
+    import geopandas as gpd
+
     pts = points.to_crs(BNG)
     polys = regions.to_crs(BNG)
     joined = gpd.sjoin(pts, polys[["code", "geometry"]], how="left", predicate="within")
@@ -124,30 +135,51 @@ def _assign(points: gpd.GeoDataFrame, regions: gpd.GeoDataFrame, snap_km: float)
     return codes.fillna(UNMAPPED)
 
 
+PLACE_FIELDS = ("name", "county", "lat", "lon", "itl1", "lad")
+
+
+def join_places(regions: str, fine: str | None, snap_km: float) -> list[Place]:
+    """Every GB gazetteer place with its region codes, by a spatial join with the given boundaries."""
+    import geopandas as gpd
+    import pandas as pd
+
+    frame = pd.DataFrame(_gazetteer_rows())
+    points = gpd.GeoDataFrame(
+        frame,
+        geometry=gpd.points_from_xy(frame["lon"].astype(float), frame["lat"].astype(float)),
+        crs="EPSG:4326",
+    )
+    itl1 = _assign(points, load_boundaries(regions), snap_km)
+    lad = _assign(points, load_boundaries(fine), snap_km) if fine else pd.Series(UNMAPPED, index=frame.index)
+    return [
+        Place(row["name"].strip(), row["admin2"].strip(), float(row["lat"]), float(row["lon"]), itl1[i], lad[i])
+        for i, row in frame.iterrows()
+    ]
+
+
+def write_places(places: list[Place], path: Path) -> None:
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(PLACE_FIELDS)
+        writer.writerows((p.name, p.county, p.lat, p.lon, p.itl1, p.lad) for p in places)
+
+
+def read_places(path: Path) -> list[Place]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        return [
+            Place(r["name"], r["county"], float(r["lat"]), float(r["lon"]), r["itl1"], r["lad"])
+            for r in csv.DictReader(fh)
+        ]
+
+
 class Gazetteer:
     """Place-name lookup that yields region codes at every configured level."""
 
     def __init__(self, regions: str = "builtin:itl1", fine: str | None = "builtin:lad", snap_km: float = 10.0):
-        rows = _gazetteer_rows()
-        frame = pd.DataFrame(rows)
-        points = gpd.GeoDataFrame(
-            frame,
-            geometry=gpd.points_from_xy(frame["lon"].astype(float), frame["lat"].astype(float)),
-            crs="EPSG:4326",
-        )
-        itl1 = _assign(points, load_boundaries(regions), snap_km)
-        lad = _assign(points, load_boundaries(fine), snap_km) if fine else pd.Series(UNMAPPED, index=frame.index)
-        self.places: list[Place] = [
-            Place(
-                name=row["name"].strip(),
-                county=row["admin2"].strip(),
-                lat=float(row["lat"]),
-                lon=float(row["lon"]),
-                itl1=itl1[i],
-                lad=lad[i],
-            )
-            for i, row in frame.iterrows()
-        ]
+        if (regions, fine, snap_km) == BUILTIN_SPEC:
+            self.places = read_places(BUILTIN_PLACES)
+        else:
+            self.places = join_places(regions, fine, snap_km)
         self._by_name: dict[str, list[Place]] = {}
         for place in self.places:
             self._by_name.setdefault(normalise_place(place.name), []).append(place)
@@ -189,3 +221,8 @@ def region_names(level: str, spec: str | None = None) -> dict[str, str]:
         frame = load_boundaries(spec or f"builtin:{level}")
         names.update(dict(zip(frame["code"], frame["name"], strict=True)))
     return names
+
+
+if __name__ == "__main__":
+    write_places(join_places(*BUILTIN_SPEC), BUILTIN_PLACES)
+    print(f"wrote {BUILTIN_PLACES}")

