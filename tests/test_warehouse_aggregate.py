@@ -52,6 +52,13 @@ def test_sketch_observations_equals_item_by_item(monkeypatch, dense: bool, encod
         assert sketches.union([got[key], want]).get_estimate() == len(hashes)
 
 
+def test_dictionary_with_a_repeated_value_still_gives_one_cell() -> None:
+    region = pa.DictionaryArray.from_arrays(pa.array([0, 1, 2, 2], pa.int8()), pa.array(["TLC", "TLD", "TLC"]))
+    table = pa.table({"region": region, "hash": ["h1", "h2", "h3", "h1"]})
+    got = agg.sketch_observations(table, ["region"], "hash")
+    assert {k: s.get_estimate() for k, s in got.items()} == {("TLC",): 2, ("TLD",): 1}
+
+
 def test_sketch_observations_refuses_nulls() -> None:
     with pytest.raises(ValueError, match="nulls"):
         agg.sketch_observations(pa.table({"c": ["x", None], "hash": ["a", "b"]}), ["c"], "hash")

@@ -295,7 +295,9 @@ def _sketch_batch(batch: pa.RecordBatch, cell_columns: Sequence[str], hash_colum
         update = sketch.update
         for h in hash_values.take(pa.array(distinct_codes)).to_pylist():  # one cell's strings at a time
             update(h)
-        out[tuple(reversed(key))] = sketch.compact()
+        cell_key = tuple(reversed(key))
+        # An Arrow dictionary may repeat a value under two codes: such cells merge, as any sketches do.
+        out[cell_key] = sketch.compact() if cell_key not in out else sketches.union([out[cell_key], sketch], lg_k)
 
     if n_cells * n_hashes <= DENSE_PAIRS_LIMIT:
         # Few cells × distinct hashes: one bitmap over all (cell, hash) pairs, one pass, no sort.
