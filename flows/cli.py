@@ -84,7 +84,7 @@ def run(
 ) -> None:
     """Run the pipeline once now: crawl every platform, load, check alarms, estimate, publish."""
     cfg = config_or_exit(config)
-    prepare_prefect_env(cfg.state_path)
+    prepare_prefect_env(cfg.state_path, interactive=True)
     from flows.runs import run_once
 
     outcome = run_once(cfg, console, snapshot_date=_day(snapshot_date), crawl_retries=retries,
@@ -196,7 +196,7 @@ def demo(
     from sandbox import DEFAULT_N, Sandbox
 
     cfg = config_or_exit(config)
-    prepare_prefect_env(cfg.state_path)
+    prepare_prefect_env(cfg.state_path, interactive=True)
     from flows.runs import run_once
 
     bind = sandbox_bind(port)

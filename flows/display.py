@@ -74,6 +74,7 @@ class CrawlDisplay:
     def __exit__(self, *exc: object) -> None:
         self.live.update(self.render())
         self.live.__exit__(None, None, None)
+        self.console.print()  # the last frame does not end its line when output is not a terminal
 
 
 def summary_renderable(summary: Any) -> Group:

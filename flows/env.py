@@ -31,11 +31,18 @@ FIXED_SETTINGS: dict[str, str] = {
 }
 
 
+# For commands with a live display (run, demo): Prefect's console lines would tear through it. Only the console
+# handler is raised; Prefect's API log handler still records INFO lines in its database.
+INTERACTIVE_SETTINGS: dict[str, str] = {"PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING"}
+
+
 def prefect_home_for(state_dir: Path) -> Path:
     return state_dir / "prefect"
 
 
-def prepare_prefect_env(state_dir: Path | None, environ: dict[str, str] | None = None) -> dict[str, str]:
+def prepare_prefect_env(
+    state_dir: Path | None, environ: dict[str, str] | None = None, interactive: bool = False
+) -> dict[str, str]:
     """Set the project's Prefect settings in ``environ`` (default ``os.environ``) unless already set.
 
     Returns the settings that were applied (name -> value), for reporting. Call before importing prefect; when
@@ -43,7 +50,7 @@ def prepare_prefect_env(state_dir: Path | None, environ: dict[str, str] | None =
     """
     env = os.environ if environ is None else environ
     applied: dict[str, str] = {}
-    for name, value in FIXED_SETTINGS.items():
+    for name, value in (FIXED_SETTINGS | (INTERACTIVE_SETTINGS if interactive else {})).items():
         if name not in env:
             env[name] = value
             applied[name] = value

@@ -5,6 +5,7 @@ Import this module only after :func:`flows.env.prepare_prefect_env` (it imports 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import date
 
@@ -38,6 +39,8 @@ def run_once(
     retry_delay_s: float = 60.0,
 ) -> Outcome:
     """Run the flow, showing per-platform progress, then the closing summary. Never raises for a failed run."""
+    if not os.environ.get("PREFECT_API_URL"):
+        console.print("starting Prefect's temporary local server (10-30 s) ...", style="dim")
     display = CrawlDisplay(console, [p.name for p in cfg.platforms])
     with display, progress_sink(display):
         state = pipeline(
