@@ -308,6 +308,9 @@ def estimate_cell(tab: capture.Table, ci: str = "profile", seed: int = 0) -> tup
         note = f"{note}; {exc}".strip("; ")
     if est.method == "chapman" and est.details.get("m") == 0:
         note = f"{note}; no overlap between the two lists: Chapman is unreliable".strip("; ")
+    if est.estimate > 2 * max(est.observed, 1):
+        # Most of the estimate is unseen: validation shows such estimates are the unstable ones (heavy tails).
+        note = f"{note}; unstable: more than half of the estimate is advertisers no platform showed".strip("; ")
     return est, note
 
 
