@@ -194,3 +194,18 @@ def test_an_unbounded_interval_is_stored_as_null_and_two_lists_use_chapman(tmp_p
     assert pd.isna(u["upper"]) and "holds every observed individual" in u["interval_method"]
     assert v["method"] == "chapman" and v["lists"] == 2 and v["observed"] == 50
     assert v["estimate"] == pytest.approx(31 * 31 / 11 - 1)
+
+
+def test_estimate_run_accepts_the_warehouse_path_as_the_flow_passes_it(tmp_path: Path) -> None:
+    from warehouse import Warehouse
+
+    path = tmp_path / "wh.duckdb"
+    with Warehouse(path) as wh:
+        wh.start_run("p", datetime(2026, 11, 1, 5, tzinfo=UTC), "h", None, "t")
+        wh.load_results("p", BASE_DATE, [_result("a", "p", range(30)), _result("b", "p", range(20, 50)),
+                                         _result("c", "p", range(10, 40))])
+    estimate_run(path, "p")  # opened through Warehouse, so migrations 100/101 apply; then closed again
+    with Warehouse(path) as wh:
+        n = wh.query("SELECT count(*) AS n FROM region_estimates WHERE run_id = 'p'")["n"].iloc[0]
+        w = wh.query("SELECT count(*) AS n FROM window_counts WHERE run_id = 'p'")["n"].iloc[0]
+    assert n == 4 and w == 6  # national x (women, all) x (scopes run, period) and x (spans run, 7d, period)
