@@ -497,6 +497,9 @@ def loglinear(
         lower, upper = _bootstrap_interval(tab, fit, interactions, criterion, pthresh, alpha, n_boot, seed,
                                            heterogeneity)
         how = f"parametric bootstrap, {n_boot} replicates, seed {seed}, model choice repeated"
+        if not (math.isfinite(lower) and math.isfinite(upper)):  # too few replicates could be fitted
+            lower, upper = profile_interval(tab, fit, alpha)
+            how = "profile likelihood (the bootstrap failed in most replicates)"
     return PopulationEstimate(
         observed=round(n),
         estimate=float(estimate),
