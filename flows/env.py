@@ -59,4 +59,12 @@ def prepare_prefect_env(
         home.mkdir(parents=True, exist_ok=True)
         env["PREFECT_HOME"] = str(home)
         applied["PREFECT_HOME"] = str(home)
+    if "PREFECT_API_URL" not in env and "PREFECT_HOME" in env:
+        from flows.local_server import running_server_url
+
+        # `pointcount serve` is up on this Prefect home: report to its server rather than start a second one.
+        url = running_server_url(Path(env["PREFECT_HOME"]))
+        if url:
+            env["PREFECT_API_URL"] = url
+            applied["PREFECT_API_URL"] = url
     return applied

@@ -21,6 +21,29 @@ from types import TracebackType
 
 from flows.env import STARTUP_TIMEOUT_S
 
+URL_FILE = "server-url"  # written into the Prefect home while our server runs
+
+
+def answers(api_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def running_server_url(home: Path) -> str | None:
+    """The API URL of a LocalPrefectServer (e.g. ``pointcount serve``'s) running on this Prefect home, if any.
+
+    ``pointcount run`` then reports to it instead of starting a temporary server on the same SQLite database
+    (two servers on one database file contend for its locks), and the run shows in the served dashboard.
+    """
+    path = home / URL_FILE
+    if not path.exists():
+        return None
+    url = path.read_text(encoding="utf-8").strip()
+    return url if url and answers(url) else None
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
@@ -94,12 +117,9 @@ class LocalPrefectServer:
                 raise RuntimeError(
                     f"the Prefect server exited with status {self.process.returncode}; see {self.log_path}"
                 )
-            try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return self.api_url
-            except (urllib.error.URLError, OSError):
-                pass
+            if answers(self.api_url):
+                (self.home / URL_FILE).write_text(self.api_url, encoding="utf-8")
+                return self.api_url
             time.sleep(0.25)
         self.stop()
         raise RuntimeError(f"the Prefect server did not answer within {timeout_s:.0f} s; see {self.log_path}")
@@ -107,6 +127,9 @@ class LocalPrefectServer:
     def stop(self) -> None:
         if self.process is None:
             return
+        url_file = self.home / URL_FILE
+        if url_file.exists() and url_file.read_text(encoding="utf-8").strip() == self.api_url:
+            url_file.unlink()
         if self.process.poll() is None:
             pgid = self.process.pid  # start_new_session: the group id is the server's own pid
             try:

@@ -83,3 +83,14 @@ def test_run_does_not_start_outside_the_crawl_window(prefect_server: str, tmp_pa
     assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "outside the crawl window" in proc.stdout
     assert not cfg.warehouse_path.exists()
+
+
+@pytest.mark.slow
+def test_commands_report_to_a_running_local_server_on_the_same_prefect_home(prefect_server: str) -> None:
+    from conftest import SESSION_PREFECT_HOME
+
+    from flows.env import prepare_prefect_env
+
+    env = {"PREFECT_HOME": str(SESSION_PREFECT_HOME)}  # the session server is a LocalPrefectServer on this home
+    prepare_prefect_env(None, env)
+    assert env["PREFECT_API_URL"] == prefect_server

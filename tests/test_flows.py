@@ -140,3 +140,14 @@ def test_run_status_words() -> None:
     assert run_status([result("a", "ok"), result("b", "site_changed")]) == "partial"
     assert run_status([result("a", "blocked"), result("b", "unreachable")]) == "failed"
     assert run_status([]) == "failed"
+
+
+def test_a_stale_or_missing_server_url_is_ignored(tmp_path: Path) -> None:
+    from flows.local_server import URL_FILE, free_port
+
+    env = {"PREFECT_HOME": str(tmp_path)}
+    prepare_prefect_env(None, env)
+    assert "PREFECT_API_URL" not in env  # no file
+    (tmp_path / URL_FILE).write_text(f"http://127.0.0.1:{free_port()}/api")  # nothing answers there
+    prepare_prefect_env(None, env)
+    assert "PREFECT_API_URL" not in env
