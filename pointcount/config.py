@@ -437,24 +437,32 @@ def check_platform_ethics(platform: Platform, ethics: Ethics, source: str) -> li
     return problems
 
 
-def load_platforms(paths: Iterable[Path], ethics: Ethics | None = None) -> tuple[Platform, ...]:
-    """Validate platform files; collect every problem before raising (one line each)."""
+def _load_platform_set(
+    refs: Iterable[tuple[Path, str | None, str]], ethics: Ethics | None
+) -> tuple[list[Platform], list[str]]:
+    """Load (file, base_url override, where-listed) refs: unique names, ethics rules; every problem collected."""
     problems: list[str] = []
     platforms: list[Platform] = []
     seen: dict[str, Path] = {}
-    for path in paths:
+    for path, base_url, listed_at in refs:
         try:
-            platform = load_platform(path)
+            platform = load_platform(path, base_url)
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
         if platform.name in seen:
-            problems.append(f"{path}: name: duplicate platform name {platform.name!r} (also in {seen[platform.name]})")
+            problems.append(f"{listed_at}: duplicate platform name {platform.name!r} (also in {seen[platform.name]})")
             continue
         seen[platform.name] = path
         if ethics is not None:
             problems.extend(check_platform_ethics(platform, ethics, str(path)))
         platforms.append(platform)
+    return platforms, problems
+
+
+def load_platforms(paths: Iterable[Path], ethics: Ethics | None = None) -> tuple[Platform, ...]:
+    """Validate platform files; collect every problem before raising (one line each)."""
+    platforms, problems = _load_platform_set(((p, None, f"{p}: name") for p in paths), ethics)
     if problems:
         raise ConfigError(problems)
     return tuple(platforms)
@@ -468,27 +476,12 @@ def load_config(path: Path | str = DEFAULT_CONFIG) -> LoadedConfig:
         run = RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_problems(path, exc)) from exc
-    problems: list[str] = []
-    platforms: list[Platform] = []
-    seen: dict[str, str] = {}
+    refs = []
     for i, ref in enumerate(run.platforms):
         ref = PlatformRef(file=ref) if isinstance(ref, str) else ref
-        p = Path(ref.file).expanduser()
-        p = p if p.is_absolute() else path.parent / p
-        try:
-            platform = load_platform(p, ref.base_url)
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-            continue
-        if platform.name in seen:
-            problems.append(
-                f"{path}: platforms.{i}: duplicate platform name {platform.name!r} (also in {seen[platform.name]})"
-            )
-            continue
-        seen[platform.name] = str(p)
-        for floor_problem in check_platform_ethics(platform, run.ethics, str(p)):
-            problems.append(floor_problem)
-        platforms.append(platform)
+        file = Path(ref.file).expanduser()
+        refs.append((file if file.is_absolute() else path.parent / file, ref.base_url, f"{path}: platforms.{i}"))
+    platforms, problems = _load_platform_set(refs, run.ethics)
     if not run.platforms:
         problems.append(f"{path}: platforms: at least one platform file is required")
     if problems:
