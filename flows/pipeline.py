@@ -25,6 +25,8 @@ import importlib
 import importlib.util
 import secrets
 import subprocess
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -175,6 +177,11 @@ def _retry_if_transient(task: Any, task_run: TaskRun, state: State) -> bool:
 
 # --------------------------------------------------------------------------- tasks
 
+# Attempts per (run, platform), counted where the task runs (the flow's own process: tasks run in its threads).
+# Prefect's run_count reaches the API asynchronously, so it can lag right after the task ends.
+_ATTEMPTS: Counter[tuple[str, str]] = Counter()
+_ATTEMPTS_LOCK = threading.Lock()
+
 TASK_OPTIONS: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE, "log_prints": False}
 
 
@@ -184,6 +191,8 @@ def crawl_task(config_path: str, platform: str, run_id: str, snapshot_date: date
     from crawlers.run import CrawlChildError, CrawlRefused, crawl_platform
 
     logger = get_run_logger()
+    with _ATTEMPTS_LOCK:
+        _ATTEMPTS[(run_id, platform)] += 1
     cfg = load_config(config_path)
     emit(platform, {"event": "start"})
     try:
@@ -302,7 +311,8 @@ def _crawl_all(
             future.wait()
             state = future.state
             outcome = future.result(raise_on_failure=False)
-            attempts[name] = _attempts(future.task_run_id, retries)
+            with _ATTEMPTS_LOCK:
+                attempts[name] = _ATTEMPTS.pop((run_id, name), 1)
             if state.is_completed() and isinstance(outcome, CrawlResult):
                 results.append(outcome)
             elif isinstance(outcome, TransientCrawlFailure) and outcome.result is not None:
@@ -311,18 +321,6 @@ def _crawl_all(
                 why = str(outcome) if isinstance(outcome, TransientCrawlFailure) else type(outcome).__name__
                 results.append(failed_result(cfg, name, run_id, snapshot, why))
     return results, attempts
-
-
-def _attempts(task_run_id: Any, retries: int) -> int:
-    """How many times Prefect ran the task (1 + retries used); best effort, for the summary only."""
-    try:
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:
-            run = client.read_task_run(task_run_id)
-        return int(run.run_count or 1)
-    except Exception:
-        return 1
 
 
 @flow(name=FLOW_NAME, persist_result=False, log_prints=False, validate_parameters=True)

@@ -58,6 +58,12 @@ def prefect_server() -> Iterator[str]:
     try:
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield url
+            # Send what in-process flows still queue (logs, events) while the server is up, not at exit.
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=10)
+            EventsWorker.drain_all(timeout=10)
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()

@@ -164,3 +164,43 @@ def test_run_with_no_healthy_platform_fails_non_zero(prefect_server: str, tmp_pa
     assert _rows(cfg.warehouse_path, "SELECT status FROM runs") == [("failed",)]
     assert "failed" in proc.stdout
     assert not cfg.exports_path.exists() or not any(cfg.exports_path.iterdir())  # nothing published
+
+
+def test_a_crashed_crawl_child_is_retried_and_a_refused_crawl_is_not(
+    prefect_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crawl task's retry rule, with the crawl replaced: a crash (CrawlChildError) is transient, an ethics
+    refusal (CrawlRefused, a CrawlChildError subclass) is not and ends as a ``failed`` platform."""
+    from collections import Counter
+    from datetime import UTC, date, datetime
+
+    from prefect import flow
+
+    import crawlers.run as crawl_run
+    from flows.pipeline import _crawl_all
+    from pointcount.results import CrawlResult
+
+    urls = {"sandbox-api": "http://127.0.0.3:9", "sandbox-counts": "http://127.0.0.5:9"}
+    cfg = load_config(sandbox_config(tmp_path, urls, only=list(urls)))
+    calls: Counter[str] = Counter()
+
+    def fake_crawl(config: Any, platform: str, run_id: str, snapshot_date: date, progress: Any = None) -> CrawlResult:
+        calls[platform] += 1
+        if platform == "sandbox-counts":
+            raise crawl_run.CrawlRefused("refused on ethics grounds")
+        if calls[platform] == 1:
+            raise crawl_run.CrawlChildError("crawl of sandbox-api exited with status -9")
+        now = datetime.now(UTC)
+        return CrawlResult(platform=platform, run_id=run_id, snapshot_date=snapshot_date, mode="cards", health="ok",
+                           linkage_period="2026-01", sketch_lg_k=12, started_at=now, finished_at=now)
+
+    monkeypatch.setattr(crawl_run, "crawl_platform", fake_crawl)
+
+    @flow(persist_result=False)
+    def probe() -> tuple[list[CrawlResult], dict[str, int]]:
+        return _crawl_all(cfg, str(cfg.path), "probe-run", date(2026, 1, 5), retries=2, retry_delay_s=0)
+
+    results, attempts = probe()
+    assert dict(calls) == {"sandbox-api": 2, "sandbox-counts": 1}
+    assert {r.platform: r.health for r in results} == {"sandbox-api": "ok", "sandbox-counts": "failed"}
+    assert attempts == {"sandbox-api": 2, "sandbox-counts": 1}
