@@ -39,19 +39,29 @@ def _flat(nested: dict[str, dict[str, dict[str, Any]]], fields: tuple[str, ...])
             for lv, regions in nested.items() for rg, cats in regions.items() for cat, v in cats.items()}
 
 
-def _task_run_counts(config_path: Path) -> dict[str, int]:
-    """Prefect's own record of how many times each crawl task ran, for the flow run of this config."""
+def _task_run_counts(config_path: Path, expected: int) -> dict[str, int]:
+    """Prefect's own record of how many times each crawl task ran, for the flow run of this config. Task-run
+    states reach the API through events, so wait (briefly) until every crawl task run is final."""
+    import time
+
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    deadline = time.monotonic() + 30
     with get_client(sync_client=True) as client:
         flow_runs = [r for r in client.read_flow_runs(limit=200)
                      if r.parameters.get("config_path") == str(config_path)]
         assert len(flow_runs) == 1, [r.parameters for r in flow_runs]
-        task_runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_runs[0].id])), limit=200
-        )
-    return {t.name.removeprefix("crawl-"): t.run_count for t in task_runs if t.name.startswith("crawl-")}
+        while True:
+            task_runs = [t for t in client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_runs[0].id])), limit=200
+            ) if t.name.startswith("crawl-")]
+            final = len(task_runs) == expected and all(t.state_type.value in ("COMPLETED", "FAILED")
+                                                       for t in task_runs)
+            if final or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+    return {t.name.removeprefix("crawl-"): t.run_count for t in task_runs}
 
 
 def test_run_equals_the_sandbox_truth_then_a_sixty_percent_drop_raises_alarms(
@@ -149,7 +159,7 @@ def test_site_changed_makes_the_run_partial_and_transient_failures_are_retried(
     assert "sandbox-loadmore" in meta["platforms_failed"] and "sandbox-directory" in meta["platforms_failed"]
     assert "sandbox-api" not in meta["platforms_failed"]
     # Retries: the unreachable platform was crawled again, the changed site was not (one pass of requests).
-    runs = _task_run_counts(cfg.path)
+    runs = _task_run_counts(cfg.path, expected=3)
     assert runs == {"sandbox-directory": 2, "sandbox-loadmore": 1, "sandbox-api": 1}
     assert loadmore_requests < 100
 
