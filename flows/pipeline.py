@@ -43,7 +43,7 @@ from flows.lock import run_lock
 from flows.progress import emit
 from flows.schedule import in_crawl_window
 from pointcount.config import DEFAULT_CONFIG, LoadedConfig, load_config
-from pointcount.keys import period_id
+from pointcount.keys import KeyStore, period_id
 from pointcount.results import CrawlResult
 
 FLOW_NAME = "pointcount-pipeline"
@@ -219,6 +219,8 @@ def start_run_task(config_path: str, run_id: str, started_at: datetime) -> None:
     from warehouse import Warehouse
 
     cfg = load_config(config_path)
+    # Keys past their destruction date go before anything new is hashed (docs/privacy.md).
+    KeyStore(cfg.keys_path, cfg.run.keys.destroy_after_days).rotate(cfg.run.keys.linkage_period)
     with _warehouse(cfg, Warehouse) as wh:
         wh.start_run(run_id, started_at, cfg.config_hash, cfg.run.ethics.approval, code_version())
 

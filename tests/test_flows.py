@@ -151,3 +151,19 @@ def test_a_stale_or_missing_server_url_is_ignored(tmp_path: Path) -> None:
     (tmp_path / URL_FILE).write_text(f"http://127.0.0.1:{free_port()}/api")  # nothing answers there
     prepare_prefect_env(None, env)
     assert "PREFECT_API_URL" not in env
+
+
+def test_starting_a_run_destroys_keys_past_their_date_and_makes_the_current_one(tmp_path: Path) -> None:
+    from flows.pipeline import start_run_task
+    from pointcount.keys import KeyStore, period_id
+
+    cfg_path = config_copy(DEMO_CONFIG, tmp_path / "cfg", outputs_dir=tmp_path / "out")
+    cfg = load_config(cfg_path)
+    store = KeyStore(cfg.keys_path, cfg.run.keys.destroy_after_days)
+    store.dir.mkdir(parents=True, exist_ok=True)
+    old = store.dir / "2020-01.key"  # a period long past its destruction date
+    old.write_bytes(b"x" * 32)
+    start_run_task.fn(str(cfg_path), "run-keys", datetime.now(UTC))
+    assert not old.exists()
+    current = period_id(date.today(), cfg.run.keys.linkage_period)
+    assert [k.period for k in store.list()] == [current]
