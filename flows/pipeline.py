@@ -223,6 +223,7 @@ def start_run_task(config_path: str, run_id: str, started_at: datetime) -> None:
     KeyStore(cfg.keys_path, cfg.run.keys.destroy_after_days).rotate(cfg.run.keys.linkage_period)
     with _warehouse(cfg, Warehouse) as wh:
         wh.start_run(run_id, started_at, cfg.config_hash, cfg.run.ethics.approval, code_version())
+        wh.fail_interrupted_runs(run_id)  # the flow holds the run lock, so they are dead
 
 
 @task(name="load", **TASK_OPTIONS)

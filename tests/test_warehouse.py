@@ -355,6 +355,19 @@ def test_views_show_only_complete_and_partial_runs(wh: Warehouse) -> None:
     assert len(wh.runs(limit=2)) == 2
 
 
+def test_interrupted_runs_are_marked_failed_by_the_next_run(wh: Warehouse) -> None:
+    platforms, listings, _ = world()
+    load_run(wh, "r1", platforms, listings, status="complete")
+    load_run(wh, "dead", platforms, listings, offset_days=1, status="running")
+    load_run(wh, "now", platforms, listings, offset_days=2, status="running")
+    assert wh.fail_interrupted_runs("now") == ["dead"]
+    runs = wh.runs().set_index("run_id")
+    assert runs.loc["dead", "status"] == "failed" and runs.loc["dead", "finished_at"] is not None
+    assert any("interrupted" in a for a in runs.loc["dead", "alarms"])
+    assert (runs.loc["now", "status"], runs.loc["r1", "status"]) == ("running", "complete")
+    assert wh.fail_interrupted_runs("now") == []
+
+
 def test_query_helper_never_writes(wh: Warehouse) -> None:
     wh.query("CREATE TABLE scratch AS SELECT 1 AS x")
     assert wh.query("SELECT count(*) AS n FROM duckdb_tables() WHERE table_name = 'scratch'")["n"][0] == 0

@@ -215,6 +215,20 @@ class Warehouse:
             [status, _utc(datetime.now(UTC)), [str(a) for a in alarms], run_id],
         )
 
+    def fail_interrupted_runs(self, current_run_id: str) -> list[str]:
+        """Mark every other 'running' run failed. Call only while holding the run lock: then no other run can be
+        alive, so a 'running' row is one whose process died before finish_run."""
+        rows = self.con.execute(
+            """
+            UPDATE runs SET status = 'failed', finished_at = ?,
+                   alarms = list_append(alarms, 'interrupted: the run stopped before it finished')
+            WHERE status = 'running' AND run_id <> ?
+            RETURNING run_id
+            """,
+            [_utc(datetime.now(UTC)), current_run_id],
+        ).fetchall()
+        return sorted(r[0] for r in rows)
+
     def runs(self, limit: int = 10) -> pd.DataFrame:
         return self.con.execute(
             "SELECT * FROM runs ORDER BY started_at DESC, run_id DESC LIMIT ?", [int(limit)]
