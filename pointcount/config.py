@@ -112,6 +112,9 @@ class Cards(Strict):
     location: Extract | None = None  # free town text, resolved through the gazetteer
     region: Extract | None = None  # the platform's own region code, mapped through ``regions``
     linkage: Linkage | None = None
+    # What the site shows when a search has no results (e.g. "No adverts found"). A page with no cards counts
+    # as a true zero only when this marker (or a stated total of 0) says so; otherwise the layout changed.
+    empty: Extract | None = None
 
     @model_validator(mode="after")
     def _some_location(self) -> Cards:
