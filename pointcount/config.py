@@ -40,6 +40,27 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Characters that make URL parsers disagree about the host (e.g. "http://evil.example\\@127.0.0.2" is loopback to
+# urllib but evil.example to Scrapy/WHATWG), so a base URL with any of them is refused outright.
+_AMBIGUOUS_URL = re.compile(r"[\\@\s\x00-\x1f\x7f]")
+
+
+def check_base_url(value: str) -> str:
+    """An http(s) URL whose host every parser agrees on: no userinfo, backslashes, spaces, query or fragment."""
+    if _AMBIGUOUS_URL.search(value):
+        raise ValueError("must not contain '@', '\\', spaces or control characters (they can disguise the host)")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http(s) URL such as https://example.org")
+    if parts.query or parts.fragment:
+        raise ValueError("expected a base URL without query or fragment")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError as exc:
+        raise ValueError(f"bad port: {exc}") from exc
+    return value.rstrip("/")
+
+
 def is_loopback_url(url: str) -> bool:
     """True when the URL's host is a loopback address (127.0.0.0/8, ::1) or ``localhost``."""
     host = urlsplit(url).hostname or ""
@@ -175,10 +196,7 @@ class Platform(Strict):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("expected an http(s) URL such as https://example.org")
-        return value.rstrip("/")
+        return check_base_url(value)
 
     @field_validator("listing_url")
     @classmethod
@@ -259,21 +277,39 @@ class Schedule(Strict):
 class Ethics(Strict):
     approval: str | None = None  # ethics approval reference; required for any non-loopback platform
     contact: str  # goes into the User-Agent: an email address or URL where site owners reach the researchers
-    min_delay_s: float = Field(default=3.0, ge=0)
+    # Floor for non-loopback hosts; configurable upwards, never below 1 s (no config may make the crawl impolite).
+    min_delay_s: float = Field(default=3.0, ge=1.0)
     user_agent: str = "pointcount/{version} (+research crawler; contact: {contact})"
+
+    @field_validator("approval")
+    @classmethod
+    def _approval(cls, value: str | None) -> str | None:
+        return (value or "").strip() or None
 
     @field_validator("contact")
     @classmethod
     def _contact(cls, value: str) -> str:
-        if "@" not in value and not value.startswith(("http://", "https://")):
-            raise ValueError("expected an email address or a URL")
+        value = value.strip()
+        email = re.fullmatch(r"(mailto:)?[^@\s]+@[^@\s]+\.[^@\s]+", value)
+        url = value.startswith(("http://", "https://")) and urlsplit(value).hostname
+        if not (email or url):
+            raise ValueError("expected an email address (name@example.org) or a URL")
+        return value
+
+    @field_validator("user_agent")
+    @classmethod
+    def _identifying_agent(cls, value: str) -> str:
+        # Site owners must be able to tell who is crawling and reach them: no browser impersonation.
+        if not value.startswith("pointcount/") or "{contact}" not in value:
+            raise ValueError("must start with 'pointcount/' and contain {contact}")
         return value
 
 
 class Disclosure(Strict):
     """ONS-style 10-5 rule by default: counts below ``threshold`` suppressed, the rest rounded to ``base``."""
 
-    threshold: int = Field(default=10, ge=1)
+    # Never below 10: no published file may show a count from 1 to 9, whatever the configuration.
+    threshold: int = Field(default=10, ge=10)
     rounding_base: int = Field(default=5, ge=1)
 
 
@@ -311,6 +347,11 @@ class PlatformRef(Strict):
 
     file: str
     base_url: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_base_url(value)
 
 
 class RunConfig(Strict):
@@ -447,6 +488,7 @@ def _load_platform_set(
     problems: list[str] = []
     platforms: list[Platform] = []
     seen: dict[str, Path] = {}
+    hosts: dict[str | None, str] = {}
     for path, base_url, listed_at in refs:
         try:
             platform = load_platform(path, base_url)
@@ -456,7 +498,15 @@ def _load_platform_set(
         if platform.name in seen:
             problems.append(f"{listed_at}: duplicate platform name {platform.name!r} (also in {seen[platform.name]})")
             continue
+        host = urlsplit(platform.base_url).hostname
+        if host in hosts:
+            # Each platform crawls in its own process with its own delay: two on one host would double the rate.
+            problems.append(
+                f"{listed_at}: base_url host {host} is also platform {hosts[host]!r}'s; one platform per host"
+            )
+            continue
         seen[platform.name] = path
+        hosts[host] = platform.name
         if ethics is not None:
             problems.extend(check_platform_ethics(platform, ethics, str(path)))
         platforms.append(platform)
@@ -469,6 +519,26 @@ def load_platforms(paths: Iterable[Path], ethics: Ethics | None = None) -> tuple
     if problems:
         raise ConfigError(problems)
     return tuple(platforms)
+
+
+def _key_store_problems(path: Path, run: RunConfig) -> list[str]:
+    """The HMAC keys must never sit where the warehouse or exports are (and so might be shared or published)."""
+
+    def resolved(relative: str) -> Path:
+        p = Path(relative).expanduser()
+        return (p if p.is_absolute() else path.parent / p).resolve()
+
+    keys = resolved(run.keys.dir)
+    shared = {
+        "exports_dir": resolved(run.exports_dir),
+        "warehouse": resolved(run.warehouse).parent,
+        "analyst_warehouse": resolved(run.analyst_warehouse).parent,
+    }
+    return [
+        f"{path}: keys.dir: {keys} is inside the {name} folder {folder}; keep linkage keys elsewhere"
+        for name, folder in shared.items()
+        if keys.is_relative_to(folder)
+    ]
 
 
 def load_config(path: Path | str = DEFAULT_CONFIG) -> LoadedConfig:
@@ -485,6 +555,7 @@ def load_config(path: Path | str = DEFAULT_CONFIG) -> LoadedConfig:
         file = Path(ref.file).expanduser()
         refs.append((file if file.is_absolute() else path.parent / file, ref.base_url, f"{path}: platforms.{i}"))
     platforms, problems = _load_platform_set(refs, run.ethics)
+    problems.extend(_key_store_problems(path, run))
     if not run.platforms:
         problems.append(f"{path}: platforms: at least one platform file is required")
     if problems:

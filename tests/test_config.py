@@ -146,6 +146,44 @@ BAD_CASES: list[tuple[str, dict[str, object], str, tuple[str, ...]]] = [
         "run",
         ("obey_robots",),
     ),
+    # Review findings: ways a config could quietly switch a guarantee off.
+    ("host-disguised-by-backslash", {"p.yaml": platform(base_url="http://evil.example\\@127.0.0.2:8400")}, "p.yaml",
+     ("base_url", "disguise")),
+    ("host-disguised-by-userinfo", {"p.yaml": platform(base_url="http://user@127.0.0.2:8400")}, "p.yaml",
+     ("base_url", "disguise")),
+    (
+        "two-platforms-one-host",
+        {
+            "p.yaml": platform(),
+            "q.yaml": platform(name="other", base_url="http://127.0.0.2:9999"),
+            "run.yaml": {"ethics": {"contact": "a@b.org"}, "platforms": ["p.yaml", "q.yaml"]},
+        },
+        "run",
+        ("platforms.1", "one platform per host"),
+    ),
+    ("delay-floor-below-1s", {"p.yaml": platform(), "run.yaml": {
+        "ethics": {"contact": "a@b.org", "min_delay_s": 0.5}, "platforms": ["p.yaml"]}}, "run",
+     ("ethics.min_delay_s",)),
+    ("browser-user-agent", {"p.yaml": platform(), "run.yaml": {
+        "ethics": {"contact": "a@b.org", "user_agent": "Mozilla/5.0"}, "platforms": ["p.yaml"]}}, "run",
+     ("ethics.user_agent", "{contact}")),
+    ("contact-not-reachable", {"p.yaml": platform(), "run.yaml": {
+        "ethics": {"contact": "@"}, "platforms": ["p.yaml"]}}, "run", ("ethics.contact", "email")),
+    ("disclosure-threshold-below-10", {"p.yaml": platform(), "run.yaml": {
+        "ethics": {"contact": "a@b.org"}, "platforms": ["p.yaml"], "disclosure": {"threshold": 5}}}, "run",
+     ("disclosure.threshold", "10")),
+    ("keys-inside-exports", {"p.yaml": platform(), "run.yaml": {
+        "ethics": {"contact": "a@b.org"}, "platforms": ["p.yaml"], "exports_dir": "out",
+        "keys": {"dir": "out/keys"}}}, "run", ("keys.dir", "exports_dir")),
+    (
+        "blank-ethics-approval",
+        {
+            "p.yaml": platform(base_url=REAL_HOST, politeness__delay_s=5.0),
+            "run.yaml": {"ethics": {"approval": "   ", "contact": "a@b.org"}, "platforms": ["p.yaml"]},
+        },
+        "run",
+        ("ethics.approval",),
+    ),
 ]
 
 
