@@ -22,6 +22,7 @@ from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import MultipleLocator
 
 # PuBu without its near-white end, so a true zero is visibly shaded and never looks like "not covered" (white).
 CMAP = "pointcount_pubu"
@@ -47,6 +48,7 @@ class MapInfo:
     size: tuple[int, int] = (0, 0)  # (width, height) in pixels
     cmap: str = CMAP
     vmax: float = 0.0
+    ticks: list[float] = field(default_factory=list)  # the colour bar's tick values
 
     @property
     def shaded(self) -> int:
@@ -79,8 +81,13 @@ def render_map(
     legend_label: str,
     source: str,
     inset_bounds: tuple[float, float, float, float] | None = None,
+    tick_unit: int | None = None,
 ) -> MapInfo:
-    """Draw ``data`` (from ``map_data``) to ``path``; ``inset_bounds`` (BNG metres) adds a magnified inset."""
+    """Draw ``data`` (from ``map_data``) to ``path``; ``inset_bounds`` (BNG metres) adds a magnified inset.
+
+    ``tick_unit``: the values are protected counts, so the colour bar is ticked at multiples of this unit (the
+    rule's ``smallest_shown``: a multiple of the rounding base, at least the threshold). A default scale of 0, 2,
+    4, 6, 8 would print small numbers beside the counts."""
     frame = data.to_crs("EPSG:27700")
     values = frame["value"]
     vmax = float(values.max()) if values.notna().any() else 1.0
@@ -114,6 +121,8 @@ def render_map(
     cax = fig.add_axes((0.06, 0.175, 0.5, 0.016))
     bar = fig.colorbar(ScalarMappable(norm=norm, cmap=CMAP), cax=cax, orientation="horizontal")
     bar.set_label(legend_label, fontsize=8)
+    if tick_unit is not None:
+        bar.ax.xaxis.set_major_locator(MultipleLocator(count_step(norm.vmax, tick_unit)))
     bar.ax.tick_params(labelsize=7)
     handles = []
     if (frame["state"] == "suppressed").any():
@@ -130,6 +139,7 @@ def render_map(
     fig.text(0.03, 0.01, wrapped, fontsize=5.6, va="bottom", color="#333333", linespacing=1.35)
 
     fig.savefig(path, dpi=DPI, format="png", metadata={"Software": None})
+    ticks = [float(t) for t in bar.ax.get_xticks() if norm.vmin <= t <= norm.vmax]
     # After the draw in savefig the axes' final (aspect-adjusted) transform maps map metres to PNG pixels.
     width, height = (round(v) for v in fig.bbox.size)
     pixels = {}
@@ -142,6 +152,7 @@ def render_map(
         pixels=pixels,
         size=(width, height),
         vmax=float(norm.vmax),
+        ticks=ticks,
     )
 
 
@@ -158,8 +169,23 @@ def _draw(ax: object, frame: gpd.GeoDataFrame, norm: Normalize) -> None:
         shaded.plot(ax=ax, column="value", cmap=CMAP, norm=norm, edgecolor=EDGE, linewidth=lw)
 
 
-def render_trend(history: pd.DataFrame, path: Path, protect: object) -> Path | None:
-    """Small line chart of protected UK totals per run (``protect``: the disclosure rule's ``protect``)."""
+def count_step(vmax: float, base: int, most: int = 6) -> int:
+    """A tick step for an axis of protected counts: ``base`` times 1, 2, 5, 10, 20, 50, ..., the smallest giving
+    at most ``most`` intervals up to ``vmax``."""
+    mult = 1
+    while vmax / (base * mult) > most:
+        for factor in (2, 2.5, 2):  # 1, 2, 5, 10, 20, 50, ...
+            mult = int(mult * factor)
+            if vmax / (base * mult) <= most:
+                break
+    return base * mult
+
+
+def render_trend(
+    history: pd.DataFrame, path: Path, protect: object, tick_unit: int | None = None
+) -> Path | None:
+    """Small line chart of protected UK totals per run (``protect``: the disclosure rule's ``protect``;
+    ``tick_unit``: its ``smallest_shown``, so the y axis is ticked at multiples of it, never at 1..9)."""
     if len(history) < 2:  # one point is no trend; the report's table shows it
         return None
     when = pd.to_datetime(history["started_at"])
@@ -171,6 +197,8 @@ def render_trend(history: pd.DataFrame, path: Path, protect: object) -> Path | N
         y = [np.nan if v is None else v for v in values]
         ax.plot(when, y, style, label=name, markersize=3.5, linewidth=1.4)
     ax.set_ylim(bottom=0)
+    if tick_unit is not None:
+        ax.yaxis.set_major_locator(MultipleLocator(count_step(ax.get_ylim()[1], tick_unit)))
     ax.set_title("UK totals per run (rounded; suppressed values omitted)", fontsize=8.5, loc="left")
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)

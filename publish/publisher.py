@@ -109,7 +109,7 @@ def write_exports(
             maps.map_data(itl1, category, measure), path,
             title=f"Online sex-work adverts by region: {label(category).lower()}",
             subtitle=f"Snapshot {date} · {'per 100,000 residents' if use_rates else 'adverts'} · ITL1 regions",
-            legend_label=legend, source=source,
+            legend_label=legend, source=source, tick_unit=None if use_rates else rule.smallest_shown,
         )
         map_paths[category] = path
     lad_path = None
@@ -120,9 +120,10 @@ def write_exports(
             title="Online sex-work adverts by local authority district",
             subtitle=f"Snapshot {date} · all categories · adverts (no district populations shipped)",
             legend_label="adverts (rounded)", source=source, inset_bounds=LONDON_BNG,
+            tick_unit=rule.smallest_shown,
         )
     with tempfile.TemporaryDirectory() as scratch:
-        trend = maps.render_trend(data.history, Path(scratch) / "trend.png", rule.protect)
+        trend = maps.render_trend(data.history, Path(scratch) / "trend.png", rule.protect, rule.smallest_shown)
         html = build_report(ReportInputs(
             data=data, config=config, rule=rule, table=table, maps=map_paths, lad_map=lad_path,
             trend_png=trend, sandbox=sandbox, published_at=published_at,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,13 @@ from publish.population import POPULATION_SOURCE
 from publish.source import RunData
 
 NOT_COVERED_MARK = "[x]"
+HEALTH_NOTES = {  # pointcount.results.Health, as the report's platform table explains it
+    "site_changed": "the site's pages no longer matched the platform definition (its layout changed)",
+    "blocked": "the site refused or blocked the crawler",
+    "unreachable": "the site could not be reached",
+    "budget_exhausted": "the crawl used up its request or time budget before finishing",
+    "failed": "the crawl stopped with an error",
+}
 CATEGORY_LABELS = {
     "all": "All categories",
     "women": "Women",
@@ -136,7 +144,7 @@ def build_report(inp: ReportInputs) -> str:
         _trend(inp),
         _estimates(inp),
         _platforms(inp),
-        _alarms(data),
+        _alarms(inp),
         _method(inp),
         _provenance(inp),
         _attribution(),
@@ -231,7 +239,8 @@ def _maps(inp: ReportInputs) -> str:
         parts.append(f'<figure class="main"><img id="map-lad" src="{data_uri(inp.lad_map)}" '
                      f'alt="Choropleth map of adverts by local authority district, {e(date)}">'
                      "<figcaption>Adverts by local authority district (counts; no district populations are "
-                     "shipped, so no rates). Count-only platforms state regional totals and are not in this "
+                     "shipped, so no rates). Count-only platforms, which state regional totals, and platforms "
+                     "that give only their own region codes place no advert in a district and are not in this "
                      "map.</figcaption></figure>")
     parts.append("</div>")
     others = [(c, p) for c, p in inp.maps.items() if c != "all"]
@@ -342,9 +351,7 @@ def _estimates(inp: ReportInputs) -> str:
         css = ' class="total"' if r["region_code"] == NATIONAL_CODE else ""
         cells = [f"<td>{e(r.get('region_name', r['region_code']))}</td>", f"<td>{e(window)}</td>",
                  f"<td>{e(r.get('method', ''))}</td>"]
-        for col in ("observed", "estimate", "lower", "upper"):
-            value = r.get(col)
-            cells.append(count_cell(rule.protect(value), rule.is_suppressed(value)))
+        cells += [count_cell(v, s) for v, s in protect_estimate(r, rule)]
         rows.append(f"<tr{css}>" + "".join(cells) + "</tr>")
     if not rows:
         return ""
@@ -362,6 +369,25 @@ def _estimates(inp: ReportInputs) -> str:
     ])
 
 
+def protect_estimate(row: dict, rule: DisclosureRule) -> list[tuple[int | None, bool]]:
+    """(published value, suppressed) for observed, estimate, lower and upper of one region_estimates row.
+
+    ``observed`` is a count of advertisers and goes through the rule like any count. The estimate and its interval
+    are model outputs, but they sit close to counts (a 'chapman' or 'observed' estimate can equal one), so they
+    are rounded to the rounding base too; when the estimate itself is under the threshold all three are
+    suppressed together (an interval around a suppressed estimate would narrow it down). A bound under the
+    threshold is suppressed on its own."""
+    observed = row.get("observed")
+    out = [(rule.protect(observed), rule.is_suppressed(observed))]
+    estimate = row.get("estimate")
+    if rule.is_suppressed(estimate):
+        return out + [(None, True)] * 3
+    for col in ("estimate", "lower", "upper"):
+        value = row.get(col)
+        out.append((rule.protect(value), rule.is_suppressed(value)))
+    return out
+
+
 def _platforms(inp: ReportInputs) -> str:
     data, rule = inp.data, inp.rule
     known = {p.name: p for p in inp.config.platforms}
@@ -377,7 +403,9 @@ def _platforms(inp: ReportInputs) -> str:
             first = nat.iloc[0]
             exact = first["listings"] if pd.notna(first["listings"]) else first["stated"]
         cell = count_cell(rule.protect(exact), rule.is_suppressed(exact), ok and exact is not None)
-        reason = getattr(r, "health_reason", "") or ""
+        # A fixed description per health value, never the crawler's health_reason: that free text holds exact
+        # request, page and card counts ("48 cells, 198 pages, 8699 cards").
+        reason = "" if ok else HEALTH_NOTES.get(str(r.health), "the crawl did not finish healthily")
         rows.append(
             f"<tr data-platform=\"{e(r.platform)}\"><td>{e(title)}<br><code class=\"small\">{e(r.platform)}</code>"
             f"</td><td>{e(getattr(r, 'mode', platform.mode if platform else ''))}</td>"
@@ -394,14 +422,43 @@ def _platforms(inp: ReportInputs) -> str:
     ])
 
 
-def _alarms(data: RunData) -> str:
-    alarms = data.alarms
+# The one alarm format the warehouse writes (warehouse/store.py, Warehouse.alarms), e.g.
+# "sandbox-directory · North West (TLD) · all: 12 → 3 listings (-75%) vs complete run r1". Its before and after
+# are exact counts, so they are never shown as written: they go through the disclosure rule, and the percentage
+# (a ratio of exact values) is dropped.
+ALARM = re.compile(
+    r"^(?P<platform>[^\s·]+) · (?P<region>[^·]+?) \((?P<code>[^()\s]+)\) · (?P<category>[^·:]+): "
+    r"(?P<before>\d+(?:\.\d+)?) → (?P<after>\d+(?:\.\d+)?) (?P<what>listings|stated) "
+    r"\([+-]?\d+(?:\.\d+)?%\) vs complete run (?P<previous>\S+)$"
+)
+
+
+def protect_alarm(text: str, rule: DisclosureRule, platforms: list[str]) -> str:
+    """An alarm as it may be published: the documented format with its counts protected ([c] when suppressed,
+    others rounded) and no percentage; anything else (a format this code does not know) becomes a generic line
+    naming the platform. The raw text is never published: it may hold exact counts."""
+    m = ALARM.match(text.strip())
+    if m is not None:
+        before, after = (fmt_count(rule.protect(float(m[k])), rule.is_suppressed(float(m[k])))
+                         for k in ("before", "after"))
+        return (f"{m['platform']} · {m['region']} ({m['code']}) · {m['category']}: {before} → {after} "
+                f"{m['what']} vs complete run {m['previous']}")
+    named = [p for p in sorted(platforms, key=len, reverse=True) if text.startswith(p)]
+    who = named[0] if named else "this run"
+    return f"An alarm was raised for {who} (details are kept for the operators, not published)."
+
+
+def _alarms(inp: ReportInputs) -> str:
+    data = inp.data
+    names = [str(p) for p in data.platforms["platform"]] if "platform" in data.platforms else []
+    alarms = [protect_alarm(a, inp.rule, names) for a in data.alarms]
     body = ('<ul class="alarms">' + "".join(f"<li>{e(a)}</li>" for a in alarms) + "</ul>" if alarms
             else "<p>No alarms were raised for this run.</p>")
     return "\n".join(['<section id="alarms">', "<h2>Alarms</h2>",
                       '<p class="small">Automatic checks on the run, e.g. a fall of more than half in a platform\'s '
                       "count for a region since the previous run, which more often means a site changed than that "
-                      "advertising fell.</p>", body, "</section>"])
+                      "advertising fell. Counts in alarms are protected like every other figure: "
+                      f"{SUPPRESSED_MARK} = suppressed, others rounded.</p>", body, "</section>"])
 
 
 def _method(inp: ReportInputs) -> str:

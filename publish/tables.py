@@ -89,8 +89,13 @@ def _covers(platform: Platform, level: str, code: str, category: str, lad_parent
         return True
     if level == "itl1":
         return code in regions
-    if level == "lad":  # count-only platforms state totals per ITL1 region only
-        return platform.mode == "cards" and lad_parent.get(code) in regions
+    if level == "lad":
+        # Only card platforms that read town text (``cards.location``) place adverts in districts. Count-only
+        # platforms state totals per ITL1 region, and card platforms that read only the site's own region codes
+        # (``cards.region``) yield ITL1 locations: neither ever counts a district, so neither can vouch for a
+        # district zero.
+        return (platform.mode == "cards" and platform.cards is not None and platform.cards.location is not None
+                and lad_parent.get(code) in regions)
     return False
 
 

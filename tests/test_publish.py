@@ -13,6 +13,7 @@ import sqlite3
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
+from html.parser import HTMLParser
 from pathlib import Path
 
 import duckdb
@@ -143,7 +144,14 @@ def build_warehouse(path: Path) -> dict[str, str]:
             wh.load_results(run_id, snap, results)
             estimate_run(wh, run_id)  # region_estimates, shown in the report when present
             status = "partial" if label == "partial" else "complete"
-            alarms = ["sandbox-api: site_changed (selectors matched nothing)"] if label == "partial" else []
+            # Alarms as the warehouse writes them (Warehouse.alarms: exact before -> after, a percentage), one
+            # falling to a count in 1..9, plus one in a format publish does not know (holding a small number).
+            alarms = [
+                f"sandbox-directory · North West (TLD) · all: 12 → 3 listings (-75%) vs complete run {runs['first']}",
+                f"sandbox-counts · United Kingdom ({NATIONAL_CODE}) · women: 1234 → 0 stated (-100%) vs complete "
+                f"run {runs['first']}",
+                "sandbox-api: site_changed (selectors matched nothing on 4 pages)",
+            ] if label == "partial" else []
             wh.finish_run(run_id, status, alarms)
     return runs
 
@@ -317,6 +325,174 @@ def test_failed_platform_left_out_and_named(published: dict) -> None:
     assert "sandbox-api (site_changed)" in html
 
 
+class _VisibleText(HTMLParser):
+    """Everything a reader can see of the page: text (not CSS), plus alt and title attributes."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("style", "script"):
+            self._skip += 1
+        self.parts += [v for k, v in attrs if k in ("alt", "title") and v]
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("style", "script"):
+            self._skip -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+# Numbers in the report's visible text that are not counts of adverts or advertisers. Each is removed before the
+# page is scanned; anything left that reads as a number from 1 to 9 fails the test.
+NON_COUNTS = [
+    r"\d{4}-\d{2}-\d{2}",  # ISO dates (snapshot, run windows)
+    r"\d{2}:\d{2}(:\d{2})?",  # times of day (started, finished, published)
+    r"\b\d+ of \d+ platforms counted",  # number of platforms (all named in the platform table), not people
+    r"\b\d+ healthy\b",  # the same, per run in the trend table
+    r"nearest \d+|rounding base \d+|threshold \d+|fewer than \d+|under \d+|\d+-\d+ rule",  # the rule's
+    r"counts from \d+ to \d+|between 1 and threshold-1",  # own parameters (threshold and rounding base)
+    r"7\(12\):233",  # the Sanders et al. 2018 citation (volume, issue, article)
+    r"/version/3/",  # the Open Government Licence URL
+]
+NUMBER = re.compile(r"(?<![\w.,])\d{1,3}(?:,\d{3})+(?![\w,])|(?<![\w.,])\d+(?:\.\d+)?(?![\w.,])")
+
+
+def visible_numbers(html: str, literals: tuple[str, ...] = ()) -> list[str]:
+    """Every number in the visible text of a report after removing the whitelisted non-counts (NON_COUNTS, and
+    ``literals``: run ids, config hash, code version). Numbers with a decimal point are returned too: the caller
+    tells rates (one decimal) from counts (integers)."""
+    parser = _VisibleText()
+    parser.feed(html)
+    text = " ".join(" ".join(parser.parts).split())
+    for literal in literals:
+        text = text.replace(literal, " ")
+    for pattern in NON_COUNTS:
+        text = re.sub(pattern, " ", text, flags=re.I)
+    return NUMBER.findall(text)
+
+
+def test_no_number_from_one_to_nine_anywhere_in_the_report(published: dict) -> None:
+    """Not just table cells: alarms, platform notes, estimates, headline, captions. Integers are counts and must
+    be 0 or at least 10; a number with a decimal point is a rate per 100,000 (always printed with one decimal)
+    or a figure quoted from the literature."""
+    runs = published["runs"]
+    literals = (*runs.values(), "cfg0123456789abc", "0.1.0+test")
+    for out in (published["out"], published["first"]):
+        numbers = visible_numbers((out / "report.html").read_text(encoding="utf-8"), literals)
+        integers = [int(v.replace(",", "")) for v in numbers if "." not in v]
+        assert len(integers) > 50, integers
+        bad = [v for v in integers if 0 < v < 10]
+        assert not bad, f"{out.name}: numbers 1..9 in the report's text: {bad}"
+        # The text that travels with the data files: metadata.json, and the same members in the GeoJSON (the
+        # Parquet and GeoPackage metadata are the same dictionary). Only the rule's own parameters are numbers.
+        meta = json.loads((out / "metadata.json").read_text(encoding="utf-8"))
+        geojson = json.loads((out / "regions.geojson").read_text(encoding="utf-8"))
+        members = [json.dumps(meta, ensure_ascii=False),
+                   json.dumps({k: v for k, v in geojson.items() if k != "features"}, ensure_ascii=False)]
+        for text in members:
+            small = [v for v in visible_numbers(text, literals) if "." not in v and 0 < int(v.replace(",", "")) < 10]
+            assert not small, f"{out.name}: numbers 1..9 in the metadata: {small}"
+    html = (published["out"] / "report.html").read_text(encoding="utf-8")
+    alarms = re.search(r'<ul class="alarms">(.*?)</ul>', html, flags=re.S).group(1)
+    # The documented alarm format keeps its meaning with protected counts; the unknown one becomes generic.
+    assert f"sandbox-directory · North West (TLD) · all: 10 → [c] listings vs complete run {runs['first']}" in alarms
+    assert f"United Kingdom ({NATIONAL_CODE}) · women: 1,235 → 0 stated vs complete run" in alarms
+    assert "An alarm was raised for sandbox-api" in alarms
+    assert "%" not in alarms and "12 →" not in alarms and "selectors matched" not in alarms
+    # A failed platform's note is a fixed description of its health, not the crawler's own (counting) text.
+    assert "selectors matched nothing on 3 pages" not in html and "layout changed" in html
+
+
+def test_the_alarm_format_publish_parses_is_the_one_the_warehouse_writes(tmp_path: Path) -> None:
+    """publish.report.ALARM must match what Warehouse.alarms really writes, or every alarm would fall back to the
+    generic line (safe, but useless)."""
+    from publish.report import protect_alarm
+
+    path = tmp_path / "w.duckdb"
+    with Warehouse(path) as wh:
+        for n, stated in enumerate((12, 3)):
+            run_id, snap = f"run-{n}", DAY + timedelta(days=n)
+            started = datetime.combine(snap, datetime.min.time(), tzinfo=UTC) + timedelta(hours=5)
+            wh.start_run(run_id, started, "cfg", None, "0.1.0")
+            cells = [Cell(region_level="itl1", region_code="TLD", category="women", stated=stated),
+                     Cell(region_level="national", region_code=NATIONAL_CODE, category="women", stated=stated)]
+            wh.load_results(run_id, snap, [CrawlResult(
+                platform="sandbox-counts", run_id=run_id, snapshot_date=snap, mode="count", health="ok",
+                linkage_period=snap.strftime("%Y-%m"), sketch_lg_k=12, started_at=started,
+                finished_at=started + timedelta(minutes=2), requests=4, pages=4, cells=cells)])
+            wh.finish_run(run_id, "complete", [])
+        raw = wh.alarms("run-1")
+    assert len(raw) == 4 and all("12 → 3" in a for a in raw), raw  # UK and TLD, 'all' and 'women'
+    shown = [protect_alarm(a, DisclosureRule(), ["sandbox-counts"]) for a in raw]
+    assert "sandbox-counts · North West (TLD) · women: 10 → [c] stated vs complete run run-0" in shown, shown
+    assert all(" → [c] stated vs complete run run-0" in a for a in shown), shown
+    assert not any(re.search(r"\b[1-9]\b|%", a) for a in shown), shown
+    assert protect_alarm("sandbox-counts went from 12 to 3", DisclosureRule(), ["sandbox-counts"]) == (
+        "An alarm was raised for sandbox-counts (details are kept for the operators, not published).")
+
+
+def test_estimates_are_protected_as_counts_and_suppressed_with_their_interval() -> None:
+    from publish.report import protect_estimate
+
+    rule = DisclosureRule()
+    assert protect_estimate({"observed": 4, "estimate": 8.6, "lower": 4.2, "upper": 21.0}, rule) == [
+        (None, True), (None, True), (None, True), (None, True)]
+    assert protect_estimate({"observed": 12, "estimate": 23.4, "lower": 9.2, "upper": 41.0}, rule) == [
+        (10, False), (25, False), (None, True), (40, False)]
+    assert protect_estimate({"observed": 0, "estimate": 0.0, "lower": 0.0, "upper": 0.0}, rule) == [(0, False)] * 4
+
+
+def test_region_code_platforms_do_not_vouch_for_district_zeros(tmp_path: Path) -> None:
+    """A card platform that reads the site's own region codes (cards.region, no town text) places adverts in ITL1
+    regions only, never in districts: the districts of a region only it covers are 'not covered', not zero."""
+    from pointcount.config import Extract
+
+    config = configured(tmp_path)
+    platforms = tuple(
+        p.model_copy(update={"cards": p.cards.model_copy(update={"location": None, "region": Extract(
+            jmespath="area")})}) if p.name == "sandbox-api" else p
+        for p in config.platforms
+    )
+    config = config.model_copy(update={"platforms": platforms})
+    run_id, snap = "run-regioncodes", DAY
+    started = datetime.combine(snap, datetime.min.time(), tzinfo=UTC) + timedelta(hours=5)
+    api = card_result("sandbox-api", run_id, snap, 0, ITL1)
+    api = api.model_copy(update={"cells": [c for c in api.cells if c.region_level != "lad"]})
+    with Warehouse(config.warehouse_path) as wh:
+        wh.start_run(run_id, started, "cfg", None, "0.1.0")
+        wh.load_results(run_id, snap, [api, card_result("sandbox-directory", run_id, snap, 0, directory_regions()),
+                                       count_result(run_id, snap, 0)])
+        wh.finish_run(run_id, "complete", [])
+    frame = read_published(publish_run(config))
+    lad = frame[(frame["region_level"] == "lad") & (frame["region_code"] != UNMAPPED)]
+    ni = lad[lad["region_code"].isin(lads_by_region()["TLN"])]
+    assert len(ni) > 0 and not ni["covered"].any() and ni["listings"].isna().all()
+    # Districts of regions a town-text card platform covers still have true zeros.
+    gb = lad[~lad["region_code"].isin(lads_by_region()["TLN"])]
+    assert (gb["covered"] & (gb["listings"] == 0)).any()
+    # The region-code platform's ITL1 figures are still published, Northern Ireland included.
+    tln = frame[(frame["region_level"] == "itl1") & (frame["region_code"] == "TLN") & (frame["category"] == "all")]
+    assert bool(tln["covered"].iloc[0]) and "sandbox-api" in tln["platforms_included"].iloc[0]
+
+
+def test_count_scales_are_ticked_at_multiples_of_the_rounding_base(published: dict, tmp_path: Path) -> None:
+    """Colour bars of counts (LAD map) must not print 2, 4, 6, 8 (or 5) beside published counts: the publisher
+    ticks them at multiples of the rule's smallest published count."""
+    lad = gpd.read_file(published["out"] / "regions_lad.geojson")
+    data = map_data(lad, "all", "listings")
+    data.loc[data["state"] == "value", "value"] = 15.0
+    data.loc[data.index[data["state"] == "value"][0], "value"] = 0.0
+    info = render_map(data, tmp_path / "lad.png", "t", "s", "adverts", "source",
+                      tick_unit=DisclosureRule().smallest_shown)
+    assert len(info.ticks) >= 2 and all(t % 10 == 0 for t in info.ticks), info.ticks
+    assert not [t for t in info.ticks if 0 < t < 10]
+
+
 def _numbers_in_html(html: str) -> list[int]:
     """Every integer shown in a table cell or marked as a count, e.g. '1,235' -> 1235."""
     found = [int(v) for v in re.findall(r'data-count="(\d+)"', html)]
@@ -441,8 +617,7 @@ def test_report_is_self_contained_and_complete(published: dict) -> None:
     assert html.count('src="data:image/png;base64,') >= 7  # 5 category maps, LAD map, trend chart
     runs = published["runs"]
     for text in (runs["partial"], "cfg0123456789abc", "0.1.0+test", "Sanders", "Kennedy", "Open Government Licence",
-                 "Synthetic sandbox data", "mid-2022",
-                 "<li>sandbox-api: site_changed (selectors matched nothing)</li>"):
+                 "Synthetic sandbox data", "mid-2022", "An alarm was raised for sandbox-api"):
         assert text in html, text
     assert runs["first"] in html  # the trend table lists the earlier run
     estimates = re.search(r'<table id="estimates-table">.*?</table>', html, flags=re.S)

@@ -16,7 +16,11 @@ import numpy as np
 import pytest
 from matplotlib import colormaps
 from matplotlib.image import imread
-from test_publish import build_warehouse, configured  # the same synthetic warehouse as the publish tests
+from test_publish import (  # the same synthetic warehouse as the publish tests
+    build_warehouse,
+    configured,
+    visible_numbers,
+)
 
 from publish import publish_run
 from publish.maps import CMAP
@@ -156,3 +160,15 @@ def test_screenshot_shows_the_rendered_map(rendered: dict) -> None:
     painted = int((distance < 0.03).sum()) * 9  # every 3rd pixel both ways was sampled
     assert painted > 25_000, painted
     assert (sample < 0.9).any(axis=1).mean() > 0.05  # not a blank page
+
+
+def test_rendered_page_shows_no_count_from_one_to_nine(rendered: dict) -> None:
+    """The text Chromium renders (after parsing, entities decoded): integers are 0 or at least 10 once dates,
+    run ids, the rule's parameters and the other whitelisted non-counts (test_publish.NON_COUNTS) are removed."""
+    runs = rendered["runs"]
+    numbers = visible_numbers(rendered["dom"], (*runs.values(), "cfg0123456789abc", "0.1.0+test"))
+    integers = [int(v.replace(",", "")) for v in numbers if "." not in v]
+    assert len(integers) > 50
+    assert not [v for v in integers if 0 < v < 10]
+    alarms = " ".join(rendered["parsed"].sections["alarms"])
+    assert "→ [c] listings" in alarms and "%" not in alarms
