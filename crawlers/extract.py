@@ -67,9 +67,15 @@ def first(sel: Selector, ex: Extract) -> str | None:
     return found[0] if found else None
 
 
+MAX_TOTAL_DIGITS = 7  # no platform states 10 million adverts in one cell; a longer run is a phone number or junk
+_TOTAL_DIGITS = re.compile(rf"[0-9]{{1,{MAX_TOTAL_DIGITS}}}")
+
+
 def parse_total(text: str | None) -> int | None:
-    """A stated total such as ``1,234`` or ``1 234`` as an int; None when there are no digits."""
+    """A stated total such as ``1,234`` or ``1 234`` as an int; None (the selector did not match: a site change)
+    unless what is left after removing thousands separators is 1 to 7 ASCII digits (not ``²``, not a phone
+    number)."""
     if text is None:
         return None
     digits = re.sub(r"[\s,.\u00a0\u202f_']", "", text)
-    return int(digits) if digits.isdigit() else None
+    return int(digits) if _TOTAL_DIGITS.fullmatch(digits) else None

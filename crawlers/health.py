@@ -3,14 +3,18 @@
 A verdict other than ``ok`` tells the warehouse and publish stages to exclude the platform's numbers: a broken
 crawl must fail loudly, never look like a count of zero. Verdicts, first match wins:
 
-1. ``blocked``: more than ``max_blocks`` 429/503 answers, a Retry-After beyond ``max_retry_after_s``, or robots.txt
-   forbidding listing pages;
+1. ``blocked``: more than ``max_blocks`` 429/503 answers, a Retry-After beyond ``max_retry_after_s``, a 401/403/451
+   on a listing page, robots.txt forbidding listing pages, or a robots.txt that could not be read because its
+   request was refused (a redirect off the platform's origin: read as disallow all);
 2. ``budget_exhausted``: the request budget, the crawl time window or ``max_pages`` ran out before the walk ended;
-3. ``unreachable``: no listing page answered 200 (connection refused, timeouts, 5xx throughout);
+3. ``unreachable``: no listing page answered 200 (connection refused, timeouts, 5xx throughout) and no sign of a
+   site change;
 4. ``site_changed``: pages answered 200 but a total or card selector matched nothing where it should have
-   (total missing, cards missing where a total says there are some, cards without a key, unparseable JSON,
-   pages short of the stated total, truncated pages, no card anywhere on a cards platform, or every stated total
-   zero on a count platform: a whole platform at zero is a broken page, not a count);
+   (total missing, cards missing where a total says there are some, a first page without cards and without the
+   site's 'no results' marker or a stated 0, cards without a key, unparseable JSON, pages short of the stated
+   total, truncated pages, no card anywhere on a cards platform, or every stated total zero on a count platform:
+   a whole platform at zero is a broken page, not a count); also listing URLs, next links or redirects pointing
+   off the platform's origin or at a never-fetch path (even when no page answered 200: a retry would repeat it);
 5. ``unreachable``: some cells still failed after retries (a partial crawl is not a smaller count);
 6. ``failed``: an exception in the spider, or cells that never finished;
 7. ``ok``.
@@ -70,7 +74,7 @@ def verdict(h: HealthState) -> tuple[Health, str]:
         return "blocked", f"robots.txt forbids {h.cells_forbidden} of {h.cells_total} listing cells"
     if h.exhausted:
         return "budget_exhausted", h.exhausted
-    if h.listing_ok == 0 and h.cells_total:
+    if h.listing_ok == 0 and h.cells_total and (h.unreachable or not h.changed):
         why = h.unreachable or (_top(h.errors) if h.errors else "no listing page answered 200")
         return "unreachable", why
     if h.changed:

@@ -12,18 +12,27 @@ Scrapy alone does not apply robots.txt ``Crawl-delay``, does not honour ``Retry-
   than ``POINTCOUNT_MAX_RETRY_AFTER_S``, stops the crawl as ``blocked``;
 - at most ``POINTCOUNT_BUDGET`` requests (robots.txt and retries included), then ``budget_exhausted``;
 - no request after ``POINTCOUNT_DEADLINE`` (epoch seconds, the end of the run's crawl window);
-- ``POINTCOUNT_UNREACHABLE_AFTER`` consecutive failures before any success stop the crawl as ``unreachable``.
+- ``POINTCOUNT_UNREACHABLE_AFTER`` consecutive failures before any success stop the crawl as ``unreachable``;
+- a 401, 403 or 451 on a listing page means the site refuses us: the crawl stops as ``blocked`` (no retry).
+
+``GuardMiddleware`` (always on, first in the chain) refuses every request outside the platform's origin
+(scheme, host and port of ``POINTCOUNT_BASE_URL``) and every never-fetch path. Redirects are caught too:
+Scrapy's RedirectMiddleware hands the redirected request back to the engine, which sends it through every
+downloader middleware's ``process_request`` again (scheduled spider requests; and ``engine.download`` loops the
+same way for robots.txt). Our spider sets ``dont_filter`` on its requests, which switches Scrapy's own
+OffsiteMiddleware off for them, so this guard is the only offsite check that holds.
 
 Settings: ``POINTCOUNT_POLITENESS`` (bool, default True; NotConfigured when off), ``POINTCOUNT_DELAY_S``,
 ``POINTCOUNT_DELAY_MARGIN_S`` (0.005), ``POINTCOUNT_BUDGET``, ``POINTCOUNT_MAX_BLOCKS``,
 ``POINTCOUNT_MAX_RETRY_AFTER_S``, ``POINTCOUNT_DEFAULT_RETRY_AFTER_S`` (429 without the header: 60),
-``POINTCOUNT_DEADLINE``, ``POINTCOUNT_UNREACHABLE_AFTER`` (8). ``POINTCOUNT_NEVER_FETCH`` (list of path prefixes)
-for ``NeverFetchMiddleware``.
+``POINTCOUNT_DEADLINE``, ``POINTCOUNT_UNREACHABLE_AFTER`` (8). ``POINTCOUNT_BASE_URL`` (the platform's origin;
+without it, the spider's ``platform.base_url``) and ``POINTCOUNT_NEVER_FETCH`` (list of path prefixes, may be
+empty) for ``GuardMiddleware``.
 
 Stats: ``pointcount/requests``, ``pointcount/responses/<status>``, ``pointcount/errors/<exception>``,
 ``pointcount/blocks``, ``pointcount/retry_after/pauses``, ``pointcount/retry_after/seconds``,
 ``pointcount/delay_s``, ``pointcount/crawl_delay_s``, ``pointcount/never_fetch_blocked``,
-``pointcount/budget_refused``.
+``pointcount/offsite_blocked``, ``pointcount/budget_refused``, ``pointcount/robots_unreadable``.
 """
 
 from __future__ import annotations
@@ -38,15 +47,17 @@ from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.http import Response
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from scrapy.utils.httpobj import urlparse_cached
+from scrapy.utils.misc import build_from_crawler
 from twisted.internet.defer import Deferred
 
-from crawlers.spiders.platform import is_never_fetch
+from crawlers.spiders.platform import Refused, is_never_fetch, is_offsite
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.robotstxt import RobotParser
 
 BLOCK_STATUSES = (429, 503)
+REFUSAL_STATUSES = (401, 403, 451)  # the site refuses us: blocked, never retried
 
 
 def parse_retry_after(value: bytes | str | None, now: float | None = None) -> float | None:
@@ -84,8 +95,13 @@ class SafeRobotsTxtMiddleware(RobotsTxtMiddleware):
        an error page that allows all.
     3. A robots.txt that cannot be fetched at all (connection refused, timeouts, after retries) stops the crawl
        as unreachable instead of crawling as if there were none.
+    4. A robots.txt request that is *refused* (IgnoreRequest: a redirect to another origin or a never-fetch path,
+       too many redirects) is read as "disallow everything" and the crawl stops as ``blocked``; Scrapy read
+       IgnoreRequest as "no robots.txt" and crawled everything (a robots.txt redirecting to another host saying
+       ``Disallow: /`` was ignored). We do not fetch the other host's robots.txt: the crawl stays on its origin.
 
-    Settings: ``ROBOTSTXT_OBEY`` (NotConfigured when off). Stats: ``pointcount/robots_5xx``.
+    Settings: ``ROBOTSTXT_OBEY`` (NotConfigured when off). Stats: ``pointcount/robots_5xx``,
+    ``pointcount/robots_unreadable``.
     """
 
     async def robot_parser(self, request: Request) -> Any:
@@ -102,6 +118,9 @@ class SafeRobotsTxtMiddleware(RobotsTxtMiddleware):
         return await super().robot_parser(request)
 
     def _robots_error(self, exc: Exception, netloc: str) -> None:
+        if isinstance(exc, IgnoreRequest):
+            self._disallow_all(exc, netloc)
+            return
         # Scrapy then crawls as if there were no robots.txt. A host whose robots.txt cannot be fetched at all
         # (after retries) is unreachable: stop here rather than send listing requests into the void.
         if not isinstance(exc, IgnoreRequest) and self.crawler.spider is not None:
@@ -112,6 +131,23 @@ class SafeRobotsTxtMiddleware(RobotsTxtMiddleware):
                 deferred_from_coro(engine.close_spider_async(reason="unreachable"))
         super()._robots_error(exc, netloc)
 
+    def _disallow_all(self, exc: IgnoreRequest, netloc: str) -> None:
+        self._stats.inc_value("pointcount/robots_unreadable")
+        spider = self.crawler.spider
+        health = getattr(spider, "health", None)
+        if health is not None and health.stop_reason() is None:  # not merely the crawl already stopping
+            offsite = isinstance(exc, Refused) and exc.kind == "offsite"
+            why = "a redirect off the platform's origin" if offsite else str(exc)
+            health.blocked = f"robots.txt could not be read ({why}): read as disallow all"
+            engine = self.crawler.engine
+            if engine is not None and engine.spider is not None:
+                deferred_from_coro(engine.close_spider_async(reason="blocked"))
+        parser = build_from_crawler(self._parserimpl, self.crawler, DISALLOW_ALL)
+        pending = self._parsers.get(netloc)
+        self._parsers[netloc] = parser
+        if isinstance(pending, Deferred):
+            pending.callback(parser)  # every waiting request now meets Disallow: /
+
     async def _parse_robots(self, response: Response, netloc: str, request: Request) -> None:
         if response.status >= 500:
             self._stats.inc_value("pointcount/robots_5xx")
@@ -119,24 +155,37 @@ class SafeRobotsTxtMiddleware(RobotsTxtMiddleware):
         await super()._parse_robots(response, netloc, request)
 
 
-class NeverFetchMiddleware:
-    """Refuses any request whose path starts with a never-fetch prefix (profile and contact pages)."""
+class GuardMiddleware:
+    """Refuses (raises :class:`Refused`) any request outside the platform's origin or under a never-fetch prefix.
 
-    def __init__(self, crawler: Crawler, prefixes: list[str]):
+    Always on: an empty ``POINTCOUNT_NEVER_FETCH`` only drops the path check, never the origin check. First in the
+    downloader chain, so a refused URL triggers nothing (no robots.txt request for another host, no slot).
+    """
+
+    def __init__(self, crawler: Crawler, base_url: str | None, prefixes: list[str]):
         self.crawler = crawler
+        self.base_url = base_url
         self.prefixes = prefixes
 
     @classmethod
-    def from_crawler(cls, crawler: Crawler) -> NeverFetchMiddleware:
-        prefixes = crawler.settings.getlist("POINTCOUNT_NEVER_FETCH")
-        if not prefixes:
-            raise NotConfigured
-        return cls(crawler, prefixes)
+    def from_crawler(cls, crawler: Crawler) -> GuardMiddleware:
+        s = crawler.settings
+        return cls(crawler, s.get("POINTCOUNT_BASE_URL") or None, s.getlist("POINTCOUNT_NEVER_FETCH"))
+
+    def _base(self) -> str | None:
+        if self.base_url:
+            return self.base_url
+        platform = getattr(self.crawler.spider, "platform", None)
+        return getattr(platform, "base_url", None)
 
     def process_request(self, request: Request) -> None:
+        base = self._base()
+        if base is None or is_offsite(request.url, base):  # no origin known: nothing goes out
+            self.crawler.stats.inc_value("pointcount/offsite_blocked")
+            raise Refused("offsite")
         if is_never_fetch(request.url, self.prefixes):
             self.crawler.stats.inc_value("pointcount/never_fetch_blocked")
-            raise IgnoreRequest("never-fetch path")
+            raise Refused("never_fetch")
 
 
 class PolitenessMiddleware:
@@ -261,6 +310,14 @@ class PolitenessMiddleware:
 
     def process_response(self, request: Request, response: Response) -> Request | Response:
         self.stats.inc_value(f"pointcount/responses/{response.status}")
+        if response.status in REFUSAL_STATUSES and not request.meta.get("dont_obey_robotstxt"):
+            # 401/403/451 on a listing page: the site refuses us. Stop now, as blocked (not a failed cell: the
+            # flow retries 'unreachable' crawls, and a platform that refuses us must not be hit again).
+            self.health.blocked = self.health.blocked or (
+                f"HTTP {response.status} on a listing page: the site refuses the crawler"
+            )
+            self._stop("blocked")
+            raise IgnoreRequest("blocked")
         if not request.meta.get("dont_obey_robotstxt"):  # robots.txt answering says little about listings
             if 200 <= response.status < 300:
                 self.successes += 1

@@ -43,7 +43,8 @@ EXIT_REFUSED = 3
 _KEY_LOCK = threading.Lock()
 ALWAYS_STATS = (
     "pointcount/requests", "pointcount/pages", "pointcount/cards", "pointcount/stated_totals",
-    "pointcount/unmapped", "pointcount/linkage_invalid", "pointcount/never_fetch_blocked", "pointcount/blocks",
+    "pointcount/unmapped", "pointcount/linkage_invalid", "pointcount/never_fetch_blocked", "pointcount/offsite_blocked",
+    "pointcount/blocks",
     "pointcount/retry_after/pauses", "pointcount/retry_after/seconds", "pointcount/cells/done",
     "pointcount/cells/failed",
 )  # fmt: skip

@@ -47,7 +47,9 @@ DNS_TIMEOUT = 30
 DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
     "crawlers.middlewares.SafeRobotsTxtMiddleware": 100,  # fixes lost robots.txt verdicts (see its docstring)
-    "crawlers.middlewares.NeverFetchMiddleware": 50,  # before robots.txt: a never-fetch URL triggers nothing
+    # First of all (before Scrapy's OffsiteMiddleware at 50 and robots.txt at 100): an offsite or never-fetch URL
+    # triggers nothing. Redirects come through here again.
+    "crawlers.middlewares.GuardMiddleware": 10,
     "crawlers.middlewares.PolitenessMiddleware": 950,  # last before the network: counts what really goes out
 }
 ITEM_PIPELINES = {"crawlers.pipelines.CellPipeline": 100}
@@ -106,6 +108,7 @@ def platform_settings(config: LoadedConfig, platform: Platform, deadline: float 
         "POINTCOUNT_BUDGET": pol.budget,
         "POINTCOUNT_MAX_BLOCKS": pol.max_blocks,
         "POINTCOUNT_MAX_RETRY_AFTER_S": pol.max_retry_after_s,
+        "POINTCOUNT_BASE_URL": platform.base_url,
         "POINTCOUNT_NEVER_FETCH": list(platform.never_fetch),
         "POINTCOUNT_SKETCH_LG_K": config.run.crawl.sketch_lg_k,
     }

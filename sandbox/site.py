@@ -3,7 +3,9 @@
 Page layouts follow ``config/platforms/sandbox-*.yaml`` exactly (the crawler reads pages only through those
 files). Region and category keys in URLs are read from the YAML too, so the two cannot drift apart. With
 ``layout_change`` every class, id and JSON key the YAML selects is renamed: pages still answer 200 but the
-selectors match nothing, as after a real site redesign.
+selectors match nothing, as after a real site redesign. HTML card pages of a search without results show the
+site's own marker (``<p class="no-results">No adverts found</p>``, the YAMLs' ``cards.empty``); the JSON API says
+``meta.total: 0``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ from sandbox.population import CATEGORIES, ITL1, PLATFORMS, Population, places
 # platforms' own choice and invisible to the crawler except through their next links and cursors.
 PAGE_SIZES = {"sandbox-api": 100, "sandbox-loadmore": 24}
 CATEGORY_NAMES = {"women": "Women", "men": "Men", "trans": "Trans", "couples": "Couples"}
+
+
+def no_results(layout_change: bool) -> str:
+    """The 'no results' marker of the HTML card platforms (renamed, like every selected class, on a redesign)."""
+    return f'<p class="{"empty-state" if layout_change else "no-results"}">No adverts found</p>'
 
 
 @cache
@@ -202,6 +209,8 @@ class Site:
                 f'<p class="text">{html.escape(str(self.pop.l_text[lid]))}</p>'
                 f'<a class="contact" href="/contact/{ref}">Contact</a></article>'
             )
+        if total == 0:
+            out.append(no_results(lc))
         if lo + self.page_size < total:
             nxt = f"/search/{quote(region_key)}/{quote(category_key)}?page={page + 1}"
             out.append(f'<nav class="pages"><a class="next" href="{nxt}">Next page</a></nav>')
@@ -269,6 +278,8 @@ class Site:
                 f'<p class="body">{html.escape(str(self.pop.l_text[lid]))}</p>'
                 f'<a class="reply" href="/contact/{ref}">Reply</a></div>'
             )
+        if total == 0:
+            out.append(no_results(lc))
         if end < total:
             href = f"/ads/{quote(region_key)}/{quote(category_key)}?after={self.token(*cell_key, end)}"
             out.append(f'<a class="{"more-ads" if lc else "load-more"}" href="{href}">Load more</a>')

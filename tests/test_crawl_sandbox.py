@@ -296,6 +296,8 @@ SCENARIOS = (
     Scenario("layout-counts", "sandbox-counts", Faults(layout_change=True), "site_changed"),
     Scenario("truncate-loadmore", "sandbox-loadmore", Faults(truncate=True), "site_changed"),
     Scenario("empty-directory", "sandbox-directory", Faults(empty=True), "site_changed"),
+    # Every cell an honest zero (the site's marker on every page), yet a whole platform at zero is suspicious.
+    Scenario("empty-loadmore", "sandbox-loadmore", Faults(empty=True), "site_changed"),
     Scenario("robots-directory", "sandbox-directory", Faults(robots_disallow_all=True), "blocked"),
     Scenario("block-recovers-api", "sandbox-api",
              Faults(block_status=429, block_requests=2, block_retry_after_s=1), "ok"),
@@ -366,6 +368,13 @@ def test_fault_details(fault_runs: dict[str, FaultRun]) -> None:
     assert robots.result.stats["pointcount/robots_forbidden"] == 48
     changed = fault_runs["layout-counts"]
     assert len(changed.log) <= 8  # a redesigned site is not walked to the end: stopped after a few pages
+    # Without a total, pages with no cards and no 'no results' marker are a layout failure at once (they used to
+    # count as zeros, and the whole board was walked before the all-zero rule caught it).
+    changed = fault_runs["layout-loadmore"]
+    assert len(changed.log) <= 8 and "marker" in changed.result.health_reason
+    empty = fault_runs["empty-loadmore"]
+    assert len(empty.log) == 1 + 48  # every cell read once, each an honest zero ...
+    assert "no card on any of 48" in empty.result.health_reason  # ... but the platform at zero is not believed
     budget = fault_runs["budget-directory"]
     assert len(budget.log) == 10 and budget.result.requests == 10
     recovered = fault_runs["block-recovers-api"].result
@@ -390,3 +399,162 @@ def test_results_are_json_only(crawled: Crawled) -> None:
         data = json.loads(r.model_dump_json())
         assert set(data) >= {"platform", "health", "cells", "stats"}
         assert all(k.startswith("pointcount/") for k in data["stats"])
+
+
+# --------------------------------------------------------------------------- the crawl never leaves its origin
+
+
+class _Hosts:
+    """Tiny loopback servers: ``routes[host][path] -> (status, headers, body)``; every request is logged."""
+
+    def __init__(self, routes: dict[str, dict[str, tuple[int, dict[str, str], str]]]):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.log: dict[str, list[str]] = {h: [] for h in routes}
+        self.servers = []
+        self.ports: dict[str, int] = {}
+        for host, table in routes.items():
+            log = self.log[host]
+
+            class Handler(BaseHTTPRequestHandler):
+                def log_message(self, *args: object) -> None:
+                    pass
+
+                def do_GET(self, table: dict = table, log: list = log) -> None:  # type: ignore[assignment]
+                    log.append(self.path)
+                    status, headers, body = table.get(self.path, (404, {}, "<html>not found</html>"))
+                    urls = self.server.urls  # type: ignore[attr-defined]
+                    data = body.format(**urls).encode() if "{h" in body else body.encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
+                    self.send_header("Content-Length", str(len(data)))
+                    for k, v in headers.items():
+                        self.send_header(k, v.format(**urls))
+                    self.end_headers()
+                    self.wfile.write(data)
+
+            srv = ThreadingHTTPServer((host, 0), Handler)
+            srv.daemon_threads = True
+            self.servers.append(srv)
+            self.ports[host] = srv.server_address[1]
+        urls = {f"h{host.rsplit('.', 1)[1]}": f"http://{host}:{port}" for host, port in self.ports.items()}
+        for srv in self.servers:
+            srv.urls = urls  # type: ignore[attr-defined]
+            threading.Thread(target=srv.serve_forever, daemon=True).start()
+        self.urls = urls
+
+    def close(self) -> None:
+        for srv in self.servers:
+            srv.shutdown()
+            srv.server_close()
+
+
+A, B = "127.0.0.61", "127.0.0.62"  # the platform's host and another one
+ALLOW = (200, {}, "User-agent: *\nDisallow: /profile/\n")
+SHUT = (200, {}, "User-agent: *\nDisallow: /\nCrawl-delay: 30\n")
+
+
+def _board(cards: list[str], more: str | None = None, empty: bool = False) -> tuple[int, dict[str, str], str]:
+    body = "".join(f'<div class="ad" id="ad-{c}"><p class="towns">Leeds</p></div>' for c in cards)
+    if more:
+        body += f'<a class="load-more" href="{more}">more</a>'
+    if empty:
+        body += '<p class="no-results">No adverts found</p>'
+    return 200, {}, f"<!doctype html><html><body>{body}</body></html>"
+
+
+def _crawl_board(tmp: Path, base: str) -> CrawlResult:
+    """A one-cell load-more board (sandbox-loadmore's selectors) at ``base``."""
+    data = yaml.safe_load((REPO_CONFIG_DIR / "platforms" / "sandbox-loadmore.yaml").read_text())
+    data.update(name="origin-board", base_url=base, regions={"yh": "TLE"}, categories={"ladies": "women"},
+                politeness={"delay_s": DELAY, "timeout_s": 2, "budget": 50})
+    data["cards"]["empty"] = {"css": "p.no-results"}
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "board.yaml").write_text(yaml.safe_dump(data))
+    run = {"ethics": {"contact": CONTACT}, "keys": {"dir": str(tmp / "keys")}, "state_dir": str(tmp / "state"),
+           "platforms": [{"file": str(tmp / "board.yaml")}]}
+    (tmp / "run.yaml").write_text(yaml.safe_dump(run))
+    return crawl_platform(load_config(tmp / "run.yaml"), "origin-board", "r", SNAPSHOT)
+
+
+ORIGIN_CASES: dict[str, dict[str, dict[str, tuple[int, dict[str, str], str]]]] = {
+    # A next link to another host: never requested there (and so no robots.txt of that host either).
+    "next-link-offsite": {A: {"/robots.txt": ALLOW, "/ads/yh/ladies": _board(["a1"], "{h62}/ads/yh/ladies?p=2")},
+                          B: {"/robots.txt": ALLOW, "/ads/yh/ladies?p=2": _board(["b1"])}},
+    # A listing page redirecting to another host.
+    "redirect-offsite": {A: {"/robots.txt": ALLOW, "/ads/yh/ladies": (302, {"Location": "{h62}/ads/yh/ladies"}, "")},
+                         B: {"/robots.txt": ALLOW, "/ads/yh/ladies": _board(["b1"])}},
+    # robots.txt redirecting to another host whose robots.txt says Disallow: / (we cannot read it: disallow all).
+    "robots-redirect-offsite": {A: {"/robots.txt": (301, {"Location": "{h62}/robots.txt"}, ""),
+                                    "/ads/yh/ladies": _board(["a1"])},
+                                B: {"/robots.txt": SHUT, "/ads/yh/ladies": _board(["b1"])}},
+    # A redirect into a never-fetch path, spelled to slip past a raw prefix match.
+    # (robots.txt here only disallows /profile/, so this is the never-fetch guard's catch, not robots.txt's.)
+    "redirect-never-fetch": {A: {"/robots.txt": ALLOW, "/ads/yh/ladies": (302, {"Location": "/%63ontact/a1"}, ""),
+                                 "/%63ontact/a1": _board(["a1"])}},
+    # The site refuses us: no retry, blocked (the flow must not hit it again).
+    "forbidden-403": {A: {"/robots.txt": ALLOW, "/ads/yh/ladies": (403, {}, "<html>Forbidden</html>")}},
+    # A renamed page answering 200 without cards and without the site's 'no results' marker: not a zero.
+    "no-cards-no-marker": {A: {"/robots.txt": ALLOW, "/ads/yh/ladies": _board([])}},
+    # The same with the marker: an honest zero cell, but a whole platform at zero is still site_changed.
+    "no-cards-marker": {A: {"/robots.txt": ALLOW, "/ads/yh/ladies": _board([], empty=True)}},
+}
+
+
+@pytest.fixture(scope="module")
+def origin_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[CrawlResult, dict[str, list[str]]]]:
+    tmp = tmp_path_factory.mktemp("origin")
+
+    def one(case: str) -> tuple[CrawlResult, dict[str, list[str]]]:
+        hosts = _Hosts(ORIGIN_CASES[case])
+        try:
+            return _crawl_board(tmp / case, hosts.urls["h61"]), hosts.log
+        finally:
+            hosts.close()
+
+    # One at a time: the cases share two loopback addresses (each on its own ephemeral ports).
+    return {case: one(case) for case in ORIGIN_CASES}
+
+
+def test_next_link_to_another_host_is_never_requested(origin_runs: dict[str, Any]) -> None:
+    result, log = origin_runs["next-link-offsite"]
+    assert log[B] == []  # neither the page nor that host's robots.txt
+    assert log[A] == ["/robots.txt", "/ads/yh/ladies"]
+    assert result.health == "site_changed" and result.cells == []
+    assert result.stats["pointcount/offsite_blocked"] == 1
+
+
+def test_redirect_to_another_host_is_refused_not_unreachable(origin_runs: dict[str, Any]) -> None:
+    result, log = origin_runs["redirect-offsite"]
+    assert log[B] == []
+    assert result.health == "site_changed", result.health_reason  # not 'unreachable': a retry would repeat it
+    assert "off the platform" in result.health_reason
+    assert result.stats["pointcount/offsite_blocked"] == 1
+
+
+def test_robots_txt_redirected_to_another_host_means_disallow_all(origin_runs: dict[str, Any]) -> None:
+    result, log = origin_runs["robots-redirect-offsite"]
+    assert log[B] == [] and log[A] == ["/robots.txt"]  # no listing page: robots.txt could not be read
+    assert result.health == "blocked", result.health_reason
+    assert "robots.txt" in result.health_reason and result.cells == []
+
+
+def test_redirect_into_a_never_fetch_path_is_refused(origin_runs: dict[str, Any]) -> None:
+    result, log = origin_runs["redirect-never-fetch"]
+    assert log[A] == ["/robots.txt", "/ads/yh/ladies"]
+    assert result.health == "site_changed", result.health_reason
+    assert result.stats["pointcount/never_fetch_blocked"] == 1
+
+
+def test_403_on_a_listing_page_is_blocked_without_retry(origin_runs: dict[str, Any]) -> None:
+    result, log = origin_runs["forbidden-403"]
+    assert log[A] == ["/robots.txt", "/ads/yh/ladies"]
+    assert result.health == "blocked" and "403" in result.health_reason
+
+
+def test_a_page_without_cards_is_a_zero_only_when_the_site_says_so(origin_runs: dict[str, Any]) -> None:
+    result, _ = origin_runs["no-cards-no-marker"]
+    assert result.health == "site_changed" and "marker" in result.health_reason, result.health_reason
+    result, _ = origin_runs["no-cards-marker"]
+    assert result.health == "site_changed"  # the one cell is an honest zero; a platform all at zero is not
+    assert "no card on any" in result.health_reason

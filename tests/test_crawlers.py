@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, date, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,11 +18,11 @@ from scrapy.utils.test import get_crawler
 from crawlers import extract
 from crawlers.edge import ListingItem, PrivacyEdge, normalise_linkage, normalise_phone
 from crawlers.health import HealthState, verdict
-from crawlers.middlewares import NeverFetchMiddleware, parse_retry_after
+from crawlers.middlewares import GuardMiddleware, PolitenessMiddleware, parse_retry_after
 from crawlers.pipelines import CellAggregator, CellPipeline
 from crawlers.run import CrawlChildError, scrub
 from crawlers.settings import window_deadline
-from crawlers.spiders.platform import CellWalk, PlatformSpider, is_never_fetch
+from crawlers.spiders.platform import CellWalk, PlatformSpider, Refused, is_never_fetch, is_offsite
 from pointcount import sketches
 from pointcount.config import Extract, LoadedConfig, Platform, RunConfig
 from pointcount.geography import NATIONAL_CODE, UNMAPPED, Location, gazetteer
@@ -91,6 +92,8 @@ def test_jmespath_scalars_objects_and_null() -> None:
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("1,234", 1234), ("1 234", 1234), ("0", 0), ("12", 12), (None, None), ("", None), ("n/a", None),
+    ("9,999,999", 9_999_999), ("07700 900123", None), ("07700900123", None), ("10,000,000", None),
+    ("\u00b2", None), ("1\u00b2", None), ("\u0661\u0662", None), ("\uff11\uff12", None),  # ², Arabic-Indic, fullwidth
 ])
 def test_parse_total(text: str | None, expected: int | None) -> None:
     assert extract.parse_total(text) == expected
@@ -301,6 +304,79 @@ def test_repeated_changes_stop_the_crawl_early() -> None:
         page(spider, f"{BASE}/search/london/female?page=1", body, CellWalk("london", "female"))
 
 
+def _loadmore(**overrides: Any) -> Platform:
+    """A total-less next-link board, optionally with the site's 'no results' marker."""
+    cards = {"selector": {"css": "article.listing"}, "listing_key": {"css": "::attr(data-ref)"},
+             "location": {"css": ".town::text"}}
+    cards.update(overrides.pop("cards", {}))
+    return platform(listing_url="/ads/{region}/{category}", total=None, cards=cards,
+                    pagination={"type": "next_link", "next": {"css": "a.more::attr(href)"}}, **overrides)
+
+
+NO_RESULTS = '<html><body><h1>Ads</h1><p class="no-results">No adverts found</p></body></html>'
+
+
+def test_a_first_page_without_cards_is_a_zero_only_with_the_sites_marker() -> None:
+    """Without a total, a 200 page with no cards is a layout failure unless the site's 'no results' shows."""
+    spider = make_spider(_loadmore(cards={"empty": {"css": "p.no-results"}}))
+    page(spider, f"{BASE}/ads/london/female", directory_page(0, ["a"], "Camden"), CellWalk("london", "female"))
+    page(spider, f"{BASE}/ads/yorkshire/female", NO_RESULTS, CellWalk("yorkshire", "female"))
+    assert spider.health.cells_done == 2 and not spider.health.changed
+    assert verdict(spider.health)[0] == "ok"  # one honest zero cell next to a counted one
+    # A renamed region slug or a changed layout on one cell: 200, no cards, no marker.
+    spider = make_spider(_loadmore(cards={"empty": {"css": "p.no-results"}}))
+    page(spider, f"{BASE}/ads/london/female", directory_page(0, ["a"], "Camden"), CellWalk("london", "female"))
+    page(spider, f"{BASE}/ads/yorkshire/female", "<html><body><h1>Ads</h1></body></html>",
+         CellWalk("yorkshire", "female"))
+    assert spider.health.changed["no cards and no no-results marker"] == 1
+    health, reason = verdict(spider.health)
+    assert health == "site_changed" and "marker" in reason
+    # No marker declared: an empty first page can never be told from a broken one.
+    spider = make_spider(_loadmore())
+    page(spider, f"{BASE}/ads/london/female", directory_page(0, ["a"], "Camden"), CellWalk("london", "female"))
+    page(spider, f"{BASE}/ads/yorkshire/female", NO_RESULTS, CellWalk("yorkshire", "female"))
+    assert verdict(spider.health)[0] == "site_changed"
+
+
+def test_a_later_page_without_cards_ends_the_walk() -> None:
+    spider = make_spider(platform(total=None))  # page_number, page_size 2, no total: a full page, then none
+    walk = CellWalk("london", "female")
+    page(spider, f"{BASE}/search/london/female?page=1", directory_page(0, ["a", "b"], "Camden"), walk)
+    page(spider, f"{BASE}/search/london/female?page=2", "<html><body></body></html>", walk)
+    assert spider.health.cells_done == 1 and not spider.health.changed
+
+
+def test_next_link_off_the_platforms_origin_is_not_followed() -> None:
+    spider = make_spider(_loadmore())
+    for href in ("http://127.0.0.10:8400/ads?x", "https://127.0.0.9:8400/ads?x", "http://127.0.0.9:8401/ads?x",
+                 "//elsewhere.example/ads"):
+        walk = CellWalk("london", "female")
+        body = directory_page(0, ["a"], "Camden").replace("</body>", f'<a class="more" href="{href}">m</a></body>')
+        out = page(spider, f"{BASE}/ads/london/female", body, walk)
+        assert not [o for o in out if isinstance(o, Request)], href
+    assert spider.crawler.stats.get_value("pointcount/offsite_blocked") == 4
+    assert spider.health.changed["pagination points off the platform's origin"] == 4
+    assert verdict(spider.health)[0] == "site_changed"
+
+
+def test_a_refused_redirect_is_site_changed_not_unreachable() -> None:
+    """The guard refuses a redirect (downloader side); the errback must not make it a transient failure."""
+    from twisted.python.failure import Failure
+
+    spider = make_spider(platform())
+    spider.health.cells_total = 2
+    for kind in ("offsite", "never_fetch"):
+        req = Request(f"{BASE}/search/london/female?page=1", cb_kwargs={"walk": CellWalk("london", "female")})
+        try:
+            raise Refused(kind)
+        except Refused:
+            failure = Failure()
+        failure.request = req  # type: ignore[attr-defined]
+        spider.on_error(failure)
+    health, reason = verdict(spider.health)  # no listing page answered 200, yet not 'unreachable'
+    assert health == "site_changed" and "redirects" in reason, reason
+
+
 def test_next_link_pagination_and_never_fetch() -> None:
     p = platform(listing_url="/ads/{region}/{category}", total=None,
                  pagination={"type": "next_link", "next": {"css": "a.more::attr(href)"}})
@@ -366,6 +442,10 @@ def test_verdict_order() -> None:
     zeros = HealthState(mode="count", cells_total=2, cells_done=2, listing_ok=2, stated_totals=2, nonzero_totals=0)
     assert verdict(zeros)[0] == "site_changed"
     assert verdict(dataclasses.replace(zeros, nonzero_totals=1))[0] == "ok"
+    refused = HealthState(cells_total=2, cells_failed=2)
+    refused.site_changed("listing URL points at a never-fetch path")
+    assert verdict(refused)[0] == "site_changed"  # nothing answered, but a retry would refuse the same
+    assert verdict(dataclasses.replace(refused, unreachable="8 consecutive failures"))[0] == "unreachable"
 
 
 # --------------------------------------------------------------------------- politeness pieces
@@ -379,15 +459,59 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("Tue, 01 Jan 2030 00:01:00 GMT", now=when.timestamp() - 60) == pytest.approx(60)
 
 
-def test_never_fetch_guard() -> None:
-    crawler = get_crawler(settings_dict={"POINTCOUNT_NEVER_FETCH": ["/profile", "/contact"]})
+def _guard(never_fetch: list[str]) -> tuple[GuardMiddleware, Any]:
+    crawler = get_crawler(settings_dict={"POINTCOUNT_NEVER_FETCH": never_fetch, "POINTCOUNT_BASE_URL": BASE})
     crawler.stats.open_spider()
-    mw = NeverFetchMiddleware.from_crawler(crawler)
+    return GuardMiddleware.from_crawler(crawler), crawler.stats
+
+
+def test_never_fetch_guard() -> None:
+    mw, stats = _guard(["/profile", "/contact"])
     mw.process_request(Request(f"{BASE}/search/london/female?page=1"))
     with pytest.raises(IgnoreRequest):
         mw.process_request(Request(f"{BASE}/profile/abc"))
-    assert crawler.stats.get_value("pointcount/never_fetch_blocked") == 1
+    assert stats.get_value("pointcount/never_fetch_blocked") == 1
     assert is_never_fetch(f"{BASE}/contact/x?y=1", ["/contact"]) and not is_never_fetch(f"{BASE}/ads", ["/contact"])
+
+
+@pytest.mark.parametrize("path", [
+    "/Profile/abc", "/PROFILE/abc", "/%70rofile/abc", "/%2570rofile/abc", "/./profile/abc", "//profile/abc",
+    "/ads/../profile/abc", "/%2Fprofile/abc", "/ads/%2E%2E/profile/abc", "/\\profile/abc", "/Contact",
+])
+def test_never_fetch_sees_through_spelling(path: str) -> None:
+    assert is_never_fetch(BASE + path, ["/profile", "/contact"]), path
+    mw, stats = _guard(["/profile", "/contact"])
+    with pytest.raises(Refused):
+        mw.process_request(Request(BASE + path))
+    assert stats.get_value("pointcount/never_fetch_blocked") == 1
+    assert not is_never_fetch(f"{BASE}/ads/profiled/x", ["/profile"])  # a prefix of the whole path only
+
+
+def test_offsite_guard_holds_even_without_never_fetch_paths() -> None:
+    mw, stats = _guard([])  # an empty never_fetch list must not switch the guard off
+    mw.process_request(Request(f"{BASE}/profile/abc"))  # no path rule: allowed
+    mw.process_request(Request("http://127.0.0.9:8400/ads"))
+    for url in ("http://127.0.0.10:8400/ads", "https://127.0.0.9:8400/ads", "http://127.0.0.9:8401/ads",
+                "http://127.0.0.9/ads", "http://elsewhere.example/robots.txt"):
+        with pytest.raises(Refused):
+            mw.process_request(Request(url))
+    assert stats.get_value("pointcount/offsite_blocked") == 5
+    assert not is_offsite("HTTP://Example.ORG:80/x", "http://example.org")  # default port, case
+    assert is_offsite("https://example.org/x", "http://example.org")
+
+
+def test_401_403_451_on_a_listing_page_stop_as_blocked() -> None:
+    for status in (401, 403, 451):
+        spider = make_spider(platform())
+        mw = PolitenessMiddleware(spider.crawler)
+        spider.crawler.engine = SimpleNamespace(spider=None)  # no running engine to close in a unit test
+        req = Request(f"{BASE}/search/london/female?page=1")
+        with pytest.raises(IgnoreRequest):
+            mw.process_response(req, HtmlResponse(req.url, status=status, body=b"no", request=req))
+        health, reason = verdict(spider.health)
+        assert health == "blocked" and str(status) in reason
+    robots = Request(f"{BASE}/robots.txt", meta={"dont_obey_robotstxt": True})
+    assert mw.process_response(robots, TextResponse(robots.url, status=403, request=robots)).status == 403
 
 
 def _config(tmp_path: Path, start: str, end: str) -> LoadedConfig:
@@ -544,3 +668,31 @@ def test_robots_txt_5xx_disallows_everything() -> None:
         return bool(mw._parsers[netloc].allowed(f"http://{netloc}/search", "ua"))
 
     assert asyncio.run(run()) is False
+
+
+def test_robots_txt_refused_means_disallow_all_and_blocked() -> None:
+    """A robots.txt request refused by the guard (redirect off the origin) is read as Disallow: /, not as none."""
+    import asyncio
+
+    from twisted.internet.defer import Deferred
+
+    from crawlers.middlewares import SafeRobotsTxtMiddleware
+
+    async def run() -> tuple[bool, PlatformSpider]:
+        spider = make_spider(platform(), ROBOTSTXT_OBEY=True, USER_AGENT="ua")
+        spider.crawler.engine = SimpleNamespace(spider=None)
+        mw = SafeRobotsTxtMiddleware.from_crawler(spider.crawler)
+        netloc = "127.0.0.9:8400"
+        mw._parsers[netloc] = Deferred()
+        waiter = asyncio.ensure_future(mw.robot_parser(Request(f"{BASE}/search/london/female?page=1")))
+        await asyncio.sleep(0)
+        mw._robots_error(Refused("offsite"), netloc)
+        parser = await waiter
+        assert mw._parsers[netloc] is parser
+        return bool(parser.allowed(f"{BASE}/search/london/female?page=1", "ua")), spider
+
+    allowed, spider = asyncio.run(run())
+    assert allowed is False
+    health, reason = verdict(spider.health)
+    assert health == "blocked" and "robots.txt" in reason
+    assert spider.crawler.stats.get_value("pointcount/robots_unreadable") == 1

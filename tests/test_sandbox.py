@@ -473,6 +473,12 @@ def test_fault_truncate() -> None:
             json.loads(get(sb.base_urls["sandbox-api"] + _listing("sandbox-api"))[2])
 
 
+def says_empty(p: Platform, body: bytes) -> bool:
+    """Whether the page shows the site's own 'no results' marker (the YAML's ``cards.empty``)."""
+    assert p.cards is not None and p.cards.empty is not None
+    return bool(values(p.cards.empty, Selector(text=body.decode())))
+
+
 def test_fault_empty() -> None:
     with small(faults=dict.fromkeys(PLATFORMS, Faults(empty=True))) as sb:
         for name in PLATFORMS:
@@ -480,6 +486,21 @@ def test_fault_empty() -> None:
             stated, cards, nxt = parse(spec(name), body)
             assert status == 200 and cards == [] and nxt is None
             assert stated == (None if name == "sandbox-loadmore" else 0)
+            if spec(name).mode == "cards" and spec(name).format == "html":
+                assert says_empty(spec(name), body), name  # the site says "No adverts found"
+
+
+def test_no_results_marker_only_on_empty_searches_and_renamed_on_a_redesign() -> None:
+    html_cards = [n for n in CARD_PLATFORMS if spec(n).format == "html"]
+    assert html_cards == ["sandbox-directory", "sandbox-loadmore"]
+    empty, redesigned = Faults(empty=True), Faults(empty=True, layout_change=True)
+    with small() as ok, small(faults=dict.fromkeys(PLATFORMS, redesigned)) as changed, \
+            small(faults=dict.fromkeys(PLATFORMS, empty)) as nothing:
+        for name in html_cards:
+            assert not says_empty(spec(name), get(ok.base_urls[name] + _listing(name))[2])  # it has results
+            assert says_empty(spec(name), get(nothing.base_urls[name] + _listing(name))[2])
+            body = get(changed.base_urls[name] + _listing(name))[2]
+            assert not says_empty(spec(name), body) and b"No adverts found" in body  # the selector misses it
 
 
 @pytest.mark.parametrize("status", [429, 503])

@@ -19,10 +19,12 @@ Cells are the platform's regions × categories. *count* mode reads the stated to
 from __future__ import annotations
 
 import math
+import posixpath
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import scrapy
 from scrapy.exceptions import CloseSpider, IgnoreRequest
@@ -55,9 +57,57 @@ class CellWalk:
         return f"{self.region}/{self.category}"
 
 
+class Refused(IgnoreRequest):
+    """A request the crawl will never send: another origin than the platform's, or a never-fetch path.
+
+    ``kind`` is ``"offsite"`` or ``"never_fetch"``. The message never holds the URL.
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        super().__init__(f"refused: {kind.replace('_', '-')} request")
+
+
+_SLASHES = re.compile(r"/+")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalise_path(path: str) -> str:
+    """A URL path as a server may read it, for prefix checks: percent-decoded (until stable, so ``%2570`` cannot
+    hide ``p`` from a server that decodes twice), backslashes as slashes, repeated slashes collapsed, dot segments
+    resolved (``posixpath.normpath``), case-folded (``/Profile`` is ``/profile`` on a case-insensitive server)."""
+    for _ in range(4):
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    path = _SLASHES.sub("/", "/" + path.replace("\\", "/"))
+    return posixpath.normpath(path).casefold()
+
+
 def is_never_fetch(url: str, prefixes: list[str]) -> bool:
-    path = urlsplit(url).path or "/"
-    return any(path.startswith(p) for p in prefixes)
+    """Whether ``url``'s path falls under one of ``prefixes``, both compared in :func:`normalise_path` form.
+
+    A prefix matches whole path segments and anything longer (``/profile`` covers ``/profile/x`` and
+    ``/profiles``): erring towards not fetching."""
+    path = normalise_path(urlsplit(url).path or "/")
+    return any(path.startswith(normalise_path(p)) for p in prefixes if p.strip())
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL, lower-cased, with the scheme's default port filled in."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1  # an unparseable port never equals the platform's
+    return scheme, (parts.hostname or "").lower().rstrip("."), port or _DEFAULT_PORTS.get(scheme)
+
+
+def is_offsite(url: str, base_url: str) -> bool:
+    """Whether ``url`` lies outside the platform's origin (scheme, host and port of ``base_url``)."""
+    return origin(url) != origin(base_url)
 
 
 class PlatformSpider(scrapy.Spider):
@@ -99,10 +149,15 @@ class PlatformSpider(scrapy.Spider):
         return p.base_url + (path if path.startswith("/") else "/" + path)
 
     def _request(self, url: str, walk: CellWalk) -> scrapy.Request | None:
+        # The downloader middleware guards too (redirects included); here we also stop the walk and say so.
+        what = "listing URL" if walk.page == 0 else "pagination"
+        if is_offsite(url, self.platform.base_url):
+            self.crawler.stats.inc_value("pointcount/offsite_blocked")
+            self._changed(f"{what} points off the platform's origin")
+            return None
         if is_never_fetch(url, self.platform.never_fetch):
-            # The downloader middleware guards too; here we also stop the walk and say so.
             self.crawler.stats.inc_value("pointcount/never_fetch_blocked")
-            self._changed("pagination points at a never-fetch path")
+            self._changed(f"{what} points at a never-fetch path")
             return None
         walk.seen_urls.add(url)
         return scrapy.Request(url, callback=self.parse_page, errback=self.on_error, cb_kwargs={"walk": walk},
@@ -117,7 +172,7 @@ class PlatformSpider(scrapy.Spider):
                 if req is not None:
                     yield req
                 else:
-                    self._cell_failed(walk, "never_fetch")
+                    self._cell_failed(walk, "refused")
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -140,6 +195,12 @@ class PlatformSpider(scrapy.Spider):
         if isinstance(exc, IgnoreRequest) and str(exc).startswith(ROBOTS_FORBIDDEN):
             self.health.cells_forbidden += 1
             self.crawler.stats.inc_value("pointcount/cells/forbidden")
+        elif isinstance(exc, Refused):
+            # Only a redirect gets here (the spider never yields such a request): the site sends its listing
+            # pages elsewhere. Not 'unreachable': a retry would be sent the same way.
+            where = "off the platform's origin" if exc.kind == "offsite" else "to a never-fetch path"
+            self._changed(f"listing page redirects {where}")
+            self._cell_failed(walk, f"redirect {exc.kind}")
         elif isinstance(exc, HttpError):
             self._cell_failed(walk, f"HTTP {exc.response.status}")
         elif isinstance(exc, IgnoreRequest):
@@ -219,14 +280,23 @@ class PlatformSpider(scrapy.Spider):
         stats.inc_value("pointcount/cards", n)
         yield from self._next(sel, response, walk, n)
 
+    def _says_empty(self, sel: Any) -> bool:
+        empty = self.platform.cards.empty if self.platform.cards is not None else None
+        return empty is not None and extract.first(sel, empty) is not None
+
     def _next(self, sel: Any, response: Response, walk: CellWalk, n: int) -> Iterator[scrapy.Request]:
         pag = self.platform.pagination
         if n == 0:
             if walk.stated:  # the total says there are listings, the card selector finds none
                 self._changed("no cards where the total says there are some")
                 self._cell_failed(walk, "no cards")
+            elif walk.page == 1 and walk.stated is None and not self._says_empty(sel):
+                # A first page without cards is a zero only when the site says so (a stated total of 0, or its
+                # own 'no results' marker): a renamed page or a changed layout answers 200 without cards too.
+                self._changed("no cards and no no-results marker")
+                self._cell_failed(walk, "no cards")
             else:
-                self._cell_done(walk)
+                self._cell_done(walk)  # a stated 0, the site's marker, or the end of a walk
             return
         if walk.page >= pag.max_pages:
             self.health.exhausted = self.health.exhausted or f"max_pages ({pag.max_pages}) reached"
