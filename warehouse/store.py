@@ -480,26 +480,38 @@ def _cell_sketches_frame(
     )
 
 
+def _count_columns(
+    run_id: str,
+    snapshot_date: date,
+    rows: Sequence[agg.PlatformCount] | Sequence[agg.RegionCount],
+    names: Mapping[tuple[str, str], str],
+) -> dict[str, pa.Array]:
+    """Columns both count tables share: the run, the region and its name, the category."""
+    n = len(rows)
+    return {
+        "run_id": pa.array([run_id] * n, pa.string()),
+        "snapshot_date": pa.array([snapshot_date] * n, pa.date32()),
+        "region_level": pa.array([r.region_level for r in rows], pa.string()),
+        "region_code": pa.array([r.region_code for r in rows], pa.string()),
+        "region_name": pa.array([names[(r.region_level, r.region_code)] for r in rows], pa.string()),
+        "category": pa.array([r.category for r in rows], pa.string()),
+        "listings": pa.array([r.listings for r in rows], pa.int64()),
+        "advertisers": pa.array([r.advertisers for r in rows], pa.int64()),
+        "exact": pa.array([r.exact for r in rows], pa.bool_()),
+    }
+
+
 def _platform_counts_frame(
     run_id: str,
     snapshot_date: date,
     rows: Sequence[agg.PlatformCount],
     names: Mapping[tuple[str, str], str],
 ) -> pa.Table:
-    n = len(rows)
     return pa.table(
         {
-            "run_id": pa.array([run_id] * n, pa.string()),
-            "snapshot_date": pa.array([snapshot_date] * n, pa.date32()),
+            **_count_columns(run_id, snapshot_date, rows, names),
             "platform": pa.array([r.platform for r in rows], pa.string()),
-            "region_level": pa.array([r.region_level for r in rows], pa.string()),
-            "region_code": pa.array([r.region_code for r in rows], pa.string()),
-            "region_name": pa.array([names[(r.region_level, r.region_code)] for r in rows], pa.string()),
-            "category": pa.array([r.category for r in rows], pa.string()),
             "stated": pa.array([r.stated for r in rows], pa.int64()),
-            "listings": pa.array([r.listings for r in rows], pa.int64()),
-            "advertisers": pa.array([r.advertisers for r in rows], pa.int64()),
-            "exact": pa.array([r.exact for r in rows], pa.bool_()),
         }
     )
 
@@ -510,19 +522,10 @@ def _region_counts_frame(
     rows: Sequence[agg.RegionCount],
     names: Mapping[tuple[str, str], str],
 ) -> pa.Table:
-    n = len(rows)
     return pa.table(
         {
-            "run_id": pa.array([run_id] * n, pa.string()),
-            "snapshot_date": pa.array([snapshot_date] * n, pa.date32()),
-            "region_level": pa.array([r.region_level for r in rows], pa.string()),
-            "region_code": pa.array([r.region_code for r in rows], pa.string()),
-            "region_name": pa.array([names[(r.region_level, r.region_code)] for r in rows], pa.string()),
-            "category": pa.array([r.category for r in rows], pa.string()),
-            "listings": pa.array([r.listings for r in rows], pa.int64()),
-            "advertisers": pa.array([r.advertisers for r in rows], pa.int64()),
+            **_count_columns(run_id, snapshot_date, rows, names),
             "platforms": pa.array([r.platforms for r in rows], pa.int32()),
             "deduplicated": pa.array([r.deduplicated for r in rows], pa.bool_()),
-            "exact": pa.array([r.exact for r in rows], pa.bool_()),
         }
     )
