@@ -230,5 +230,7 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ)
     for k in ("PREFECT_API_URL", "PREFECT_HOME", "PREFECT_PROFILE"):
         env.pop(k, None)
-    env.update({"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"})
+    # Prefect's INFO lines on stderr carry the timestamps the stage breakdown is read from (`pointcount run` raises
+    # its console handler to WARNING during the live display unless the user sets it; stderr only, no other effect).
+    env.update({"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb", "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO"})
     return env

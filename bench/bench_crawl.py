@@ -31,7 +31,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -67,6 +69,20 @@ SNAPSHOT = date(2026, 11, 29)
 RUN_TIMEOUT_S = 600  # a whole `pointcount run` taking longer is killed (bounded in time)
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process (the sandbox servers, the crawl API's reader threads) and of
+    its finished child processes (the crawl children; `pointcount run` with everything it waited for)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def cpu_used(before: tuple[float, float], after: tuple[float, float], wall: float) -> dict[str, float]:
+    sandbox, children = after[0] - before[0], after[1] - before[1]
+    return {"cpu_sandbox_process_s": round(sandbox, 2), "cpu_children_s": round(children, 2),
+            "cpu_cores_busy": round((sandbox + children) / wall, 2)}
+
+
 def floor_of(instances: list[Instance]) -> float:
     return max((inst.expected_requests or 0) * inst.delay_s for inst in instances)
 
@@ -86,9 +102,11 @@ def crawl_step(cfg_path: Path, sset: SandboxSet) -> dict[str, Any]:
             ends[inst.name] = time.time()
 
     t0 = time.time()
+    cpu0 = cpu_seconds()
     with ThreadPoolExecutor(max_workers=len(sset.instances)) as pool:
         results = list(pool.map(one, sset.instances))
     wall = time.time() - t0
+    cpu1 = cpu_seconds()
     per: dict[str, Any] = {}
     for inst, res in zip(sset.instances, results, strict=True):
         s = log_summary(sset.log(inst), inst)
@@ -101,7 +119,7 @@ def crawl_step(cfg_path: Path, sset: SandboxSet) -> dict[str, Any]:
             "floor_s": round((inst.expected_requests or 0) * inst.delay_s, 3),
             "log": {k: v for k, v in s.items() if k not in ("first_t", "last_t")},
         }
-    return {"wall_s": round(wall, 3), "platforms": per}
+    return {"wall_s": round(wall, 3), **cpu_used(cpu0, cpu1, wall), "platforms": per}
 
 
 STAGE_LINE = re.compile(r"^(\d\d):(\d\d):(\d\d\.\d+) \| \w+\s*\| (.*)$")
@@ -153,8 +171,10 @@ def whole_run(cfg_path: Path, sset: SandboxSet, api_url: str | None = None) -> d
     cmd = [str(ROOT / ".venv" / "bin" / "pointcount"), "run", "--config", str(cfg_path),
            "--date", SNAPSHOT.isoformat(), "--retries", "0"]
     t0 = time.time()
+    cpu0 = cpu_seconds()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     wall = time.time() - t0
+    cpu = cpu_used(cpu0, cpu_seconds(), wall)
     per = {}
     first = None
     last = None
@@ -165,7 +185,7 @@ def whole_run(cfg_path: Path, sset: SandboxSet, api_url: str | None = None) -> d
             last = max(last or s["last_t"], s["last_t"])
         per[inst.name] = {k: v for k, v in s.items() if k not in ("first_t", "last_t")}
     return {
-        "wall_s": round(wall, 3), "exit_code": proc.returncode,
+        "wall_s": round(wall, 3), "exit_code": proc.returncode, **cpu,
         "before_first_request_s": round(first - t0, 3) if first else None,
         "crawling_s": round(last - first, 3) if first and last else None,
         "after_last_request_s": round(t0 + wall - last, 3) if last else None,
@@ -193,7 +213,8 @@ def naive(sset: SandboxSet, paths: dict[str, list[str]]) -> dict[str, Any]:
 
 
 def show_run(label: str, run: dict[str, Any], floor: float) -> None:
-    print(f"  {label:11s} {run['wall_s']:7.2f} s = floor + {run['wall_s'] - floor:.1f} s (exit "
+    print(f"  {label:11s} {run['wall_s']:7.2f} s = floor + {run['wall_s'] - floor:.1f} s; CPU s: sandbox "
+          f"{run['cpu_sandbox_process_s']}, `pointcount run` and children {run['cpu_children_s']} (exit "
           f"{run['exit_code']}; before first request {run['before_first_request_s']} s, crawling "
           f"{run['crawling_s']} s, after last request {run['after_last_request_s']} s)", flush=True)
     print("    stages: " + ", ".join(f"{k} {v:.1f}" for k, v in run["stages_s"].items()), flush=True)
@@ -202,7 +223,8 @@ def show_run(label: str, run: dict[str, Any], floor: float) -> None:
               f"{lg['repeated_fetches']} non200 {lg['non_200']} 429s {lg['rate_limited']}", flush=True)
 
 
-def bench_p(p: int, n: int, d: float, skip_run: bool, tmp: Path, api_url: str | None) -> dict[str, Any]:
+def bench_p(p: int, n: int, d: float, skip_run: bool, tmp: Path, api_url: str | None,
+            skip_naive: bool = False) -> dict[str, Any]:
     instances = layout(p)
     with sandboxes(instances, n, d) as sset:
         cfg_path = write_config(tmp / f"p{p}", instances, d)
@@ -211,7 +233,9 @@ def bench_p(p: int, n: int, d: float, skip_run: bool, tmp: Path, api_url: str | 
               + f"; floor {floor:.2f} s", flush=True)
         step = crawl_step(cfg_path, sset)
         paths = {inst.name: [e["path"] for e in sset.log(inst)] for inst in instances}
-        print(f"  crawl step  {step['wall_s']:7.2f} s = {step['wall_s'] / floor:.3f} x floor", flush=True)
+        print(f"  crawl step  {step['wall_s']:7.2f} s = {step['wall_s'] / floor:.3f} x floor; CPU s: sandbox "
+              f"{step['cpu_sandbox_process_s']}, crawl children {step['cpu_children_s']} "
+              f"({step['cpu_cores_busy']} of {os.cpu_count()} cores busy)", flush=True)
         for name, r in step["platforms"].items():
             lg = r["log"]
             print(f"    {name:22s} {r['health']:3s} req {lg['requests']:4d} (truth {lg['expected_requests']}) "
@@ -226,9 +250,11 @@ def bench_p(p: int, n: int, d: float, skip_run: bool, tmp: Path, api_url: str | 
             if api_url:
                 served = whole_run(write_config(tmp / f"p{p}-served", instances, d), sset, api_url)
                 show_run("(served)", served, floor)
-        base = naive(sset, paths)
-        print(f"  naive       {base['wall_s']:7.2f} s = {base['wall_s'] / step['wall_s']:.2f} x our crawl step",
-              flush=True)
+        base = None
+        if not skip_naive:
+            base = naive(sset, paths)
+            print(f"  naive       {base['wall_s']:7.2f} s = {base['wall_s'] / step['wall_s']:.2f} x our crawl step",
+                  flush=True)
     return {
         "P": p, "n_advertisers": n, "delay_s": d,
         "platforms": {i.name: {"kind": i.kind, "seed": i.seed, "base_url": i.base_url, "R": i.expected_requests,
@@ -238,7 +264,7 @@ def bench_p(p: int, n: int, d: float, skip_run: bool, tmp: Path, api_url: str | 
         "whole_run": run, "whole_run_over_floor_s": round(run["wall_s"] - floor, 2) if run else None,
         "whole_run_served": served,
         "whole_run_served_over_floor_s": round(served["wall_s"] - floor, 2) if served else None,
-        "naive": base, "naive_over_ours": round(base["wall_s"] / step["wall_s"], 3),
+        "naive": base, "naive_over_ours": round(base["wall_s"] / step["wall_s"], 3) if base else None,
     }
 
 
@@ -248,6 +274,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16_000, help="sandbox advertisers (16,000: the directory needs ~305)")
     ap.add_argument("--delay", type=float, default=0.05, help="politeness delay d (s)")
     ap.add_argument("--skip-run", action="store_true", help="skip the whole `pointcount run`")
+    ap.add_argument("--skip-naive", action="store_true", help="skip the naive baseline")
     ap.add_argument("--no-served", action="store_true",
                     help="skip the extra `pointcount run` against an already running Prefect server")
     ap.add_argument("--out", type=Path, default=RESULTS / "crawl.json")
@@ -282,7 +309,7 @@ def main() -> None:
             out["prefect_server_start_s"] = round(time.time() - t, 2)
             print(f"a Prefect server for the served variant started in {out['prefect_server_start_s']} s", flush=True)
         for p in args.platforms:
-            out["runs"].append(bench_p(p, args.n, args.delay, args.skip_run, Path(tmp), api_url))
+            out["runs"].append(bench_p(p, args.n, args.delay, args.skip_run, Path(tmp), api_url, args.skip_naive))
     stop.set()
     out["machine_after"] = machine()
     out["loadavg_1min_during"] = {"min": min((x[0] for x in load), default=None),
@@ -293,8 +320,8 @@ def main() -> None:
         run = r["whole_run"] or {}
         print(f"{r['P']:4d} {r['floor_s']:9.2f} {r['crawl_step']['wall_s']:9.2f} {r['crawl_step_ratio']:6.3f} "
               f"{run.get('wall_s', nan):7.2f} {r['whole_run_over_floor_s'] or nan:12.1f} "
-              f"{r['whole_run_served_over_floor_s'] or nan:19.1f} {r['naive']['wall_s']:8.2f} "
-              f"{r['naive_over_ours']:10.2f}")
+              f"{r['whole_run_served_over_floor_s'] or nan:19.1f} {(r['naive'] or {}).get('wall_s', nan):8.2f} "
+              f"{r['naive_over_ours'] or nan:10.2f}")
     print(f"load average (1 min) during the run: {out['loadavg_1min_during']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")

@@ -5,9 +5,10 @@
 
 For each size the sandbox (loopback, one-day horizon) serves the card platforms; each platform is crawled through
 ``crawlers.run.crawl_platform`` from a fresh measuring process (this script with ``--measure``), whose
-``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` after the crawl is the peak RSS of its one child: the crawl
-process itself (kernel-tracked, no sampling). As a cross-check the measuring process also polls the child's
-``VmHWM`` every 20 ms with psutil. No politeness delay here (delay 0 on loopback, sandbox limit off): memory, not
+``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` after the crawl is the peak RSS of its one child, the crawl
+process (kernel-tracked, no sampling; Linux counts the forked copy of the measuring process before exec too, so
+the measuring process's own RSS is recorded and stays well below). As a cross-check it also polls the child's
+``VmHWM`` every 20 ms. No politeness delay here (delay 0 on loopback, sandbox limit off): memory, not
 time, is measured. Target: peak RSS at 10x the listings at most 10 % above the small crawl's.
 Prints a table and writes bench/results/crawl_memory.json.
 """
@@ -60,6 +61,9 @@ def measure(config: Path, platform: str, out: Path) -> None:
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # ru_maxrss of a child counts the forked copy of this process before exec too: it is the crawl child's own
+    # peak only while this process is smaller (recorded, and cross-checked by the polled VmHWM).
+    self_rss_kb = me.memory_info().rss // 1024  # current RSS (its own ru_maxrss would count its parent's copy)
     result = crawl_platform(cfg, platform, "bench-memory", SNAPSHOT)
     done.set()
     poller.join()
@@ -68,7 +72,7 @@ def measure(config: Path, platform: str, out: Path) -> None:
         "health": result.health, "requests": result.requests, "pages": result.pages, "cards": result.cards,
         "cells": len(result.cells), "elapsed_s": result.elapsed_s,
         "peak_rss_mb": round(peak_kb / 1024, 1), "children_maxrss_before_kb": before,
-        "polled_vmhwm_mb": round(hwm[0] / 1024, 1),
+        "polled_vmhwm_mb": round(hwm[0] / 1024, 1), "measuring_process_rss_mb": round(self_rss_kb / 1024, 1),
     }))
 
 
@@ -90,7 +94,8 @@ def run_size(n: int, kinds: list[str], repeat: int, tmp: Path) -> dict[str, Any]
                               "requests": runs[0]["requests"], "health": runs[0]["health"]}
             print(f"  n={n:6d} {inst.name:18s} {runs[0]['health']:3s} cards {runs[0]['cards']:6d} requests "
                   f"{runs[0]['requests']:4d} peak RSS {peak:6.1f} MB (runs {[r['peak_rss_mb'] for r in runs]}, "
-                  f"polled VmHWM {[r['polled_vmhwm_mb'] for r in runs]})", flush=True)
+                  f"polled VmHWM {[r['polled_vmhwm_mb'] for r in runs]}, measuring process "
+                  f"{runs[0]['measuring_process_rss_mb']} MB)", flush=True)
     return out
 
 

@@ -7,7 +7,8 @@ time before and around the first requests, and what a pre-built gazetteer would 
 1. Import and build costs in fresh interpreters (wall s and peak RSS): ``import scrapy.crawler``; plus
    ``phonenumbers``/``datasketches``; plus ``geopandas``; plus building ``pointcount.geography.gazetteer()``.
 2. The crawl step for P platforms, with the children started exactly as ``crawlers.run.crawl_platform``
-   starts them (same command, environment, config; ``os.wait4`` gives each child's own peak RSS):
+   starts them (same command, environment, config); each child's CPU seconds (``os.wait4``) and peak RSS
+   (``VmHWM`` polled every 20 ms):
    - ``project``: ``python -m crawlers.run`` as shipped;
    - with ``--prototype`` also ``prebuilt-gazetteer`` (a PROTOTYPE of a fix, not project code): the same child,
      but ``pointcount.geography.gazetteer`` returns a gazetteer built once beforehand (pickled) and ``geopandas``
@@ -99,14 +100,30 @@ def crawl_step(variant: str, cfg_path: Path, sset: Any, prototype: Path, gaz_pic
                                 stderr=subprocess.DEVNULL, env=_child_env(), close_fds=True)
         timer = threading.Timer(CHILD_TIMEOUT_S, proc.kill)
         timer.start()
+        hwm = [0]
+        done = threading.Event()
+
+        def poll() -> None:  # VmHWM: the child's own peak RSS (ru_maxrss would include the forked parent's size)
+            while not done.wait(0.02):
+                try:
+                    status = Path(f"/proc/{proc.pid}/status").read_text()
+                    hwm[0] = max(hwm[0], next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmHWM")))
+                except (OSError, StopIteration, ValueError):
+                    pass
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
         out = proc.stdout.read() if proc.stdout else b""
+        done.set()
+        poller.join()
         _, status, usage = os.wait4(proc.pid, 0)
         timer.cancel()
         end = time.time()
         result = json.loads(out.decode().strip().splitlines()[-1]) if out.strip() else {}
         per[inst.name] = {"start": start, "end": end, "exit": os.waitstatus_to_exitcode(status),
                           "health": result.get("health"), "cards": result.get("cards"),
-                          "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+                          "peak_rss_mb": round(hwm[0] / 1024, 1),
+                          "cpu_s": round(usage.ru_utime + usage.ru_stime, 2)}
 
     t0 = time.time()
     threads = [threading.Thread(target=one, args=(inst,)) for inst in sset.instances]
@@ -165,7 +182,7 @@ def main() -> None:
                         print(f"    {name:20s} {r['health']} req {r['requests']} (truth {r['expected_requests']}) "
                               f"start {r['startup_s']:.2f} s, crawling {r['crawling_s']:.2f} s, end "
                               f"{r['shutdown_s']:.2f} s, gap median {r['median_gap_s']} max {r['max_gap_s']} s, "
-                              f"peak RSS {r['peak_rss_mb']} MB", flush=True)
+                              f"peak RSS {r['peak_rss_mb']} MB, CPU {r['cpu_s']} s", flush=True)
                 summary["runs"].append(run)
     summary["machine_after"] = machine()
     args.out.parent.mkdir(parents=True, exist_ok=True)
