@@ -122,6 +122,13 @@ class Site:
         raw = f"{self.pop.seed}|{self.name}|{self.day}|{itl1}|{cat}|{offset}".encode()
         return hashlib.sha256(raw).hexdigest()[:24]
 
+    def _offset(self, token: str | None, cell_key: tuple[str, str]) -> int | None:
+        """First listing of the page a cursor/next-link token names; 0 without one; None if it is not this cell's."""
+        if not token:
+            return 0
+        found = self._cursors.get(token)
+        return found[2] if found is not None and found[:2] == cell_key else None
+
     def _cell(self, region_key: str, category_key: str) -> tuple[str, str] | None:
         itl1 = self.spec.regions.get(region_key)
         cat = self.spec.categories.get(category_key)
@@ -220,13 +227,9 @@ class Site:
         cell_key = self._cell(area, type_)
         if cell_key is None:
             return Response(404, "application/json", json.dumps({"error": "unknown area or type"}).encode())
-        if cursor:
-            found = self._cursors.get(cursor)
-            if found is None or found[:2] != cell_key:
-                return Response(400, "application/json", json.dumps({"error": "invalid cursor"}).encode())
-            offset = found[2]
-        else:
-            offset = 0
+        offset = self._offset(cursor, cell_key)
+        if offset is None:
+            return Response(400, "application/json", json.dumps({"error": "invalid cursor"}).encode())
         cell = self.cells[cell_key]
         total = len(cell.listings)
         end = min(offset + self.page_size, total)
@@ -253,13 +256,9 @@ class Site:
         cell_key = self._cell(region_key, category_key)
         if cell_key is None:
             return not_found()
-        if after is not None:
-            found = self._cursors.get(after)
-            if found is None or found[:2] != cell_key:
-                return bad_request("invalid link")
-            offset = found[2]
-        else:
-            offset = 0
+        offset = self._offset(after, cell_key)
+        if offset is None:
+            return bad_request("invalid link")
         cell = self.cells[cell_key]
         total = len(cell.listings)
         end = min(offset + self.page_size, total)
