@@ -169,7 +169,13 @@ def estimate_run(
     run's rows in the three estimation tables are replaced in one transaction. A run with no card-platform cells
     ends with no rows.
     """
+    from warehouse.retention import purged_period
+
     with _connection(warehouse) as con:
+        # Re-estimating a purged period would find no sketches and replace its stored rows with nothing.
+        if (period := purged_period(con, run_id)) is not None:
+            raise ValueError(f"run {run_id}: the sketches of linkage period {period} were purged (retention); "
+                             "its stored window counts and estimates are final")
         rows = compute_run(con, run_id, levels=levels, ci=ci, seed=seed)
         con.execute("BEGIN TRANSACTION")
         try:

@@ -93,6 +93,36 @@ def run(
 
 
 @app.command()
+def purge(
+    config: Path = ConfigOption,
+    as_of: str | None = typer.Option(None, "--as-of", help="Apply the retention policy as of this date "
+                                      "(YYYY-MM-DD; default today)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what is due without removing anything."),
+) -> None:
+    """Delete the sketches (keyed hashes) of linkage periods that are final and reclaim their space; every run
+    does this after key rotation (docs/privacy.md)."""
+    from flows.lock import RunInProgress, run_lock
+    from warehouse.retention import RetentionError, parse_as_of, purge_configured
+
+    try:
+        when = parse_as_of(as_of) if as_of is not None else None
+        cfg = config_or_exit(config)
+        if not cfg.warehouse_path.exists():
+            console.print(f"no warehouse at {cfg.warehouse_path}: nothing to purge", highlight=False)
+            return
+        with run_lock(cfg.state_path, "purge"):  # no run may write while the file is swapped
+            report = purge_configured(cfg, when, dry_run=dry_run)
+    except RetentionError as exc:
+        err_console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from exc
+    except RunInProgress as exc:
+        err_console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(3) from exc
+    for line in report.lines():
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
 def serve(
     config: Path = ConfigOption,
     name: str = typer.Option("scheduled", help="Deployment name."),

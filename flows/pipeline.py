@@ -1,5 +1,5 @@
-"""The ``pointcount-pipeline`` Prefect flow: crawl every platform (in parallel) -> load -> alarms -> estimate ->
-finish the run -> publish -> refresh the analyst snapshot.
+"""The ``pointcount-pipeline`` Prefect flow: rotate keys -> purge final periods' sketches -> crawl every platform
+(in parallel) -> load -> alarms -> estimate -> finish the run -> publish -> refresh the analyst snapshot.
 
 Privacy rules this module keeps (Prefect's database and logs are data at rest):
 - task parameters are config paths, platform names, run ids, dates and ``CrawlResult`` objects (keyed-hash
@@ -226,6 +226,14 @@ def start_run_task(config_path: str, run_id: str, started_at: datetime) -> None:
         wh.fail_interrupted_runs(run_id)  # the flow holds the run lock, so they are dead
 
 
+@task(name="purge", **TASK_OPTIONS)
+def purge_task(config_path: str) -> list[str]:
+    """Retention after key rotation: delete the sketches of final linkage periods (warehouse/retention.py)."""
+    from warehouse.retention import purge_configured
+
+    return purge_configured(load_config(config_path)).lines()
+
+
 @task(name="load", **TASK_OPTIONS)
 def load_task(config_path: str, run_id: str, snapshot_date: date, results: list[CrawlResult]) -> None:
     from warehouse import Warehouse
@@ -357,6 +365,15 @@ def pipeline(
     with run_lock(cfg.state_path, run_id):
         logger.info("run %s: %d platform(s), snapshot %s", run_id, len(cfg.platforms), snapshot)
         start_run_task(config_path, run_id, started.replace(tzinfo=None))
+        # Right after key rotation. A failed purge is reported, not fatal: the count still runs.
+        purged = purge_task(config_path, return_state=True)
+        if purged.is_completed():
+            for line in purged.result():
+                logger.info("retention: %s", line)
+        else:
+            exc = purged.result(raise_on_failure=False)
+            summary.errors.append(f"retention purge failed: {type(exc).__name__}: {str(exc)[:300]}")
+            logger.warning("retention purge failed (%s); the run goes on", type(exc).__name__)
         try:
             results, attempts = _crawl_all(cfg, config_path, run_id, snapshot, crawl_retries, retry_delay_s)
             summary.platforms = [_summarise(r, attempts.get(r.platform, 1)) for r in results]

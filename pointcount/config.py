@@ -328,6 +328,15 @@ class Keys(Strict):
     destroy_after_days: int = Field(default=7, ge=0)
 
 
+class Retention(Strict):
+    """How long hash-bearing warehouse rows (the sketches) live: until their linkage period is final (ended, key
+    destroyed, window counts stored), then they are purged (warehouse/retention.py, docs/privacy.md)."""
+
+    # Extra days after the key's destruction, e.g. to re-estimate a period with a fixed model. Capped: the
+    # sketches still hold a per-person trail of districts, days and platforms, so "forever" is not an option.
+    grace_days: int = Field(default=0, ge=0, le=31)
+
+
 class Crawl(Strict):
     max_parallel_platforms: int = Field(default=4, ge=1)
     window_start: str = "00:00"  # local time (schedule.timezone) when crawling may start
@@ -364,6 +373,7 @@ class RunConfig(Strict):
     disclosure: Disclosure = Disclosure()
     geography: Geography = Geography()
     keys: Keys = Keys()
+    retention: Retention = Retention()
     crawl: Crawl = Crawl()
     platforms: list[PlatformRef | str]
 

@@ -37,6 +37,9 @@ MIGRATION_FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 FINAL_STATUSES = ("complete", "partial", "failed")
 ALARM_LEVELS = ("national", "itl1")
 SNAPSHOT_ALIAS = "pc_analyst_snapshot"
+# Tables holding keyed hashes (sketches), with the column naming each row's linkage period: never copied to the
+# analyst snapshot, and purged per period by warehouse.retention once the period is final.
+HASH_BEARING: dict[str, str] = {"cell_sketches": "linkage_period"}
 
 
 class MigrationError(RuntimeError):
@@ -355,8 +358,8 @@ class Warehouse:
     # ------------------------------------------------------------------ analyst snapshot
 
     def refresh_analyst_snapshot(self) -> Path | None:
-        """Write the analyst copy and swap it in atomically. Private tables (any with a BLOB column, i.e. the
-        sketches) stay out, and so do views that need them. Returns the path, or None without an analyst path."""
+        """Write the analyst copy and swap it in atomically. Private tables (``HASH_BEARING`` ones, and any with a
+        BLOB column) stay out, and so do views that need them. Returns the path, or None without an analyst path."""
         if self.analyst_path is None:
             return None
         target = self.analyst_path
@@ -375,8 +378,8 @@ class Warehouse:
             (s, t)
             for s, t in con.execute(
                 "SELECT DISTINCT schema_name, table_name FROM duckdb_columns() "
-                "WHERE database_name = ? AND data_type = 'BLOB'",
-                [source],
+                "WHERE database_name = ? AND (data_type = 'BLOB' OR list_contains(?, table_name))",
+                [source, list(HASH_BEARING)],
             ).fetchall()
         }
         try:
