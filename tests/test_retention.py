@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -283,6 +284,32 @@ def test_purge_command(world, tmp_path: Path) -> None:
     assert "2025-09: deleted" in proc.stdout and "2025-10: kept" in proc.stdout
     assert "warehouse rewritten without the freed blocks" in proc.stdout
     assert _found(needles["sept"], cfg.warehouse_path.parent) == 0
+
+
+@pytest.mark.slow
+def test_every_run_purges_after_key_rotation(world, prefect_server: str, tmp_path: Path) -> None:
+    """A run (here one whose platforms are unreachable: no crawl needed) rotates the keys, which destroys
+    October's overdue key, then purges both final periods before it crawls."""
+    path, store, needles = world
+    with socket.socket() as sock:  # a loopback port nothing listens on (bound and released)
+        sock.bind(("127.0.0.2", 0))
+        urls = {"sandbox-directory": f"http://127.0.0.2:{sock.getsockname()[1]}"}
+    cfg_path = config_copy(DEMO_CONFIG, tmp_path / "cfg", base_urls=urls, outputs_dir=tmp_path / "out",
+                           only=list(urls))
+    cfg = load_config(cfg_path)
+    cfg.warehouse_path.parent.mkdir(parents=True)
+    shutil.copy(path, cfg.warehouse_path)
+    shutil.copytree(store.dir, cfg.keys_path)
+    proc = run_cli("run", "--config", str(cfg_path), "--retries", "0")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # no platform healthy: failed run
+    assert (cfg.keys_path / "2025-10.destroyed").exists()
+    con = duckdb.connect(str(cfg.warehouse_path), read_only=True)
+    assert con.execute("SELECT count(*) FROM cell_sketches").fetchone()[0] == 0
+    assert con.execute("SELECT linkage_period FROM purged_periods ORDER BY 1").fetchall() == [("2025-09",),
+                                                                                                ("2025-10",)]
+    assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 4  # the three old runs and this one
+    con.close()
+    assert _found(needles["sept"] | needles["oct"], cfg.warehouse_path.parent) == 0
 
 
 # --------------------------------------------------------------------------- kill -9 at each step
