@@ -20,7 +20,7 @@ def test_help_lists_only_verbs_that_exist() -> None:
     proc = run_cli("--help")
     assert proc.returncode == 0
     for verb in ("run", "serve", "deploy", "status", "demo", "sandbox", "query", "platforms", "estimate", "keys",
-                 "publish"):
+                 "purge", "publish"):
         assert f" {verb} " in proc.stdout, verb
 
 

@@ -25,6 +25,7 @@ import duckdb
 import pandas as pd
 import pytest
 from conftest import run_cli
+from test_warehouse import GRAIN, check_grain
 
 from estimation import estimate_run
 from flows.demo import config_copy
@@ -165,6 +166,8 @@ def test_purge_removes_the_final_period_and_every_byte_of_its_sketches(world) ->
           f"{path.stat().st_size:,} rewritten; "
           f"{len(needles['sept'])} purged hashes, {len(needles['sept_blobs'])} purged sketches scanned for")
     _assert_purged_clean(path, needles, before)
+    with Warehouse(path) as wh:
+        check_grain(wh.con, {"purged_periods": GRAIN["purged_periods"]})
     # Idempotent: nothing more is due, nothing is rewritten.
     again = purge(path, store, AS_OF)
     assert not again.purged and not again.reclaimed

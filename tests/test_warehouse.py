@@ -53,6 +53,9 @@ GRAIN = {
         ["run_id", "region_level", "region_code", "category"],
         ["snapshot_date", "region_name", "listings", "advertisers", "platforms", "deduplicated", "exact"],
     ),
+    "purged_periods": (  # rows come from a purge: checked over rows in test_retention.py
+        ["linkage_period"], ["purged_at", "as_of", "key_destroyed", "runs", "rows_deleted"],
+    ),
     "v_runs": (["run_id"], ["status", "started_at"]),
     "v_latest_run": (["run_id"], ["status"]),
     "v_platform_runs": (["run_id", "platform"], ["health", "run_status"]),
@@ -158,7 +161,7 @@ def test_every_table_and_view_of_the_migrations_has_grain_checks(wh: Warehouse) 
     load_run(wh, "r2", world_platforms, listings[::2], offset_days=1, status="partial")
     load_run(wh, "r3", world_platforms, listings, offset_days=2, status="running")
     check_grain(wh.con, GRAIN)
-    for name in GRAIN:  # the checks ran over rows, not empty relations
+    for name in set(GRAIN) - {"purged_periods"}:  # the checks ran over rows, not empty relations
         assert wh.con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] > 0, name
 
 
