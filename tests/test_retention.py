@@ -387,6 +387,8 @@ def test_purge_killed_at_any_step_is_consistent_and_the_next_purge_completes(wor
         assert reclaimed == [point == "shred"]  # only the swapped-in copy says "reclaimed"
         # Until the next purge finishes the job, the bytes are still on disk somewhere: that is what it is for.
         assert _found(needles["sept"], path.parent) == len(needles["sept"])
+        dry = purge(path, store, AS_OF, dry_run=True)
+        assert dry.pending and not dry.purged
     report = purge(path, store, AS_OF)
     assert report.reclaimed or point == "shred"
     _assert_purged_clean(path, needles, before)

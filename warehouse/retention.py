@@ -78,6 +78,7 @@ class PurgeReport:
     dry_run: bool
     periods: list[PeriodState] = field(default_factory=list)
     reclaimed: bool = False  # the file was rewritten (now, or to complete an earlier killed purge)
+    pending: bool = False  # (dry run) an interrupted purge left purged bytes in the file or an old copy
     bytes_before: int = 0
     bytes_after: int = 0
 
@@ -100,6 +101,9 @@ class PurgeReport:
             out.append(f"{p.period}: kept {p.rows} sketch rows of {p.runs} run(s): {p.reason}")
         if not self.periods:
             out.append("no hash-bearing rows in the warehouse")
+        if self.pending:
+            out.append("an interrupted purge left purged bytes in the warehouse file or its old copy: the next "
+                       "purge removes them")
         if self.reclaimed:
             out.append(f"warehouse rewritten without the freed blocks: {self.bytes_before:,} -> "
                        f"{self.bytes_after:,} bytes; old file overwritten and removed")
@@ -222,14 +226,13 @@ def purge(
             raise RetentionError(f"--as-of {as_of} is before the warehouse's first run ({first}): nothing to "
                                  "apply the policy to then")
         report = PurgeReport(as_of=as_of, dry_run=dry_run, periods=plan(con, store, as_of, grace_days))
-        if dry_run:
-            return report
-        due = report.purged
-        if due:
+        if not dry_run and report.purged:
             with wh._transaction():
-                _delete(con, due, as_of)
-        pending = con.execute("SELECT count(*) FROM purged_periods WHERE reclaimed_at IS NULL").fetchone()[0]
-        if not pending:
+                _delete(con, report.purged, as_of)
+        if dry_run:
+            report.pending = _unreclaimed(con) or _old(path).exists()
+            return report
+        if not _unreclaimed(con):
             return report
         con.execute("CHECKPOINT")
         report.bytes_before = path.stat().st_size
@@ -260,6 +263,10 @@ def _delete(con: duckdb.DuckDBPyConnection, due: list[PeriodState], as_of: date)
             """,
             [p.period, now, as_of, p.key_destroyed, p.runs, p.rows],
         )
+
+
+def _unreclaimed(con: duckdb.DuckDBPyConnection) -> bool:
+    return bool(con.execute("SELECT count(*) FROM purged_periods WHERE reclaimed_at IS NULL").fetchone()[0])
 
 
 def _temp(path: Path) -> Path:
