@@ -216,8 +216,8 @@ def purge(
     as_of = as_of or today
     if as_of > today:
         raise RetentionError(f"--as-of {as_of} is in the future: a purge applies the policy as of today or earlier")
-    if not dry_run:
-        _recover(path)
+    if not path.exists() and _old(path).exists():  # cannot happen with link-then-swap; never lose the warehouse
+        os.replace(_old(path), path)
     wh = Warehouse(path, lock_timeout_s=lock_timeout_s)
     try:
         con = wh.con
@@ -225,6 +225,8 @@ def purge(
         if first is not None and as_of < first:
             raise RetentionError(f"--as-of {as_of} is before the warehouse's first run ({first}): nothing to "
                                  "apply the policy to then")
+        if not dry_run:
+            _recover(path)
         report = PurgeReport(as_of=as_of, dry_run=dry_run, periods=plan(con, store, as_of, grace_days))
         if not dry_run and report.purged:
             with wh._transaction():
@@ -319,9 +321,7 @@ def _recover(path: Path) -> None:
     old = _old(path)
     if not old.exists():
         return
-    if not path.exists():  # cannot happen with link-then-replace, but never lose the warehouse
-        os.replace(old, path)
-    elif os.path.samefile(old, path):  # killed between the link and the swap: the old file is the live one
+    if os.path.samefile(old, path):  # killed between the link and the swap: the old file is the live one
         old.unlink()
     else:
         _shred(old)
