@@ -96,7 +96,7 @@ class CellVerdict:
     count: int | None = None  # cards: distinct listings; count mode: the stated total
     zero_by: Literal["stated", "marker"] | None = None
     failure: FailureKind | None = None
-    reason: str = ""  # fixed vocabulary plus numbers and statuses; never page content
+    reason: str = ""  # fixed vocabulary (HTTP statuses at most): reasons are counted; never page content
     tolerated: tuple[str, ...] = field(default=())  # churn accepted within the tolerance
 
     @property
@@ -131,7 +131,7 @@ def _page_failure(page: PageSeen, first: bool) -> CellVerdict | None:
     if page.status != 200:  # 404, 410, 400 ...: the URL the definition builds or follows is wrong now
         return _failed("site_changed", f"HTTP {page.status} on the {where}")
     if page.problem is not None:
-        return _failed("site_changed", f"{where} {page.problem}")
+        return _failed("site_changed", f"listing page {page.problem}")
     if page.keyless:
         return _failed("site_changed", "card without listing key")
     return None
@@ -181,9 +181,9 @@ def cell_verdict(walk: WalkSeen, tol: Tolerance = Tolerance()) -> CellVerdict:
         if lo != hi:
             tolerated.append(f"total moved {totals[0]}→{totals[-1]}")
         if walk.distinct < lo - tol.allowed(lo):
-            return _failed("site_changed", f"pages short of the stated total ({walk.distinct} of {lo})")
+            return _failed("site_changed", "pages short of the stated total")
         if walk.distinct > hi + tol.allowed(hi):
-            return _failed("site_changed", f"more cards than the stated total ({walk.distinct} over {hi})")
+            return _failed("site_changed", "more cards than the stated total")
         if walk.distinct != totals[-1]:
             tolerated.append(f"{walk.distinct} listings under a stated {totals[-1]}")
         allowed = tol.allowed(hi)
@@ -191,7 +191,7 @@ def cell_verdict(walk: WalkSeen, tol: Tolerance = Tolerance()) -> CellVerdict:
         allowed = tol.allowed(walk.distinct)
     repeats = read - walk.distinct
     if repeats > allowed:
-        return _failed("site_changed", f"listings repeated across pages ({repeats})")
+        return _failed("site_changed", "listings repeated across pages")
     if repeats:
         tolerated.append(f"{repeats} repeated across pages")
     return _measured(walk.distinct, tolerated=tolerated)
