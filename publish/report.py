@@ -407,6 +407,10 @@ def _platforms(inp: ReportInputs) -> str:
         # A fixed description per health value, never the crawler's health_reason: that free text holds exact
         # request, page and card counts ("48 cells, 198 pages, 8699 cards").
         reason = "" if r.health == "ok" else HEALTH_NOTES.get(str(r.health), "the crawl did not finish healthily")
+        holes = sorted(f"{code} {cat}" for (level, code, cat), names in data.not_measured().items()
+                       if level == "itl1" and cat != "all" and r.platform in names)
+        if holes:  # region codes and categories only: which cells are "not measured"
+            reason += f"; not measured: {', '.join(holes)}"
         rows.append(
             f"<tr data-platform=\"{e(r.platform)}\"><td>{e(title)}<br><code class=\"small\">{e(r.platform)}</code>"
             f"</td><td>{e(getattr(r, 'mode', platform.mode if platform else ''))}</td>"

@@ -194,7 +194,8 @@ def test_a_crashed_crawl_child_is_retried_and_a_refused_crawl_is_not(
     cfg = load_config(sandbox_config(tmp_path, urls, only=list(urls)))
     calls: Counter[str] = Counter()
 
-    def fake_crawl(config: Any, platform: str, run_id: str, snapshot_date: date, progress: Any = None) -> CrawlResult:
+    def fake_crawl(config: Any, platform: str, run_id: str, snapshot_date: date, progress: Any = None,
+                   budget: int | None = None) -> CrawlResult:
         calls[platform] += 1
         if platform == "sandbox-counts":
             raise crawl_run.CrawlRefused("refused on ethics grounds")

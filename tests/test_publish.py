@@ -775,4 +775,4 @@ def test_cells_a_partial_platform_could_not_measure_are_published_as_not_measure
     assert ok["covered"] and pd.notna(ok["listings"]) and (pd.isna(ok["not_measured"]) or not ok["not_measured"])
     assert "sandbox-directory" in ok["platforms_included"]
     html = (out / "report.html").read_text(encoding="utf-8")
-    assert "partial" in html and "not measured" in html
+    assert "partial" in html and "not measured: TLE women" in html
