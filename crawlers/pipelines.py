@@ -10,7 +10,7 @@ live at ``itl1`` level; national stated = the sum of the itl1 cells. Only hashes
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import datasketches as ds
@@ -18,7 +18,7 @@ import datasketches as ds
 from crawlers.edge import ListingItem
 from pointcount import sketches
 from pointcount.geography import NATIONAL_CODE
-from pointcount.results import Cell
+from pointcount.results import Cell, FailedCell, FailureKind
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -34,6 +34,7 @@ class CellAggregator:
         self._listings: dict[CellKey, ds.update_theta_sketch] = {}
         self._advertisers: dict[CellKey, ds.update_theta_sketch] = {}
         self._stated: dict[tuple[str, str], int] = {}  # (itl1, category) -> total
+        self._lad_parents: dict[str, set[str]] = {}  # LAD code -> ITL1 codes it was seen under
 
     def _update(self, key: CellKey, item: ListingItem) -> None:
         if key not in self._listings:
@@ -45,6 +46,7 @@ class CellAggregator:
     def add(self, item: ListingItem) -> None:
         self._update(("national", NATIONAL_CODE, item.category), item)
         for loc in item.locations:
+            self._lad_parents.setdefault(loc.lad, set()).add(loc.itl1)
             self._update(("itl1", loc.itl1, item.category), item)
             self._update(("lad", loc.lad, item.category), item)
 
@@ -78,6 +80,31 @@ class CellAggregator:
                 cell.advertisers_sketch = sketches.to_b64(self._advertisers[key]) if listing is not None else empty
             out.append(cell)
         return out
+
+
+    def split(
+        self,
+        cells: list[Cell],
+        failed: Mapping[tuple[str, str], tuple[FailureKind, str]],
+        lads_of: Mapping[str, Iterable[str]] | None = None,
+    ) -> tuple[list[Cell], list[FailedCell]]:
+        """Measured cells and the cells failed walks leave unmeasured. ``failed``: (ITL1, category) -> (kind,
+        reason) of the walks that failed; ``lads_of``: ITL1 -> its LAD codes (the gazetteer's; cards mode). Not
+        measured: that ITL1 cell, the national cell of the category (a sum with a hole) and every LAD cell of that
+        ITL1 (the gazetteer's and any seen under it, UNMAPPED included): none of them is silently absent."""
+        out: dict[CellKey, tuple[FailureKind, str]] = {}
+        for (itl1, category), why in sorted(failed.items()):
+            out.setdefault(("itl1", itl1, category), why)
+            n = sum(1 for (_, c) in failed if c == category)
+            out.setdefault(("national", NATIONAL_CODE, category), (why[0], f"{n} regional cell(s) not measured"))
+            if lads_of is not None:
+                seen = {lad for lad, parents in self._lad_parents.items() if itl1 in parents}
+                for lad in sorted({*lads_of.get(itl1, ()), *seen}):
+                    out.setdefault(("lad", lad, category), why)
+        measured = [c for c in cells if (c.region_level, c.region_code, c.category) not in out]
+        missing = [FailedCell(region_level=k[0], region_code=k[1], category=k[2], kind=kind, reason=reason)  # type: ignore[arg-type]
+                   for k, (kind, reason) in sorted(out.items())]
+        return measured, missing
 
 
 class CellPipeline:

@@ -35,7 +35,7 @@ from typing import Any
 
 from pointcount.config import ConfigError, LoadedConfig, check_platform_ethics, load_config
 from pointcount.keys import period_id
-from pointcount.results import CrawlResult
+from pointcount.results import HEALTHY, CrawlResult
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXIT_CONFIG = 2
@@ -46,7 +46,7 @@ ALWAYS_STATS = (
     "pointcount/unmapped", "pointcount/linkage_invalid", "pointcount/never_fetch_blocked", "pointcount/offsite_blocked",
     "pointcount/blocks",
     "pointcount/retry_after/pauses", "pointcount/retry_after/seconds", "pointcount/cells/done",
-    "pointcount/cells/failed",
+    "pointcount/cells/failed", "pointcount/cells/churn_tolerated",
 )  # fmt: skip
 WATCHDOG_GRACE_S = 600.0
 FORWARD_MAX_LINES = 200  # child log lines passed on to this process's logging per crawl
@@ -120,8 +120,12 @@ def crawl_platform(
     run_id: str,
     snapshot_date: date,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    budget: int | None = None,
 ) -> CrawlResult:
-    """Crawl one platform in a child process; ``progress`` is called (in this thread) with each progress event."""
+    """Crawl one platform in a child process; ``progress`` is called (in this thread) with each progress event.
+
+    ``budget``: the requests this attempt may still make (the run's budget less what earlier attempts of the same
+    run spent); None: the platform's whole ``politeness.budget``."""
     config.platform(platform_name)  # KeyError early for an unknown platform
     with _KEY_LOCK:
         # Create the period key once, here, so parallel children never race to create it.
@@ -135,6 +139,7 @@ def crawl_platform(
         "--run-id", run_id,
         "--date", snapshot_date.isoformat(),
         "--config-hash", config.config_hash,
+        *(["--budget", str(budget)] if budget is not None else []),
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -211,7 +216,8 @@ def _failed_result(platform: Any, run_id: str, snapshot_date: date, config: Load
 
 
 def run_child(
-    config: LoadedConfig, platform_name: str, run_id: str, snapshot_date: date, log_level: str = "WARNING"
+    config: LoadedConfig, platform_name: str, run_id: str, snapshot_date: date, log_level: str = "WARNING",
+    budget: int | None = None,
 ) -> CrawlResult:
     """The crawl itself (in the child process): Scrapy, then health and cells."""
     from scrapy.crawler import CrawlerProcess
@@ -235,6 +241,8 @@ def run_child(
     settings.setmodule(project_settings, priority="project")
     settings.setdict(project_settings.platform_settings(config, platform, deadline), priority="cmdline")
     settings.set("LOG_LEVEL", log_level, priority="cmdline")
+    if budget is not None:  # what is left of the run's budget after earlier attempts
+        settings.set("POINTCOUNT_BUDGET", max(0, min(budget, platform.politeness.budget)), priority="cmdline")
     install_log_scrubbing()
     process = CrawlerProcess(settings)  # installs the root log handler (stderr, LOG_LEVEL)
     crawler = process.create_crawler(PlatformSpider)
@@ -247,6 +255,21 @@ def run_child(
     h = spider.health
     h.spider_exceptions = sum(int(v) for k, v in raw.items() if k.startswith("spider_exceptions/"))
     health, reason = verdict(h)
+    cells, failed_cells = [], []
+    if health in HEALTHY:  # only a healthy (or partial) crawl ships cells: nothing broken reads as a zero
+        failed = {(platform.regions[r], platform.categories[c]): (v.failure or "stopped", v.reason)
+                  for (r, c), v in h.verdicts.items() if not v.measured}
+        lads_of: dict[str, set[str]] | None = None
+        if failed and platform.mode == "cards":
+            from pointcount.geography import gazetteer
+
+            geo = config.run.geography
+            lads_of = {}
+            for place in gazetteer(geo.regions, geo.fine, geo.snap_km).places:
+                lads_of.setdefault(place.itl1, set()).add(place.lad)
+        cells, failed_cells = spider.cells.split(
+            spider.cells.cells(platform.mode, set(platform.regions.values()), set(platform.categories.values())),
+            failed, lads_of)  # fmt: skip
     stats: dict[str, int | float | str] = {
         k: (v if isinstance(v, int | float | str) else str(v)) for k, v in raw.items() if k.startswith("pointcount/")
     }
@@ -264,10 +287,7 @@ def run_child(
         started_at=started, finished_at=finished,
         requests=int(raw.get("pointcount/requests", 0)), pages=int(raw.get("pointcount/pages", 0)),
         cards=int(raw.get("pointcount/cards", 0)), unmapped=int(raw.get("pointcount/unmapped", 0)),
-        stats=stats,
-        # Only a healthy crawl ships cells: nothing from a broken one can ever be read as a zero.
-        cells=spider.cells.cells(platform.mode, set(platform.regions.values()), set(platform.categories.values()))
-        if health == "ok" else [],
+        stats=stats, cells=cells, failed_cells=failed_cells,
     )  # fmt: skip
 
 
@@ -278,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--date", required=True, type=date.fromisoformat)
     parser.add_argument("--config-hash", default=None, help="refuse when the file no longer matches this hash")
+    parser.add_argument("--budget", type=int, default=None, help="requests left of the run's budget")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="Scrapy log level on stderr (DEBUG/INFO show listing-page URLs: debugging only)")
     args = parser.parse_args(argv)
@@ -305,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problems:
         print("refusing to crawl:\n" + "\n".join(problems), file=sys.stderr)
         return EXIT_REFUSED
-    result = run_child(config, args.platform, args.run_id, args.date, log_level=args.log_level)
+    result = run_child(config, args.platform, args.run_id, args.date, log_level=args.log_level, budget=args.budget)
     with os.fdopen(result_fd, "w", encoding="utf-8") as out:
         out.write(result.model_dump_json() + "\n")
     return 0

@@ -107,8 +107,13 @@ def platform_settings(config: LoadedConfig, platform: Platform, deadline: float 
         "POINTCOUNT_DELAY_S": pol.delay_s,
         "POINTCOUNT_BUDGET": pol.budget,
         "POINTCOUNT_MAX_BLOCKS": pol.max_blocks,
+        "POINTCOUNT_MAX_BLOCK_SHARE": pol.max_block_share,
         "POINTCOUNT_MAX_RETRY_AFTER_S": pol.max_retry_after_s,
         "POINTCOUNT_BASE_URL": platform.base_url,
         "POINTCOUNT_NEVER_FETCH": list(platform.never_fetch),
         "POINTCOUNT_SKETCH_LG_K": config.run.crawl.sketch_lg_k,
+        "POINTCOUNT_TOTAL_TOLERANCE": config.run.crawl.churn_share,
+        "POINTCOUNT_TOTAL_TOLERANCE_ABS": config.run.crawl.churn_abs,
+        "POINTCOUNT_MAX_FAILED_CELL_SHARE": config.run.crawl.max_failed_cell_share,
+        "POINTCOUNT_CELL_RETRIES": config.run.crawl.cell_retries,
     }
