@@ -21,7 +21,15 @@ from rich.text import Text
 
 from estimation.cli import estimate, keys_app
 from flows.env import prepare_prefect_env
-from pointcount.config import DEFAULT_CONFIG, DEMO_CONFIG, ConfigError, LoadedConfig, load_config, load_platforms
+from pointcount.config import (
+    DEFAULT_CONFIG,
+    DEMO_CONFIG,
+    ConfigError,
+    LoadedConfig,
+    load_config,
+    load_platforms,
+    selector_warnings,
+)
 from publish.cli import publish
 from sandbox.cli import app as sandbox_app
 from warehouse.cli import query
@@ -59,17 +67,23 @@ def platforms_validate(
     files: list[Path] = typer.Argument(None, help="Platform YAML files; default: those the run config lists."),
     config: Path = ConfigOption,
 ) -> None:
-    """Validate platform definitions: one line per problem, exit status 2 when any."""
+    """Validate platform definitions: one line per problem, exit status 2 when any; warnings (selectors that can
+    never match parsed HTML) on stderr, exit status 0."""
     if files:
         try:
             platforms = load_platforms(files)
         except ConfigError as exc:
             fail_config(exc)
+        sources = [str(f) for f in files]
     else:
-        platforms = config_or_exit(config).platforms
-    for p in platforms:
+        cfg = config_or_exit(config)
+        platforms = cfg.platforms
+        sources = [f"platform {p.name}" for p in platforms]
+    for p, source in zip(platforms, sources, strict=True):
         console.print(f"[green]ok[/green] {p.name}: {p.mode} mode, {len(p.regions)} regions x "
                       f"{len(p.categories)} categories, {p.base_url}")
+        for line in selector_warnings(p, source):
+            err_console.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- runs

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import posixpath
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -105,9 +105,9 @@ def origin(url: str) -> tuple[str, str, int | None]:
     return scheme, (parts.hostname or "").lower().rstrip("."), port or _DEFAULT_PORTS.get(scheme)
 
 
-def is_offsite(url: str, base_url: str) -> bool:
-    """Whether ``url`` lies outside the platform's origin (scheme, host and port of ``base_url``)."""
-    return origin(url) != origin(base_url)
+def is_offsite(url: str, base_url: str, aliases: Iterable[str] = ()) -> bool:
+    """Whether ``url`` lies outside the platform's origins (scheme, host and port of ``base_url`` or an alias)."""
+    return origin(url) not in {origin(u) for u in (base_url, *aliases)}
 
 
 class PlatformSpider(scrapy.Spider):
@@ -151,7 +151,7 @@ class PlatformSpider(scrapy.Spider):
     def _request(self, url: str, walk: CellWalk) -> scrapy.Request | None:
         # The downloader middleware guards too (redirects included); here we also stop the walk and say so.
         what = "listing URL" if walk.page == 0 else "pagination"
-        if is_offsite(url, self.platform.base_url):
+        if is_offsite(url, self.platform.base_url, self.platform.aliases):
             self.crawler.stats.inc_value("pointcount/offsite_blocked")
             self._changed(f"{what} points off the platform's origin")
             return None
