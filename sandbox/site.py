@@ -6,6 +6,12 @@ files). Region and category keys in URLs are read from the YAML too, so the two 
 selectors match nothing, as after a real site redesign. HTML card pages of a search without results show the
 site's own marker (``<p class="no-results">No adverts found</p>``, the YAMLs' ``cards.empty``); the JSON API says
 ``meta.total: 0``.
+
+Real-site variants (issue 15; each off by default, so the four platforms serve exactly what they always did):
+``alias_url`` makes the load-more board's next links absolute links to another origin of the same site (the
+stand-in for ``www.``); ``embedded_json`` renders the directory's cards and total in a ``__NEXT_DATA__`` script
+blob instead of HTML markup (``NEXT_DATA_SELECTORS`` reads it); ``age_gate_page`` is the interstitial an age gate
+shows instead of a listing page (``/age-check`` sets the cookie ``AGE_COOKIE``).
 """
 
 from __future__ import annotations
@@ -92,7 +98,8 @@ class Site:
     """One platform on one day. Immutable once built; the server swaps in a new one on ``set_day``."""
 
     def __init__(self, pop: Population, name: str, day: int, *, empty: bool = False, layout_change: bool = False,
-                 crawl_delay_s: float | None = None, robots_disallow_all: bool = False):
+                 crawl_delay_s: float | None = None, robots_disallow_all: bool = False,
+                 alias_url: str | None = None, embedded_json: bool = False):
         self.pop = pop
         self.name = name
         self.day = day
@@ -102,6 +109,8 @@ class Site:
         self.layout_change = layout_change
         self.crawl_delay_s = crawl_delay_s
         self.robots_disallow_all = robots_disallow_all
+        self.alias_url = alias_url
+        self.embedded_json = embedded_json
         self.region_key = {itl1: key for key, itl1 in self.spec.regions.items()}
         self.category_key = {cat: key for key, cat in self.spec.categories.items()}
         self.cells = build_cells(pop, name, day, empty=empty)
@@ -164,6 +173,8 @@ class Site:
                 return not_found(), False
             return (self.profile(lid) if parts[0] == "profile" else self.contact(lid)), False
         if self.name == "sandbox-directory" and len(parts) == 3 and parts[0] == "search":
+            if self.embedded_json:
+                return self.directory_next_data(parts[1], parts[2], q.get("page", "1")), True
             return self.directory(parts[1], parts[2], q.get("page", "1")), True
         if self.name == "sandbox-api" and path.rstrip("/") == "/api/v1/listings":
             return self.api(q.get("area", ""), q.get("type", ""), q.get("cursor", "")), True
@@ -223,6 +234,34 @@ class Site:
             out.append(f'<nav class="pages"><a class="next" href="{nxt}">Next page</a></nav>')
         return Response(200, "text/html; charset=utf-8", _html(self.spec.title, "\n".join(out)))
 
+    def directory_next_data(self, region_key: str, category_key: str, page_text: str) -> Response:
+        """The directory as a script-rendered site: the page's data in a ``__NEXT_DATA__`` JSON blob, no cards in
+        the markup (the blob carries every field of the card, as real ones do: only hashes may leave the crawl)."""
+        cell_key = self._cell(region_key, category_key)
+        if cell_key is None:
+            return not_found()
+        try:
+            page = int(page_text)
+        except ValueError:
+            return bad_request("page must be a number")
+        if page < 1:
+            return bad_request("page starts at 1")
+        cell = self.cells[cell_key]
+        total = len(cell.listings)
+        lo = (page - 1) * self.page_size
+        ads = []
+        for i in range(lo, min(lo + self.page_size, total)):
+            lid = int(cell.listings[i])
+            ads.append({"ref": str(self.pop.l_ref[lid]), "title": str(self.pop.l_name[lid]),
+                        "place": {"town": self._names(cell.towns[i])[0]},
+                        "phone": str(self.pop.l_phone_text[lid]), "email": str(self.pop.l_email[lid]),
+                        "url": f"/profile/{self.pop.l_ref[lid]}"})
+        data = {"props": {"pageProps": {"search": {"total": total, "page": page, "ads": ads}}}, "page": "/search"}
+        blob = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")  # a '</script>' in a value ends nothing
+        body = (f"<h1>{CATEGORY_NAMES[cell_key[1]]} in {html.escape(region_key)}</h1><div id=\"__next\"></div>"
+                f'<script id="__NEXT_DATA__" type="application/json">{blob}</script>')
+        return Response(200, "text/html; charset=utf-8", _html(self.spec.title, body))
+
     def api(self, area: str, type_: str, cursor: str) -> Response:
         cell_key = self._cell(area, type_)
         if cell_key is None:
@@ -281,6 +320,7 @@ class Site:
             out.append(no_results(lc))
         if end < total:
             href = f"/ads/{quote(region_key)}/{quote(category_key)}?after={self.token(*cell_key, end)}"
+            href = (self.alias_url or "") + href  # a site linking to its own www. origin: absolute links
             out.append(f'<a class="{"more-ads" if lc else "load-more"}" href="{href}">Load more</a>')
         return Response(200, "text/html; charset=utf-8", _html(self.spec.title, "\n".join(out)))
 
@@ -314,6 +354,31 @@ class Site:
                 f'write to <a href="mailto:{p.l_email[lid]}">{html.escape(str(p.l_email[lid]))}</a>, '
                 f'quoting {p.l_ref[lid]}.</p>')
         return Response(200, "text/html; charset=utf-8", _html("Contact", body))
+
+
+AGE_COOKIE = ("age_ok", "1")
+# How a platform definition reads the directory's __NEXT_DATA__ variant (docs/crawling.md shows the same).
+NEXT_DATA_SELECTORS = {
+    "total": {"css": "script#__NEXT_DATA__::text", "jmespath": "props.pageProps.search.total"},
+    "cards": {"selector": {"css": "script#__NEXT_DATA__::text", "jmespath": "props.pageProps.search.ads[*]"},
+              "listing_key": {"jmespath": "ref"}, "location": {"jmespath": "place.town"},
+              "linkage": {"jmespath": "phone", "kind": "phone"}},
+}
+
+
+def age_gate_page() -> Response:
+    """What an age-gated listing page shows without the cookie: 200, no cards, no 'no results' marker."""
+    body = ('<h1>Adults only</h1><p>You must be 18 or over to enter.</p>'
+            '<a class="enter" href="/age-check?accept=1">I am 18 or over</a>')
+    return Response(200, "text/html; charset=utf-8", _html("Age check", body))
+
+
+def age_check() -> Response:
+    """The consent URL: sets the cookie and sends the visitor home (a crawler must not follow that redirect)."""
+    name, value = AGE_COOKIE
+    return Response(303, "text/html; charset=utf-8", _html("Welcome", "<p>Welcome.</p>"),
+                    headers=(("Set-Cookie", f"{name}={value}; Path=/; Max-Age=86400; SameSite=Lax"),
+                             ("Location", "/")))
 
 
 def listing_locations(pop: Population, name: str, day: int) -> tuple[np.ndarray, np.ndarray]:

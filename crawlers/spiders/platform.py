@@ -119,7 +119,7 @@ class PlatformSpider(scrapy.Spider):
         self.edge = edge
         self.cells = CellAggregator(lg_k)
         self.health = HealthState(mode=platform.mode)
-        self.allowed_domains = [urlsplit(platform.base_url).hostname or ""]
+        self.allowed_domains = list(platform.hosts)  # Scrapy's offsite filter (robots.txt of an alias origin too)
         self.good_pages = 0
         self.changed_in_a_row = 0
         self.complete_marker = b"</html>"
