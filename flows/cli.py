@@ -86,6 +86,56 @@ def platforms_validate(
             err_console.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
+@platforms_app.command("try")
+def platforms_try(
+    file: Path = typer.Argument(..., help="Platform YAML file."),
+    html: list[Path] = typer.Option(None, "--html", help="A saved listing page; repeat for the pages of one walk, "
+                                    "in order (JSON platforms: saved JSON answers)."),
+    live: bool = typer.Option(False, "--live", help="Fetch the pages instead, as a run would (robots.txt, delay, "
+                              "User-Agent, budget, origin and loopback rules of --config)."),
+    region: str | None = typer.Option(None, help="Platform region key of the cell (default: the first)."),
+    category: str | None = typer.Option(None, help="Platform category key of the cell (default: the first)."),
+    pages: int = typer.Option(1, min=1, help="--live: listing pages to fetch at most."),
+    config: Path = ConfigOption,
+) -> None:
+    """Try a definition on saved or live listing pages: per page the stated total, cards, values per field, regions,
+    the next link and the cell's verdict; never a personal value (safe to paste into an issue). Exit 0 when every
+    declared selector found something, 1 otherwise, 2 on a bad file."""
+    from crawlers.preview import try_live, try_saved
+    from pointcount.config import check_platform_ethics, load_platform
+
+    if bool(html) == live:
+        err_console.print("give --html PAGE (one or more) or --live --region KEY --category KEY", markup=False)
+        raise typer.Exit(2)
+    try:
+        platform = load_platform(file)
+    except ConfigError as exc:
+        fail_config(exc)
+    for line in selector_warnings(platform, str(file)):
+        err_console.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
+    try:
+        if live:
+            if region is None or category is None:
+                err_console.print("--live needs --region and --category", markup=False)
+                raise typer.Exit(2)
+            cfg = config_or_exit(config)
+            problems = check_platform_ethics(platform, cfg.run.ethics, str(file))
+            if problems:
+                fail_config(ConfigError(problems))
+            report = try_live(cfg, platform, region, category, pages)
+        else:
+            missing = [str(p) for p in html if not p.is_file()]
+            if missing:
+                fail_config(ConfigError([f"{p}: (file): cannot be read" for p in missing]))
+            report = try_saved(platform, html, region, category)
+    except ValueError as exc:  # an unknown region or category key
+        err_console.print(str(exc), markup=False)
+        raise typer.Exit(2) from exc
+    for line in report.lines():
+        typer.echo(line)
+    raise typer.Exit(report.exit_code)
+
+
 # --------------------------------------------------------------------------- runs
 
 
