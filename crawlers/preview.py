@@ -132,6 +132,7 @@ class TryReport:
             out.append(f"page {i}: {pg.source}" + (f" (HTTP {pg.status})" if pg.status is not None else ""))
             if pg.error:
                 out.append(f"  nothing read: {pg.error}")
+                continue
             if p.total is not None:
                 out.append(f"  stated total: {'not found' if pg.stated is None else f'{pg.stated:,}'}")
             if p.mode == "cards":
