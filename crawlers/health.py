@@ -1,23 +1,21 @@
 """Crawl health: what went wrong during a platform crawl, and the verdict it earns.
 
-A verdict other than ``ok`` tells the warehouse and publish stages to exclude the platform's numbers: a broken
-crawl must fail loudly, never look like a count of zero. Verdicts, first match wins:
+Each cell's walk ends in a :class:`crawlers.verdicts.CellVerdict` (measured, or failed with a reason); the
+platform's health summarises them with :func:`crawlers.verdicts.platform_health` (see there for the order):
+``ok``, ``partial`` (some cells failed: their reasons travel in ``CrawlResult.failed_cells``), ``site_changed``,
+``blocked``, ``unreachable``, ``budget_exhausted`` or ``failed``. Crawl-wide stops recorded here come first:
 
-1. ``blocked``: more than ``max_blocks`` 429/503 answers, a Retry-After beyond ``max_retry_after_s``, a 401/403/451
-   on a listing page, robots.txt forbidding listing pages, or a robots.txt that could not be read because its
-   request was refused (a redirect off the platform's origin: read as disallow all);
-2. ``budget_exhausted``: the request budget, the crawl time window or ``max_pages`` ran out before the walk ended;
-3. ``unreachable``: no listing page answered 200 (connection refused, timeouts, 5xx throughout) and no sign of a
-   site change;
-4. ``site_changed``: pages answered 200 but a total or card selector matched nothing where it should have
-   (total missing, cards missing where a total says there are some, a first page without cards and without the
-   site's 'no results' marker or a stated 0, cards without a key, unparseable JSON, pages short of the stated
-   total, truncated pages, no card anywhere on a cards platform, or every stated total zero on a count platform:
-   a whole platform at zero is a broken page, not a count); also listing URLs, next links or redirects pointing
-   off the platform's origin or at a never-fetch path (even when no page answered 200: a retry would repeat it);
-5. ``unreachable``: some cells still failed after retries (a partial crawl is not a smaller count);
-6. ``failed``: an exception in the spider, or cells that never finished;
-7. ``ok``.
+- ``blocked``: sustained refusal (more than ``max_blocks`` consecutive 429/503 answers, or more than
+  ``max_block_share`` of requests refused), a Retry-After beyond ``max_retry_after_s``, a 401/403/451 on a listing
+  page, robots.txt forbidding listing pages, or a robots.txt that could not be read because its request was
+  refused (a redirect off the platform's origin: read as disallow all);
+- ``budget_exhausted``: the request budget, the crawl time window or ``max_pages`` ran out before the walk ended;
+- ``unreachable``: no listing page answered 200 (connection refused, timeouts, 5xx throughout) and no sign of a
+  site change;
+- ``failed``: an exception in the spider, or cells that never finished without any stop reason.
+
+A verdict other than ``ok``/``partial`` tells the warehouse and publish stages to exclude the platform's numbers; a
+``partial`` platform loads its measured cells only. A broken cell fails loudly, never looks like a count of zero.
 """
 
 from __future__ import annotations
@@ -25,6 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from crawlers.verdicts import CellVerdict, Tolerance, platform_health
 from pointcount.results import Health
 
 
@@ -34,22 +33,28 @@ class HealthState:
 
     mode: str = "cards"
     cells_total: int = 0
-    cells_done: int = 0
-    cells_failed: int = 0
     cells_forbidden: int = 0
     listing_ok: int = 0  # listing pages that answered 200
     cards: int = 0
     stated_totals: int = 0
-    nonzero_totals: int = 0
     blocked: str | None = None
     exhausted: str | None = None
     unreachable: str | None = None  # early stop: nothing but failures from the start
-    changed: Counter[str] = field(default_factory=Counter)
-    errors: Counter[str] = field(default_factory=Counter)  # failure kinds of failed cells
+    changed: Counter[str] = field(default_factory=Counter)  # site-change reasons (cells and crawl-wide)
+    verdicts: dict[tuple[str, str], CellVerdict] = field(default_factory=dict)  # (region, category) keys
+    tolerance: Tolerance = field(default_factory=Tolerance)
     spider_exceptions: int = 0
 
     def site_changed(self, reason: str) -> None:
         self.changed[reason] += 1
+
+    @property
+    def cells_done(self) -> int:
+        return sum(v.measured for v in self.verdicts.values())
+
+    @property
+    def cells_failed(self) -> int:
+        return sum(not v.measured for v in self.verdicts.values())
 
     def stop_reason(self) -> str | None:
         """Why the crawl should stop early (the spider's close reason), if it should."""
@@ -62,31 +67,16 @@ class HealthState:
         return None
 
 
-def _top(counter: Counter[str], n: int = 3) -> str:
-    return ", ".join(f"{reason} ×{count}" for reason, count in counter.most_common(n))
-
-
 def verdict(h: HealthState) -> tuple[Health, str]:
     """The platform's health and a one-line reason (never containing raw page content)."""
-    if h.blocked:
-        return "blocked", h.blocked
-    if h.cells_forbidden:
+    if h.cells_forbidden and not h.blocked:
         return "blocked", f"robots.txt forbids {h.cells_forbidden} of {h.cells_total} listing cells"
-    if h.exhausted:
-        return "budget_exhausted", h.exhausted
-    if h.listing_ok == 0 and h.cells_total and (h.unreachable or not h.changed):
-        why = h.unreachable or (_top(h.errors) if h.errors else "no listing page answered 200")
-        return "unreachable", why
-    if h.changed:
-        return "site_changed", _top(h.changed)
-    if h.mode == "cards" and h.cards == 0:
-        return "site_changed", f"no card on any of {h.listing_ok} listing pages that answered 200"
-    if h.mode == "count" and h.stated_totals and not h.nonzero_totals:
-        return "site_changed", f"every one of {h.stated_totals} stated totals is zero"
-    if h.cells_failed:
-        return "unreachable", f"{h.cells_failed} of {h.cells_total} cells failed after retries ({_top(h.errors)})"
-    if h.spider_exceptions:
-        return "failed", f"{h.spider_exceptions} exception(s) in the spider"
-    if h.cells_done < h.cells_total:
-        return "failed", f"only {h.cells_done} of {h.cells_total} cells finished"
-    return "ok", f"{h.cells_done} cells, {h.listing_ok} pages, {h.cards} cards"
+    unfinished = max(0, h.cells_total - len(h.verdicts))
+    if unfinished and not (h.blocked or h.exhausted or h.unreachable or h.changed):
+        return "failed", f"only {len(h.verdicts)} of {h.cells_total} cells finished"
+    never = CellVerdict(measured=False, failure="stopped", reason="the crawl stopped before this cell was read")
+    return platform_health(
+        [*h.verdicts.values(), *[never] * unfinished], mode="count" if h.mode == "count" else "cards",
+        blocked=h.blocked, exhausted=h.exhausted, unreachable=h.unreachable, pages_ok=h.listing_ok,
+        spider_exceptions=h.spider_exceptions, tol=h.tolerance,
+    )  # fmt: skip

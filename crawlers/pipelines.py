@@ -10,7 +10,7 @@ live at ``itl1`` level; national stated = the sum of the itl1 cells. Only hashes
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import datasketches as ds
@@ -18,7 +18,7 @@ import datasketches as ds
 from crawlers.edge import ListingItem
 from pointcount import sketches
 from pointcount.geography import NATIONAL_CODE
-from pointcount.results import Cell
+from pointcount.results import Cell, FailedCell, FailureKind
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -34,6 +34,7 @@ class CellAggregator:
         self._listings: dict[CellKey, ds.update_theta_sketch] = {}
         self._advertisers: dict[CellKey, ds.update_theta_sketch] = {}
         self._stated: dict[tuple[str, str], int] = {}  # (itl1, category) -> total
+        self._lad_parents: dict[str, set[str]] = {}  # LAD code -> ITL1 codes it was seen under
 
     def _update(self, key: CellKey, item: ListingItem) -> None:
         if key not in self._listings:
@@ -45,6 +46,7 @@ class CellAggregator:
     def add(self, item: ListingItem) -> None:
         self._update(("national", NATIONAL_CODE, item.category), item)
         for loc in item.locations:
+            self._lad_parents.setdefault(loc.lad, set()).add(loc.itl1)
             self._update(("itl1", loc.itl1, item.category), item)
             self._update(("lad", loc.lad, item.category), item)
 
@@ -78,6 +80,31 @@ class CellAggregator:
                 cell.advertisers_sketch = sketches.to_b64(self._advertisers[key]) if listing is not None else empty
             out.append(cell)
         return out
+
+
+    def split(
+        self, cells: list[Cell], failed: Mapping[tuple[str, str], tuple[FailureKind, str]]
+    ) -> tuple[list[Cell], list[FailedCell]]:
+        """Measured cells and the cells a failed walk leaves unmeasured. ``failed``: (ITL1, category) -> (kind,
+        reason) of the walks that failed. Not measured: that ITL1 cell, the national cell of the category (a sum
+        with a hole) and every LAD cell seen under that ITL1 (cards mode)."""
+        out: dict[CellKey, tuple[FailureKind, str]] = {}
+        for (itl1, category), why in sorted(failed.items()):
+            out.setdefault(("itl1", itl1, category), why)
+            kind, _ = why
+            n = sum(1 for (_, c) in failed if c == category)
+            out.setdefault(("national", NATIONAL_CODE, category), (kind, f"{n} regional cell(s) not measured"))
+        bad_regions = {itl1 for itl1, _ in failed}
+        for c in cells:
+            if c.region_level == "lad" and self._lad_parents.get(c.region_code, set()) & bad_regions:
+                why = next((w for (r, cat), w in failed.items()
+                            if cat == c.category and r in self._lad_parents[c.region_code]), None)
+                if why is not None:
+                    out.setdefault(("lad", c.region_code, c.category), why)
+        measured = [c for c in cells if (c.region_level, c.region_code, c.category) not in out]
+        missing = [FailedCell(region_level=k[0], region_code=k[1], category=k[2], kind=kind, reason=reason)  # type: ignore[arg-type]
+                   for k, (kind, reason) in sorted(out.items())]
+        return measured, missing
 
 
 class CellPipeline:

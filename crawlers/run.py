@@ -35,7 +35,7 @@ from typing import Any
 
 from pointcount.config import ConfigError, LoadedConfig, check_platform_ethics, load_config
 from pointcount.keys import period_id
-from pointcount.results import CrawlResult
+from pointcount.results import HEALTHY, CrawlResult
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXIT_CONFIG = 2
@@ -46,7 +46,7 @@ ALWAYS_STATS = (
     "pointcount/unmapped", "pointcount/linkage_invalid", "pointcount/never_fetch_blocked", "pointcount/offsite_blocked",
     "pointcount/blocks",
     "pointcount/retry_after/pauses", "pointcount/retry_after/seconds", "pointcount/cells/done",
-    "pointcount/cells/failed",
+    "pointcount/cells/failed", "pointcount/cells/churn_tolerated",
 )  # fmt: skip
 WATCHDOG_GRACE_S = 600.0
 FORWARD_MAX_LINES = 200  # child log lines passed on to this process's logging per crawl
@@ -252,6 +252,13 @@ def run_child(
     h = spider.health
     h.spider_exceptions = sum(int(v) for k, v in raw.items() if k.startswith("spider_exceptions/"))
     health, reason = verdict(h)
+    cells, failed_cells = [], []
+    if health in HEALTHY:  # only a healthy (or partial) crawl ships cells: nothing broken reads as a zero
+        failed = {(platform.regions[r], platform.categories[c]): (v.failure or "stopped", v.reason)
+                  for (r, c), v in h.verdicts.items() if not v.measured}
+        cells, failed_cells = spider.cells.split(
+            spider.cells.cells(platform.mode, set(platform.regions.values()), set(platform.categories.values())),
+            failed)  # fmt: skip
     stats: dict[str, int | float | str] = {
         k: (v if isinstance(v, int | float | str) else str(v)) for k, v in raw.items() if k.startswith("pointcount/")
     }
@@ -269,10 +276,7 @@ def run_child(
         started_at=started, finished_at=finished,
         requests=int(raw.get("pointcount/requests", 0)), pages=int(raw.get("pointcount/pages", 0)),
         cards=int(raw.get("pointcount/cards", 0)), unmapped=int(raw.get("pointcount/unmapped", 0)),
-        stats=stats,
-        # Only a healthy crawl ships cells: nothing from a broken one can ever be read as a zero.
-        cells=spider.cells.cells(platform.mode, set(platform.regions.values()), set(platform.categories.values()))
-        if health == "ok" else [],
+        stats=stats, cells=cells, failed_cells=failed_cells,
     )  # fmt: skip
 
 

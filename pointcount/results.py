@@ -11,8 +11,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Health = Literal["ok", "site_changed", "blocked", "unreachable", "budget_exhausted", "failed"]
-HEALTHY: frozenset[str] = frozenset({"ok"})
+Health = Literal["ok", "partial", "site_changed", "blocked", "unreachable", "budget_exhausted", "failed"]
+# Platforms whose measured cells load. ``partial``: some cells failed; they are listed in ``failed_cells`` and
+# published as "not measured", never as zeros.
+HEALTHY: frozenset[str] = frozenset({"ok", "partial"})
+FailureKind = Literal["site_changed", "transient", "blocked", "stopped"]
 
 
 class Cell(BaseModel):
@@ -26,6 +29,21 @@ class Cell(BaseModel):
     stated: int | None = None  # the platform's own total; None where it states none
     listings_sketch: str | None = None  # distinct listing hashes (cards mode)
     advertisers_sketch: str | None = None  # distinct advertiser (linkage) hashes, listing hash when no linkage
+
+
+class FailedCell(BaseModel):
+    """A cell the crawl could not measure (see crawlers/verdicts.py): not a zero, not absent, "not measured".
+
+    Cards mode lists the ITL1 cell of every failed walk, the national cell of its category and the LAD cells of
+    that ITL1 region (their counts would be partial too); count mode lists the ITL1 and national cells."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    region_level: Literal["national", "itl1", "lad"]
+    region_code: str
+    category: str
+    kind: FailureKind
+    reason: str  # fixed vocabulary with numbers and statuses; never page content
 
 
 class CrawlResult(BaseModel):
@@ -47,7 +65,8 @@ class CrawlResult(BaseModel):
     cards: int = 0
     unmapped: int = 0
     stats: dict[str, int | float | str] = Field(default_factory=dict)  # namespaced pointcount/... crawl stats
-    cells: list[Cell] = Field(default_factory=list)
+    cells: list[Cell] = Field(default_factory=list)  # measured cells only (healthy crawls)
+    failed_cells: list[FailedCell] = Field(default_factory=list)  # cells not measured, with their reason
 
     @property
     def elapsed_s(self) -> float:

@@ -23,6 +23,7 @@ from crawlers.pipelines import CellAggregator, CellPipeline
 from crawlers.run import CrawlChildError, scrub
 from crawlers.settings import window_deadline
 from crawlers.spiders.platform import CellWalk, PlatformSpider, Refused, is_never_fetch, is_offsite
+from crawlers.verdicts import CellVerdict
 from pointcount import sketches
 from pointcount.config import Extract, LoadedConfig, Platform, RunConfig
 from pointcount.geography import NATIONAL_CODE, UNMAPPED, Location, gazetteer
@@ -257,9 +258,9 @@ def test_layout_change_is_site_changed_not_zero() -> None:
             '<article class="card" data-id="a"></article></body></html>')
     out = page(spider, f"{BASE}/search/yorkshire/female?page=1", body, walk)
     assert out == []
-    assert spider.health.changed["total missing"] == 1
+    assert spider.health.changed["no cards and no no-results marker"] == 1
     health, reason = verdict(spider.health)
-    assert health == "site_changed" and "total missing" in reason
+    assert health == "site_changed" and "no-results marker" in reason
 
 
 def test_cards_missing_where_the_total_says_some() -> None:
@@ -280,8 +281,11 @@ def test_a_zero_total_with_no_cards_is_a_finished_cell() -> None:
 def test_pages_short_of_the_stated_total() -> None:
     url = f"{BASE}/search/yorkshire/female?page=1"
     spider = make_spider(platform(pagination={"type": "none"}))
+    page(spider, url, directory_page(5, list("ab")), CellWalk("yorkshire", "female"))
+    assert spider.health.changed["pages short of the stated total"] == 1  # 2 of 5: beyond churn_abs = 2
+    spider = make_spider(platform(pagination={"type": "none"}))
     page(spider, url, directory_page(5, list("abcd")), CellWalk("yorkshire", "female"))
-    assert spider.health.changed["pages short of the stated total"] == 1  # 4 of 5: below 50 no tolerance
+    assert not spider.health.changed and spider.health.cells_done == 1  # 4 of 5: one ad withdrawn mid-walk
     spider = make_spider(platform(pagination={"type": "none"}))
     refs = [f"r{i}" for i in range(99)]
     page(spider, url, directory_page(100, refs), CellWalk("yorkshire", "female"))
@@ -429,23 +433,37 @@ def test_count_mode_reads_the_total_only() -> None:
 
 
 def test_verdict_order() -> None:
-    ok = HealthState(cells_total=2, cells_done=2, listing_ok=2, cards=3)
+    good, zero = CellVerdict(True, count=3), CellVerdict(True, count=0, zero_by="marker")
+    changed = CellVerdict(False, failure="site_changed", reason="HTTP 404 on the listing page")
+    transient = CellVerdict(False, failure="transient", reason="HTTP 503 on the next page")
+
+    def state(*verdicts: CellVerdict, **kw: Any) -> HealthState:
+        h = HealthState(cells_total=len(verdicts), listing_ok=kw.pop("listing_ok", len(verdicts)), **kw)
+        h.verdicts = {(f"r{i}", "c"): v for i, v in enumerate(verdicts)}
+        return h
+
+    ok = state(good, zero)
     assert verdict(ok)[0] == "ok"
     assert verdict(dataclasses.replace(ok, blocked="too many 429"))[0] == "blocked"
     assert verdict(dataclasses.replace(ok, cells_forbidden=1))[0] == "blocked"
     assert verdict(dataclasses.replace(ok, exhausted="budget"))[0] == "budget_exhausted"
-    assert verdict(HealthState(cells_total=2, cells_failed=2))[0] == "unreachable"
-    assert verdict(dataclasses.replace(ok, cells_done=1, cells_failed=1))[0] == "unreachable"  # partial
-    assert verdict(dataclasses.replace(ok, cards=0))[0] == "site_changed"  # a cards platform with no card at all
+    assert verdict(state(transient, transient, listing_ok=0))[0] == "unreachable"
+    assert verdict(state(good, good, good, good, transient)) == (  # 1 of 5 (≤ 25 %): the rest loads
+        "partial", "1 of 5 cells not measured: HTTP 503 on the next page ×1")
+    assert verdict(state(good, good, transient))[0] == "unreachable"  # 1 of 3 over 25 %, transient
+    assert verdict(state(good, good, changed))[0] == "site_changed"  # 1 of 3 over 25 %, a site change
+    assert verdict(state(zero, zero))[0] == "site_changed"  # a cards platform with no card at all
     assert verdict(dataclasses.replace(ok, spider_exceptions=1))[0] == "failed"
-    assert verdict(dataclasses.replace(ok, cells_done=1))[0] == "failed"  # never finished: not ok
-    zeros = HealthState(mode="count", cells_total=2, cells_done=2, listing_ok=2, stated_totals=2, nonzero_totals=0)
+    assert verdict(dataclasses.replace(ok, cells_total=3))[0] == "failed"  # never finished, no stop: not ok
+    zeros = state(CellVerdict(True, count=0, zero_by="stated"), CellVerdict(True, count=0, zero_by="stated"),
+                  mode="count")
     assert verdict(zeros)[0] == "site_changed"
-    assert verdict(dataclasses.replace(zeros, nonzero_totals=1))[0] == "ok"
-    refused = HealthState(cells_total=2, cells_failed=2)
-    refused.site_changed("listing URL points at a never-fetch path")
-    assert verdict(refused)[0] == "site_changed"  # nothing answered, but a retry would refuse the same
-    assert verdict(dataclasses.replace(refused, unreachable="8 consecutive failures"))[0] == "unreachable"
+    assert verdict(state(CellVerdict(True, count=0, zero_by="stated"), good, mode="count"))[0] == "ok"
+    refused = CellVerdict(False, failure="site_changed", reason="listing URL points at a never-fetch path")
+    assert verdict(state(refused, refused, listing_ok=0))[0] == "site_changed"  # a retry would refuse the same
+    stopped = state(listing_ok=0, unreachable="8 consecutive failures")
+    stopped.cells_total = 2
+    assert verdict(stopped)[0] == "unreachable"
 
 
 # --------------------------------------------------------------------------- politeness pieces

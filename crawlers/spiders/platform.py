@@ -5,13 +5,16 @@ the ``POINTCOUNT_SKETCH_LG_K`` setting, 16).
 Settings: ``POINTCOUNT_HTML_COMPLETE_MARKER`` (default ``</html>``; empty: no check): an HTML listing page without
 it was cut short and counts as a site change, not as fewer cards. ``POINTCOUNT_CHANGED_STOP_AFTER`` (default 5):
 stop the crawl when that many listing pages in a row show a site change before any page was fine (no point
-requesting the rest of a redesigned site). ``POINTCOUNT_TOTAL_TOLERANCE`` (default 0.02): a walk may end this
-share of the stated total short (ads withdrawn while it ran) before it counts as "pages short of the stated
-total"; below 50 listings that is zero.
+requesting the rest of a redesigned site). Churn tolerance and the failed-cell share (see
+:mod:`crawlers.verdicts`): ``POINTCOUNT_TOTAL_TOLERANCE`` (share, default 0.02), ``POINTCOUNT_TOTAL_TOLERANCE_ABS``
+(listings, default 2), ``POINTCOUNT_MAX_FAILED_CELL_SHARE`` (default 0.25).
 
 Cells are the platform's regions × categories. *count* mode reads the stated total (one request per cell);
 *cards* mode walks each cell's listing pages (page_number / next_link / cursor / none) and turns each card into a
-:class:`crawlers.edge.ListingItem` at once: raw strings never leave the callback. Stats (``pointcount/...``):
+:class:`crawlers.edge.ListingItem` at once: raw strings never leave the callback. Each walk records what its pages
+showed (:class:`crawlers.verdicts.PageSeen`: counts and flags only) and ends in a per-cell verdict
+(:func:`crawlers.verdicts.cell_verdict`): a 404 or a redesigned page fails that cell only. An empty later page
+ends a walk (adverts withdrawn while it ran). Stats (``pointcount/...``):
 ``pages``, ``cards``, ``stated_totals``, ``unmapped``, ``linkage_invalid``, ``cells/done``, ``cells/failed``,
 ``site_changed/<reason>``.
 """
@@ -36,6 +39,7 @@ from crawlers import extract
 from crawlers.edge import PrivacyEdge
 from crawlers.health import HealthState
 from crawlers.pipelines import CellAggregator
+from crawlers.verdicts import PageSeen, Tolerance, WalkEnd, WalkSeen, cell_verdict
 from pointcount.config import Platform
 
 ROBOTS_FORBIDDEN = "Forbidden by robots.txt"
@@ -43,14 +47,18 @@ ROBOTS_FORBIDDEN = "Forbidden by robots.txt"
 
 @dataclass
 class CellWalk:
-    """Where one region × category walk has got to. Holds URLs of listing pages only, never card content."""
+    """Where one region × category walk has got to. Holds URLs of listing pages and listing *hashes* only."""
 
     region: str  # platform region key
     category: str  # platform category key
     page: int = 0  # pages read so far
     cards: int = 0  # cards read so far (not distinct)
-    stated: int | None = None
+    stated: int | None = None  # the first page's total (the cell's stated figure)
+    latest_stated: int | None = None  # the last total seen (adverts come and go while a walk runs)
     seen_urls: set[str] = field(default_factory=set)
+    pages: list[PageSeen] = field(default_factory=list)
+    keys: set[str] = field(default_factory=set)  # keyed listing hashes, for the distinct count; dropped at the end
+    finished: bool = False
 
     @property
     def label(self) -> str:
@@ -124,7 +132,6 @@ class PlatformSpider(scrapy.Spider):
         self.changed_in_a_row = 0
         self.complete_marker = b"</html>"
         self.changed_stop_after = 5
-        self.total_tolerance = 0.02
 
     @classmethod
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> PlatformSpider:
@@ -133,7 +140,11 @@ class PlatformSpider(scrapy.Spider):
         marker = crawler.settings.get("POINTCOUNT_HTML_COMPLETE_MARKER", "</html>")
         spider.complete_marker = marker.lower().encode() if marker else b""
         spider.changed_stop_after = crawler.settings.getint("POINTCOUNT_CHANGED_STOP_AFTER", 5)
-        spider.total_tolerance = crawler.settings.getfloat("POINTCOUNT_TOTAL_TOLERANCE", 0.02)
+        spider.health.tolerance = Tolerance(
+            churn_share=crawler.settings.getfloat("POINTCOUNT_TOTAL_TOLERANCE", 0.02),
+            churn_abs=crawler.settings.getint("POINTCOUNT_TOTAL_TOLERANCE_ABS", 2),
+            max_failed_share=crawler.settings.getfloat("POINTCOUNT_MAX_FAILED_CELL_SHARE", 0.25),
+        )
         return spider
 
     # ------------------------------------------------------------------ requests
@@ -149,15 +160,15 @@ class PlatformSpider(scrapy.Spider):
         return p.base_url + (path if path.startswith("/") else "/" + path)
 
     def _request(self, url: str, walk: CellWalk) -> scrapy.Request | None:
-        # The downloader middleware guards too (redirects included); here we also stop the walk and say so.
+        # The downloader middleware guards too (redirects included); here we also end the walk and say why.
         what = "listing URL" if walk.page == 0 else "pagination"
         if is_offsite(url, self.platform.base_url, self.platform.aliases):
             self.crawler.stats.inc_value("pointcount/offsite_blocked")
-            self._changed(f"{what} points off the platform's origin")
+            self._finish(walk, "refused", f"{what} points off the platform's origin")
             return None
         if is_never_fetch(url, self.platform.never_fetch):
             self.crawler.stats.inc_value("pointcount/never_fetch_blocked")
-            self._changed(f"{what} points at a never-fetch path")
+            self._finish(walk, "refused", f"{what} points at a never-fetch path")
             return None
         walk.seen_urls.add(url)
         return scrapy.Request(url, callback=self.parse_page, errback=self.on_error, cb_kwargs={"walk": walk},
@@ -171,19 +182,28 @@ class PlatformSpider(scrapy.Spider):
                 req = self._request(self.listing_url(walk), walk)
                 if req is not None:
                     yield req
-                else:
-                    self._cell_failed(walk, "refused")
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def _cell_done(self, walk: CellWalk) -> None:
-        self.health.cells_done += 1
-        self.crawler.stats.inc_value("pointcount/cells/done")
-
-    def _cell_failed(self, walk: CellWalk, kind: str) -> None:
-        self.health.cells_failed += 1
-        self.health.errors[kind] += 1
+    def _finish(self, walk: CellWalk, ended: WalkEnd = "end", reason: str = "") -> None:
+        """End a walk: its verdict, once. The listing hashes are dropped here."""
+        if walk.finished:
+            return
+        walk.finished = True
+        seen = WalkSeen(mode=self.platform.mode, pages=tuple(walk.pages), distinct=len(walk.keys),
+                        expects_total=self.platform.total is not None, ended=ended, ended_reason=reason)
+        walk.keys.clear()
+        v = cell_verdict(seen, self.health.tolerance)
+        self.health.verdicts[(walk.region, walk.category)] = v
+        if v.measured:
+            self.crawler.stats.inc_value("pointcount/cells/done")
+            if v.tolerated:
+                self.crawler.stats.inc_value("pointcount/cells/churn_tolerated")
+            return
         self.crawler.stats.inc_value("pointcount/cells/failed")
+        self.crawler.stats.inc_value(f"pointcount/cells/failed/{v.failure}")
+        if v.failure == "site_changed":
+            self._changed(v.reason)
 
     def _changed(self, reason: str) -> None:
         self.health.site_changed(reason)
@@ -195,18 +215,21 @@ class PlatformSpider(scrapy.Spider):
         if isinstance(exc, IgnoreRequest) and str(exc).startswith(ROBOTS_FORBIDDEN):
             self.health.cells_forbidden += 1
             self.crawler.stats.inc_value("pointcount/cells/forbidden")
+            self._finish(walk, "stopped", "robots.txt forbids this listing page")
         elif isinstance(exc, Refused):
             # Only a redirect gets here (the spider never yields such a request): the site sends its listing
-            # pages elsewhere. Not 'unreachable': a retry would be sent the same way.
+            # pages elsewhere. Not transient: a retry would be sent the same way.
             where = "off the platform's origin" if exc.kind == "offsite" else "to a never-fetch path"
-            self._changed(f"listing page redirects {where}")
-            self._cell_failed(walk, f"redirect {exc.kind}")
+            self._finish(walk, "refused", f"listing page redirects {where}")
         elif isinstance(exc, HttpError):
-            self._cell_failed(walk, f"HTTP {exc.response.status}")
+            # After the downloader's retries: 404/410 = this cell's URL is wrong now (site_changed); 5xx transient.
+            walk.pages.append(PageSeen(status=exc.response.status))
+            self._finish(walk)
         elif isinstance(exc, IgnoreRequest):
-            self._cell_failed(walk, "stopped")  # budget, block, window or never-fetch guard
+            self._finish(walk, "stopped", str(exc) or "the crawl stopped")  # budget, block, window
         else:
-            self._cell_failed(walk, type(exc).__name__)
+            walk.pages.append(PageSeen(status=0, error=type(exc).__name__))
+            self._finish(walk)
 
     # ------------------------------------------------------------------ parsing
 
@@ -227,57 +250,59 @@ class PlatformSpider(scrapy.Spider):
         self.health.listing_ok += 1
         walk.page += 1
         p = self.platform
+        problem = None
         if not isinstance(response, TextResponse):
-            self._changed("listing page is not text")
-            self._cell_failed(walk, "not text")
-            return
-        if p.format == "html" and self.complete_marker and self.complete_marker not in response.body[-4096:].lower():
-            self._changed("listing page truncated")
-            self._cell_failed(walk, "truncated")
-            return
-        try:
-            sel = extract.document(response.text, p.format)
-        except ValueError:
-            self._changed("listing page does not parse")
-            self._cell_failed(walk, "unparseable")
+            problem = "is not text"
+        elif p.format == "html" and self.complete_marker and self.complete_marker not in response.body[-4096:].lower():
+            problem = "truncated"
+        else:
+            try:
+                sel = extract.document(response.text, p.format)
+            except ValueError:
+                problem = "does not parse"
+        if problem is not None:
+            walk.pages.append(PageSeen(problem=problem))
+            self._finish(walk)
             return
 
-        if p.total is not None and walk.page == 1:
-            total = extract.parse_total(extract.first(sel, p.total))
-            if total is None:
-                self._changed("total missing")
-            else:
+        total = extract.parse_total(extract.first(sel, p.total)) if p.total is not None else None
+        if total is not None:
+            walk.latest_stated = total
+            if walk.page == 1:
                 walk.stated = total
                 stats.inc_value("pointcount/stated_totals")
                 self.health.stated_totals += 1
                 self.cells.add_stated(p.regions[walk.region], p.categories[walk.category], total)
-                if total:
-                    self.health.nonzero_totals += 1
         if p.mode == "count":
-            self._cell_done(walk)
+            walk.pages.append(PageSeen(stated=total, empty_marker=total is None and self._says_empty(sel)))
+            self._finish(walk)
             return
 
         assert p.cards is not None
-        n = 0
+        n = keyless = 0
         for card in extract.nodes(sel, p.cards.selector):
+            n += 1
             ref = extract.first(card, p.cards.listing_key)
             if ref is None:
-                self._changed("card without listing key")
+                keyless += 1
                 continue
             towns = extract.values(card, p.cards.location) if p.cards.location else []
             codes = extract.values(card, p.cards.region) if p.cards.region else []
             link = extract.first(card, p.cards.linkage) if p.cards.linkage else None
             item, unmapped, invalid = self.edge.card(ref, p.categories[walk.category], towns, codes, link)
             del ref, towns, codes, link  # raw strings end here
-            n += 1
+            walk.keys.add(item.listing)
             if unmapped:
                 stats.inc_value("pointcount/unmapped", unmapped)
             if invalid:
                 stats.inc_value("pointcount/linkage_invalid")
             yield item
-        walk.cards += n
-        self.health.cards += n
-        stats.inc_value("pointcount/cards", n)
+        walk.cards += n - keyless
+        self.health.cards += n - keyless
+        stats.inc_value("pointcount/cards", n - keyless)
+        # The marker is looked up only where it decides something: a page without cards.
+        marker = n == 0 and self._says_empty(sel)
+        walk.pages.append(PageSeen(stated=total, cards=n, keyless=keyless, empty_marker=marker))
         yield from self._next(sel, response, walk, n)
 
     def _says_empty(self, sel: Any) -> bool:
@@ -286,25 +311,19 @@ class PlatformSpider(scrapy.Spider):
 
     def _next(self, sel: Any, response: Response, walk: CellWalk, n: int) -> Iterator[scrapy.Request]:
         pag = self.platform.pagination
-        if n == 0:
-            if walk.stated:  # the total says there are listings, the card selector finds none
-                self._changed("no cards where the total says there are some")
-                self._cell_failed(walk, "no cards")
-            elif walk.page == 1 and walk.stated is None and not self._says_empty(sel):
-                # A first page without cards is a zero only when the site says so (a stated total of 0, or its
-                # own 'no results' marker): a renamed page or a changed layout answers 200 without cards too.
-                self._changed("no cards and no no-results marker")
-                self._cell_failed(walk, "no cards")
-            else:
-                self._cell_done(walk)  # a stated 0, the site's marker, or the end of a walk
+        if n == 0 or walk.pages[-1].keyless:
+            # A first page without cards: the verdict reads the total and the marker. A later one: the walk's end
+            # (adverts withdrawn while it ran; the verdict checks the count against the total's tolerance).
+            self._finish(walk)
             return
         if walk.page >= pag.max_pages:
             self.health.exhausted = self.health.exhausted or f"max_pages ({pag.max_pages}) reached"
-            self._cell_failed(walk, "max_pages")
+            self._finish(walk, "max_pages", f"max_pages ({pag.max_pages}) reached")
             return
         url: str | None = None
         if pag.type == "page_number":
-            last = math.ceil(walk.stated / pag.page_size) if walk.stated is not None and pag.page_size else None
+            stated = walk.latest_stated
+            last = math.ceil(stated / pag.page_size) if stated is not None and pag.page_size else None
             short = pag.page_size is not None and n < pag.page_size
             if (last is None and not short) or (last is not None and walk.page < last):
                 url = self.listing_url(walk, page=pag.start + walk.page)
@@ -317,15 +336,11 @@ class PlatformSpider(scrapy.Spider):
             cursor = extract.first(sel, pag.next)
             url = self.listing_url(walk, cursor=cursor) if cursor else None
         if url is not None and url in walk.seen_urls:
-            self._changed("pagination loops")
-            url = None
+            self._finish(walk, "loop")
+            return
         if url is None:
-            if walk.stated is not None and walk.cards < walk.stated - math.floor(self.total_tolerance * walk.stated):
-                self._changed("pages short of the stated total")
-            self._cell_done(walk)
+            self._finish(walk)
             return
         req = self._request(url, walk)
-        if req is None:
-            self._cell_failed(walk, "never_fetch")
-            return
-        yield req
+        if req is not None:
+            yield req
