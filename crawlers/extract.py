@@ -76,6 +76,12 @@ def first(sel: Selector, ex: Extract) -> str | None:
     return found[0] if found else None
 
 
+def matches(sel: Selector, ex: Extract) -> bool:
+    """Whether a marker Extract (e.g. ``cards.empty``) is on the page: a node is enough, even an element without
+    text (an icon-only 'no results' box); with ``regex``, a value must match."""
+    return first(sel, ex) is not None if ex.regex else len(nodes(sel, ex)) > 0
+
+
 MAX_TOTAL_DIGITS = 7  # no platform states 10 million adverts in one cell; a longer run is a phone number or junk
 _TOTAL_DIGITS = re.compile(rf"[0-9]{{1,{MAX_TOTAL_DIGITS}}}")
 

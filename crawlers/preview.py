@@ -39,6 +39,7 @@ from scrapy.http import HtmlResponse, Response, TextResponse
 from crawlers import extract
 from crawlers.edge import ListingItem, PrivacyEdge
 from crawlers.spiders.platform import CellWalk, PlatformSpider, is_never_fetch, is_offsite
+from crawlers.verdicts import WalkSeen, cell_verdict
 from pointcount.config import Geography, LoadedConfig, Platform
 from pointcount.geography import UNMAPPED, gazetteer
 
@@ -88,7 +89,7 @@ def read_page(platform: Platform, text: str) -> PageRead:
                 found = extract.values(node, ex)
                 card[name] = found[:1] if name in ("listing_key", "linkage") else found
             cards.append(card)
-    empty = extract.first(doc, c.empty) is not None if c is not None and c.empty is not None else None
+    empty = extract.matches(doc, c.empty) if c is not None and c.empty is not None else None
     nxt = extract.first(doc, platform.pagination.next) if platform.pagination.next is not None else None
     return PageRead(stated, cards, empty, nxt)
 
@@ -240,13 +241,15 @@ def _found(platform: Platform, reads: list[PageRead]) -> dict[str, bool]:
     return found
 
 
-def _verdict(spider: PlatformSpider, walk_open: bool) -> str:
-    from crawlers.health import verdict
-
-    if walk_open:
-        return "not decided: the walk goes on beyond the pages given (add them, or --pages N)"
-    health, reason = verdict(spider.health)
-    return f"{health} ({reason})"
+def _verdict(spider: PlatformSpider, walk: CellWalk) -> str:
+    """The crawl's verdict on the cell (crawlers.verdicts), or the verdict so far when the walk goes on."""
+    done = spider.health.verdicts.get((walk.region, walk.category))
+    if done is not None:
+        return done.describe()
+    seen = WalkSeen(mode=spider.platform.mode, pages=tuple(walk.pages), distinct=len(walk.keys),
+                    expects_total=spider.platform.total is not None)
+    return (f"not decided: the walk goes on beyond the pages read (so far: {cell_verdict(seen).describe()}; "
+            "give the next pages, or --pages N)")
 
 
 def _edge(platform: Platform, geo: Geography) -> PrivacyEdge:
@@ -299,7 +302,7 @@ def try_saved(platform: Platform, files: list[Path], region: str | None = None, 
         for out in observer.page(path.name, response, walk, spider.parse_page, live=False):
             if isinstance(out, scrapy.Request):
                 url = out.url
-    return TryReport(platform, walk.label, observer.reports, _verdict(spider, url is not None),
+    return TryReport(platform, walk.label, observer.reports, _verdict(spider, walk),
                      _found(platform, observer.reads))
 
 
@@ -364,7 +367,7 @@ def try_live(config: LoadedConfig, platform: Platform, region: str, category: st
     with host_turn(config.state_path / "hosts", platform.hosts, platform.politeness.delay_s):  # not beside a run
         process.start()
     spider: PreviewSpider = crawler.spider  # type: ignore[assignment]
-    return TryReport(platform, walk.label, spider.observer.reports, _verdict(spider, spider.walk_open),
+    return TryReport(platform, walk.label, spider.observer.reports, _verdict(spider, walk),
                      _found(platform, spider.observer.reads))
 
 

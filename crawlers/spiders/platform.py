@@ -307,7 +307,7 @@ class PlatformSpider(scrapy.Spider):
 
     def _says_empty(self, sel: Any) -> bool:
         empty = self.platform.cards.empty if self.platform.cards is not None else None
-        return empty is not None and extract.first(sel, empty) is not None
+        return empty is not None and extract.matches(sel, empty)
 
     def _next(self, sel: Any, response: Response, walk: CellWalk, n: int) -> Iterator[scrapy.Request]:
         pag = self.platform.pagination
