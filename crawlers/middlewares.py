@@ -8,8 +8,10 @@ Scrapy alone does not apply robots.txt ``Crawl-delay``, does not honour ``Retry-
   delay, whatever the send-side jitter); it sets the slot's delay and switches jitter off on every request;
 - a 429, or a 503 with ``Retry-After``, pauses the host for the whole window: the pause is set in the
   ``response_downloaded`` signal, i.e. *before* the downloader can start the next queued request; the request
-  is then retried after the window. More than ``POINTCOUNT_MAX_BLOCKS`` such answers, or a Retry-After longer
-  than ``POINTCOUNT_MAX_RETRY_AFTER_S``, stops the crawl as ``blocked``;
+  is then retried after the window. A wait that resolves is not a block: only sustained refusal stops the crawl
+  as ``blocked``: more than ``POINTCOUNT_MAX_BLOCKS`` such answers in a row (a 2xx in between resets the run),
+  more than ``POINTCOUNT_MAX_BLOCK_SHARE`` of the requests so far (once more than ``POINTCOUNT_MAX_BLOCKS``
+  answers were refusals), or a Retry-After longer than ``POINTCOUNT_MAX_RETRY_AFTER_S``;
 - at most ``POINTCOUNT_BUDGET`` requests (robots.txt and retries included), then ``budget_exhausted``;
 - no request after ``POINTCOUNT_DEADLINE`` (epoch seconds, the end of the run's crawl window);
 - ``POINTCOUNT_UNREACHABLE_AFTER`` consecutive failures before any success stop the crawl as ``unreachable``;
@@ -27,11 +29,12 @@ OffsiteMiddleware off for them, so this guard is the only offsite check that hol
 
 Settings: ``POINTCOUNT_POLITENESS`` (bool, default True; NotConfigured when off), ``POINTCOUNT_DELAY_S``,
 ``POINTCOUNT_DELAY_MARGIN_S`` (0.005), ``POINTCOUNT_BUDGET``, ``POINTCOUNT_MAX_BLOCKS``,
-``POINTCOUNT_MAX_RETRY_AFTER_S``, ``POINTCOUNT_DEFAULT_RETRY_AFTER_S`` (429 without the header: 60),
-``POINTCOUNT_DEADLINE``, ``POINTCOUNT_UNREACHABLE_AFTER`` (8). ``POINTCOUNT_BASE_URL`` (the platform's origin;
-without it, the spider's ``platform.base_url``), ``POINTCOUNT_ALIASES`` (other origins of the site) and
-``POINTCOUNT_NEVER_FETCH`` (list of path prefixes, may be empty) for ``GuardMiddleware``; ``POINTCOUNT_CONSENT``
-(``{"cookies": {...}}`` or ``{"url": "/path"}``, see :class:`pointcount.config.Consent`) for ``ConsentMiddleware``.
+``POINTCOUNT_MAX_BLOCK_SHARE`` (0.5), ``POINTCOUNT_MAX_RETRY_AFTER_S``, ``POINTCOUNT_DEFAULT_RETRY_AFTER_S`` (429
+without the header: 60), ``POINTCOUNT_DEADLINE``, ``POINTCOUNT_UNREACHABLE_AFTER`` (8). ``POINTCOUNT_BASE_URL``
+(the platform's origin; without it, the spider's ``platform.base_url``), ``POINTCOUNT_ALIASES`` (other origins of
+the site) and ``POINTCOUNT_NEVER_FETCH`` (list of path prefixes, may be empty) for ``GuardMiddleware``;
+``POINTCOUNT_CONSENT`` (``{"cookies": {...}}`` or ``{"url": "/path"}``, see :class:`pointcount.config.Consent`)
+for ``ConsentMiddleware``.
 
 Stats: ``pointcount/requests``, ``pointcount/responses/<status>``, ``pointcount/errors/<exception>``,
 ``pointcount/blocks``, ``pointcount/retry_after/pauses``, ``pointcount/retry_after/seconds``,
@@ -299,6 +302,7 @@ class PolitenessMiddleware:
         self.delay = s.getfloat("POINTCOUNT_DELAY_S", 3.0)
         self.budget = s.getint("POINTCOUNT_BUDGET", 5000)
         self.max_blocks = s.getint("POINTCOUNT_MAX_BLOCKS", 3)
+        self.max_block_share = s.getfloat("POINTCOUNT_MAX_BLOCK_SHARE", 0.5)
         self.max_retry_after = s.getfloat("POINTCOUNT_MAX_RETRY_AFTER_S", 900.0)
         self.default_retry_after = s.getfloat("POINTCOUNT_DEFAULT_RETRY_AFTER_S", 60.0)
         deadline = s.get("POINTCOUNT_DEADLINE")
@@ -306,6 +310,7 @@ class PolitenessMiddleware:
         self.unreachable_after = s.getint("POINTCOUNT_UNREACHABLE_AFTER", 8)
         self.requests = 0
         self.blocks = 0
+        self.blocks_in_a_row = 0
         self.successes = 0
         self.consecutive_failures = 0
         self.pause_until: dict[str, float] = {}  # slot key -> monotonic time when requests may resume
@@ -375,13 +380,21 @@ class PolitenessMiddleware:
             seconds = self.default_retry_after
         request.meta["pointcount_block"] = seconds
         self.blocks += 1
+        self.blocks_in_a_row += 1
         self.stats.inc_value("pointcount/blocks")
         if seconds > self.max_retry_after:
             self.health.blocked = (
                 f"Retry-After of {seconds:.0f} s exceeds max_retry_after_s = {self.max_retry_after:.0f} s"
             )
-        elif self.blocks > self.max_blocks:
-            self.health.blocked = f"{self.blocks} blocking answers (429/503) exceed max_blocks = {self.max_blocks}"
+        elif self.blocks_in_a_row > self.max_blocks:
+            self.health.blocked = (
+                f"{self.blocks_in_a_row} refusals (429/503) in a row exceed max_blocks = {self.max_blocks}"
+            )
+        elif self.blocks > self.max_blocks and self.blocks > self.max_block_share * self.requests:
+            self.health.blocked = (
+                f"{self.blocks} of {self.requests} requests refused (429/503), over max_block_share = "
+                f"{self.max_block_share:g}"
+            )
         # Pause even when giving up, so nothing else goes out inside the window while the spider closes.
         resume = time.monotonic() + seconds
         self.pause_until[key] = max(self.pause_until.get(key, 0.0), resume)
@@ -422,6 +435,7 @@ class PolitenessMiddleware:
             if 200 <= response.status < 300:
                 self.successes += 1
                 self.consecutive_failures = 0
+                self.blocks_in_a_row = 0  # the wait resolved: an occasional busy answer, not a block
             elif response.status >= 500 and "pointcount_block" not in request.meta:
                 self._failure(f"HTTP {response.status}")
         if "pointcount_block" not in request.meta:

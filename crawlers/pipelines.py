@@ -83,24 +83,24 @@ class CellAggregator:
 
 
     def split(
-        self, cells: list[Cell], failed: Mapping[tuple[str, str], tuple[FailureKind, str]]
+        self,
+        cells: list[Cell],
+        failed: Mapping[tuple[str, str], tuple[FailureKind, str]],
+        lads_of: Mapping[str, Iterable[str]] | None = None,
     ) -> tuple[list[Cell], list[FailedCell]]:
-        """Measured cells and the cells a failed walk leaves unmeasured. ``failed``: (ITL1, category) -> (kind,
-        reason) of the walks that failed. Not measured: that ITL1 cell, the national cell of the category (a sum
-        with a hole) and every LAD cell seen under that ITL1 (cards mode)."""
+        """Measured cells and the cells failed walks leave unmeasured. ``failed``: (ITL1, category) -> (kind,
+        reason) of the walks that failed; ``lads_of``: ITL1 -> its LAD codes (the gazetteer's; cards mode). Not
+        measured: that ITL1 cell, the national cell of the category (a sum with a hole) and every LAD cell of that
+        ITL1 (the gazetteer's and any seen under it, UNMAPPED included): none of them is silently absent."""
         out: dict[CellKey, tuple[FailureKind, str]] = {}
         for (itl1, category), why in sorted(failed.items()):
             out.setdefault(("itl1", itl1, category), why)
-            kind, _ = why
             n = sum(1 for (_, c) in failed if c == category)
-            out.setdefault(("national", NATIONAL_CODE, category), (kind, f"{n} regional cell(s) not measured"))
-        bad_regions = {itl1 for itl1, _ in failed}
-        for c in cells:
-            if c.region_level == "lad" and self._lad_parents.get(c.region_code, set()) & bad_regions:
-                why = next((w for (r, cat), w in failed.items()
-                            if cat == c.category and r in self._lad_parents[c.region_code]), None)
-                if why is not None:
-                    out.setdefault(("lad", c.region_code, c.category), why)
+            out.setdefault(("national", NATIONAL_CODE, category), (why[0], f"{n} regional cell(s) not measured"))
+            if lads_of is not None:
+                seen = {lad for lad, parents in self._lad_parents.items() if itl1 in parents}
+                for lad in sorted({*lads_of.get(itl1, ()), *seen}):
+                    out.setdefault(("lad", lad, category), why)
         measured = [c for c in cells if (c.region_level, c.region_code, c.category) not in out]
         missing = [FailedCell(region_level=k[0], region_code=k[1], category=k[2], kind=kind, reason=reason)  # type: ignore[arg-type]
                    for k, (kind, reason) in sorted(out.items())]

@@ -256,9 +256,17 @@ def run_child(
     if health in HEALTHY:  # only a healthy (or partial) crawl ships cells: nothing broken reads as a zero
         failed = {(platform.regions[r], platform.categories[c]): (v.failure or "stopped", v.reason)
                   for (r, c), v in h.verdicts.items() if not v.measured}
+        lads_of: dict[str, set[str]] | None = None
+        if failed and platform.mode == "cards":
+            from pointcount.geography import gazetteer
+
+            geo = config.run.geography
+            lads_of = {}
+            for place in gazetteer(geo.regions, geo.fine, geo.snap_km).places:
+                lads_of.setdefault(place.itl1, set()).add(place.lad)
         cells, failed_cells = spider.cells.split(
             spider.cells.cells(platform.mode, set(platform.regions.values()), set(platform.categories.values())),
-            failed)  # fmt: skip
+            failed, lads_of)  # fmt: skip
     stats: dict[str, int | float | str] = {
         k: (v if isinstance(v, int | float | str) else str(v)) for k, v in raw.items() if k.startswith("pointcount/")
     }

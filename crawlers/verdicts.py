@@ -120,7 +120,8 @@ def _measured(count: int, zero_by: Literal["stated", "marker"] | None = None, to
     return CellVerdict(measured=True, count=count, zero_by=zero_by if count == 0 else None, tolerated=tuple(tolerated))
 
 
-def _page_failure(page: PageSeen, first: bool) -> CellVerdict | None:
+def page_failure(page: PageSeen, first: bool = True) -> CellVerdict | None:
+    """The failure one page alone means for its cell (None: the page reads fine)."""
     where = "listing page" if first else "next page"
     if page.error is not None and page.status == 0:
         return _failed("transient", f"{page.error} on the {where}")
@@ -140,7 +141,7 @@ def _page_failure(page: PageSeen, first: bool) -> CellVerdict | None:
 def cell_verdict(walk: WalkSeen, tol: Tolerance = Tolerance()) -> CellVerdict:
     """The verdict on one cell from what its walk saw (see the module docstring for the rules)."""
     for i, page in enumerate(walk.pages):
-        bad = _page_failure(page, i == 0)
+        bad = page_failure(page, i == 0)
         if bad is not None:
             return bad
     if walk.ended == "refused":
@@ -232,7 +233,7 @@ def platform_health(
         return "site_changed", f"no cell measured: {_top(changed or transient or Counter(v.reason for v in failed))}"
     if measured and not any(v.count for v in measured):
         if mode == "cards":
-            return "site_changed", f"no card in any of {len(measured)} measured cells"
+            return "site_changed", f"no card on any of {len(measured)} measured cells"
         return "site_changed", f"every one of {len(measured)} stated totals is zero"
     if total and len(failed) > tol.max_failed_share * total:
         share = f"{len(failed)} of {total} cells failed (over {tol.max_failed_share:.0%})"

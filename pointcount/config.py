@@ -172,7 +172,9 @@ class Politeness(Strict):
     delay_s: float = Field(default=3.0, ge=0)
     timeout_s: float = Field(default=30.0, gt=0)
     budget: int = Field(default=5000, gt=0, description="at most this many requests per run")
-    max_blocks: int = Field(default=3, ge=1, description="429/503 answers before the crawl stops as blocked")
+    max_blocks: int = Field(default=3, ge=1, description="429/503 answers in a row before the crawl is blocked")
+    max_block_share: float = Field(default=0.5, gt=0, le=1,
+                                   description="share of requests answered 429/503 beyond which the crawl is blocked")
     max_retry_after_s: float = Field(default=900.0, gt=0, description="longer Retry-After means blocked")
     obey_robots: bool = True
 
@@ -452,6 +454,13 @@ class Crawl(Strict):
     window_start: str = "00:00"  # local time (schedule.timezone) when crawling may start
     window_end: str = "23:59"
     sketch_lg_k: int = Field(default=16, ge=4, le=26)
+    # Per-cell verdicts (crawlers/verdicts.py, docs/crawling.md): churn a walk may show and still measure its cell,
+    # the share of failed cells beyond which a platform is site_changed/unreachable rather than partial, and how
+    # often a cell's page that failed transiently (5xx, timeout) is tried again later in the same crawl.
+    churn_share: float = Field(default=0.02, ge=0, le=0.5)
+    churn_abs: int = Field(default=2, ge=0)
+    max_failed_cell_share: float = Field(default=0.25, ge=0, le=1)
+    cell_retries: int = Field(default=1, ge=0, le=5)
 
     @field_validator("window_start", "window_end")
     @classmethod

@@ -53,6 +53,13 @@ class Faults:
     block_requests: int | None = None  # ... or only the first N requests (None: always)
     block_retry_after_s: int = 2  # short by default so `blocked` tests stay fast; real sites say more
     block_robots: bool = False  # also block robots.txt (RFC 9309: a crawler must then treat all as disallowed)
+    # Real-site edges (sandbox-directory; see docs/sandbox.md): each fails or bends one cell, never the platform.
+    marker_only_empty: bool = False  # empty cells show only the 'no results' marker, no "Showing 0 of 0"
+    churn_cells: int = 0  # in this many multi-page cells an advert is withdrawn after page 1 was served
+    redesigned_cell: tuple[str, str] | None = None  # (ITL1, category) served in the redesigned layout
+    not_found: tuple[str, str, int] | None = None  # (ITL1, category, page) answering 404 (a renamed slug)
+    flaky_pages: int = 0  # this many listing pages answer 503 + Retry-After once, then normally ...
+    flaky_every: int = 10  # ... every flaky_every-th new listing page (in the order first requested)
     # Real-site markup (issue 15): listing pages behind an age interstitial until the /age-check cookie is sent;
     # the directory rendered as a __NEXT_DATA__ JSON blob. (A www.-style alias is ``Sandbox(aliases=...)``.)
     age_gate: bool = False
@@ -65,6 +72,8 @@ class Faults:
             raise ValueError("slow_s and block_retry_after_s must not be negative")
         if self.block_status is not None and self.block_status not in (429, 503):
             raise ValueError("block_status is 429 or 503")
+        if self.churn_cells < 0 or self.flaky_pages < 0 or self.flaky_every < 1:
+            raise ValueError("churn_cells and flaky_pages must not be negative, flaky_every at least 1")
 
 
 @dataclass
@@ -81,6 +90,8 @@ class _Platform:
     last_request: float | None = None
     window_until: float = 0.0
     blocked: int = 0
+    listing_paths: set[str] = field(default_factory=set)  # listing pages requested so far (flaky_pages)
+    flaked: int = 0
 
 
 def _make_handler(state: _Platform) -> type[BaseHTTPRequestHandler]:
@@ -140,6 +151,17 @@ def _make_handler(state: _Platform) -> type[BaseHTTPRequestHandler]:
                     traceback.print_exc()
                 if f.age_gate:
                     resp, fault_page = self._age_gate(path, resp, fault_page)
+                if fault_page and resp.status == 200 and f.flaky_pages:
+                    with state.lock:  # a busy server: some pages answer 503 once, fine on the next try
+                        new = path + "?" + parts.query not in state.listing_paths
+                        state.listing_paths.add(path + "?" + parts.query)
+                        flaky = (new and state.flaked < f.flaky_pages
+                                 and len(state.listing_paths) % f.flaky_every == 0)
+                        state.flaked += flaky
+                    if flaky:
+                        resp = Response(503, "text/plain; charset=utf-8", b"Busy, try again shortly.\n")
+                        headers.append(("Retry-After", str(f.block_retry_after_s)))
+                        reason = "fault_flaky"
                 if fault_page and resp.status == 200:
                     if f.slow_s > 0:
                         time.sleep(f.slow_s)
@@ -280,6 +302,8 @@ class Sandbox:
         f = self.faults[name]
         return Site(self.population, name, day, empty=f.empty, layout_change=f.layout_change,
                     crawl_delay_s=CRAWL_DELAY_S.get(name), robots_disallow_all=f.robots_disallow_all,
+                    marker_only_empty=f.marker_only_empty, churn_cells=f.churn_cells,
+                    redesigned_cell=f.redesigned_cell, not_found=f.not_found,
                     alias_url=self.alias_urls.get(name), embedded_json=f.embedded_json)
 
     def start(self) -> Sandbox:
@@ -364,6 +388,8 @@ class Sandbox:
                 state.faults = faults
                 state.site = site
                 state.blocked = 0
+                state.listing_paths.clear()
+                state.flaked = 0
 
     def request_log(self, name: str) -> list[dict[str, Any]]:
         state = self._states[name]

@@ -99,6 +99,8 @@ class Site:
 
     def __init__(self, pop: Population, name: str, day: int, *, empty: bool = False, layout_change: bool = False,
                  crawl_delay_s: float | None = None, robots_disallow_all: bool = False,
+                 marker_only_empty: bool = False, churn_cells: int = 0,
+                 redesigned_cell: tuple[str, str] | None = None, not_found: tuple[str, str, int] | None = None,
                  alias_url: str | None = None, embedded_json: bool = False):
         self.pop = pop
         self.name = name
@@ -114,6 +116,13 @@ class Site:
         self.region_key = {itl1: key for key, itl1 in self.spec.regions.items()}
         self.category_key = {cat: key for key, cat in self.spec.categories.items()}
         self.cells = build_cells(pop, name, day, empty=empty)
+        self.marker_only_empty = marker_only_empty
+        self.redesigned_cell = redesigned_cell
+        self.not_found = not_found
+        # Churn: in the first ``churn_cells`` multi-page cells the first advert is withdrawn once page 1 was served
+        # (stateless: pages after the first show the list without it and a total one lower).
+        multi = [k for k in sorted(self.cells) if len(self.cells[k].listings) > self.page_size]
+        self.churned: frozenset[tuple[str, str]] = frozenset(multi[:churn_cells])
         self.by_ref = {}
         if self.spec.mode == "cards":
             for cell in self.cells.values():
@@ -206,18 +215,25 @@ class Site:
             return bad_request("page must be a number")
         if page < 1:
             return bad_request("page starts at 1")
+        if self.not_found == (*cell_key, page):
+            return not_found()
         cell = self.cells[cell_key]
-        total = len(cell.listings)
+        listings = cell.listings
+        towns = cell.towns
+        if cell_key in self.churned and page > 1:
+            listings, towns = listings[1:], towns[1:]
+        total = len(listings)
         lo = (page - 1) * self.page_size
         rows = range(lo, min(lo + self.page_size, total))
-        lc = self.layout_change
+        lc = self.layout_change or cell_key == self.redesigned_cell
         shown = f"{lo + 1}–{rows[-1] + 1}" if len(rows) else "0"
-        out = [f"<h1>{CATEGORY_NAMES[cell_key[1]]} in {html.escape(region_key)}</h1>",
-               f'<p class="{"result-summary" if lc else "results-count"}">Showing {shown} of {total:,}</p>']
+        out = [f"<h1>{CATEGORY_NAMES[cell_key[1]]} in {html.escape(region_key)}</h1>"]
+        if total or not self.marker_only_empty:
+            out.append(f'<p class="{"result-summary" if lc else "results-count"}">Showing {shown} of {total:,}</p>')
         for i in rows:
-            lid = int(cell.listings[i])
+            lid = int(listings[i])
             ref = str(self.pop.l_ref[lid])
-            town = self._names(cell.towns[i])[0]
+            town = self._names(towns[i])[0]
             out.append(
                 f'<article class="{"profile-card" if lc else "listing"}" {"data-id" if lc else "data-ref"}="{ref}">'
                 f'<h2 class="name"><a href="/profile/{ref}">{html.escape(str(self.pop.l_name[lid]))}</a></h2>'

@@ -39,7 +39,7 @@ from crawlers import extract
 from crawlers.edge import PrivacyEdge
 from crawlers.health import HealthState
 from crawlers.pipelines import CellAggregator
-from crawlers.verdicts import PageSeen, Tolerance, WalkEnd, WalkSeen, cell_verdict
+from crawlers.verdicts import PageSeen, Tolerance, WalkEnd, WalkSeen, cell_verdict, page_failure
 from pointcount.config import Platform
 
 ROBOTS_FORBIDDEN = "Forbidden by robots.txt"
@@ -58,6 +58,7 @@ class CellWalk:
     seen_urls: set[str] = field(default_factory=set)
     pages: list[PageSeen] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)  # keyed listing hashes, for the distinct count; dropped at the end
+    retries: int = 0  # pages of this walk tried again after a transient failure
     finished: bool = False
 
     @property
@@ -132,6 +133,7 @@ class PlatformSpider(scrapy.Spider):
         self.changed_in_a_row = 0
         self.complete_marker = b"</html>"
         self.changed_stop_after = 5
+        self.cell_retries = 1
 
     @classmethod
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> PlatformSpider:
@@ -140,6 +142,7 @@ class PlatformSpider(scrapy.Spider):
         marker = crawler.settings.get("POINTCOUNT_HTML_COMPLETE_MARKER", "</html>")
         spider.complete_marker = marker.lower().encode() if marker else b""
         spider.changed_stop_after = crawler.settings.getint("POINTCOUNT_CHANGED_STOP_AFTER", 5)
+        spider.cell_retries = crawler.settings.getint("POINTCOUNT_CELL_RETRIES", 1)
         spider.health.tolerance = Tolerance(
             churn_share=crawler.settings.getfloat("POINTCOUNT_TOTAL_TOLERANCE", 0.02),
             churn_abs=crawler.settings.getint("POINTCOUNT_TOTAL_TOLERANCE_ABS", 2),
@@ -209,7 +212,7 @@ class PlatformSpider(scrapy.Spider):
         self.health.site_changed(reason)
         self.crawler.stats.inc_value(f"pointcount/site_changed/{reason.replace(' ', '_')}")
 
-    def on_error(self, failure: Failure) -> None:
+    def on_error(self, failure: Failure) -> list[scrapy.Request] | None:
         walk: CellWalk = failure.request.cb_kwargs["walk"]  # type: ignore[attr-defined]
         exc = failure.value
         if isinstance(exc, IgnoreRequest) and str(exc).startswith(ROBOTS_FORBIDDEN):
@@ -221,15 +224,21 @@ class PlatformSpider(scrapy.Spider):
             # pages elsewhere. Not transient: a retry would be sent the same way.
             where = "off the platform's origin" if exc.kind == "offsite" else "to a never-fetch path"
             self._finish(walk, "refused", f"listing page redirects {where}")
-        elif isinstance(exc, HttpError):
-            # After the downloader's retries: 404/410 = this cell's URL is wrong now (site_changed); 5xx transient.
-            walk.pages.append(PageSeen(status=exc.response.status))
-            self._finish(walk)
-        elif isinstance(exc, IgnoreRequest):
+        elif isinstance(exc, IgnoreRequest) and not isinstance(exc, HttpError):
             self._finish(walk, "stopped", str(exc) or "the crawl stopped")  # budget, block, window
         else:
-            walk.pages.append(PageSeen(status=0, error=type(exc).__name__))
+            # After the downloader's retries: a 404/410 means this cell's URL is wrong now (site_changed, no retry);
+            # a 5xx, timeout or connection error is transient: that page once more, after the other cells.
+            seen = (PageSeen(status=exc.response.status) if isinstance(exc, HttpError)
+                    else PageSeen(status=0, error=type(exc).__name__))
+            bad = page_failure(seen, walk.page == 0)
+            if bad is not None and bad.transient and walk.retries < self.cell_retries:
+                walk.retries += 1
+                self.crawler.stats.inc_value("pointcount/cells/retried")
+                return [failure.request.replace(dont_filter=True, priority=failure.request.priority - 10)]  # type: ignore[attr-defined]
+            walk.pages.append(seen)
             self._finish(walk)
+        return None
 
     # ------------------------------------------------------------------ parsing
 

@@ -1,0 +1,194 @@
+"""Per-cell verdicts end to end: sandbox-directory with one real-site edge each, against the sandbox's own truth.
+
+- empty cells showing only the 'no results' marker (no "Showing 0 of 0"): every cell measured, exact, ``ok``;
+- adverts withdrawn between page requests (a short or empty last page, a total that moved): ``ok``, the churned
+  cells within the tolerance, every other cell exact;
+- one redesigned cell, a 404 on a listing page, a 404 on a next page: ``partial``; that cell (its ITL1 cell, the
+  national cell of its category, its LAD cells) is "not measured" with its reason, every other cell exact;
+- 4 listing pages answering a one-off 503 with ``Retry-After: 1``: ``ok``, exact, 4 requests more than the truth.
+
+Request counts come from the truth (``expected_requests``) and the sandbox's request log. Scenarios run in
+parallel threads, each its own sandbox and crawl child.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_crawl_sandbox import DELAY, SNAPSHOT, assert_polite, count, write_config
+
+from crawlers.run import crawl_platform
+from pointcount.config import load_config
+from pointcount.results import CrawlResult
+from sandbox import Faults, Sandbox
+from sandbox.population import places
+from sandbox.site import pages_needed
+
+pytestmark = pytest.mark.slow
+
+P = "sandbox-directory"
+BIG, SMALL = (3, 1500), (5, 400)  # (seed, advertisers): the happy path's population; one with empty cells
+REDESIGNED = ("TLE", "women")
+SLUG_404 = ("TLF", "men", 1)
+NEXT_404 = ("TLJ", "women", 2)  # 127 listings: three pages
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    faults: Faults
+    expect: str
+    population: tuple[int, int] = BIG
+
+
+CASES = (
+    Case("marker-only", Faults(marker_only_empty=True), "ok", SMALL),
+    Case("churn", Faults(churn_cells=4), "ok"),
+    Case("redesigned-cell", Faults(redesigned_cell=REDESIGNED), "partial"),
+    Case("404-slug", Faults(not_found=SLUG_404), "partial"),
+    Case("404-next", Faults(not_found=NEXT_404), "partial"),
+    Case("one-off-503", Faults(flaky_pages=4, flaky_every=12, block_retry_after_s=1), "ok"),
+)
+
+
+@dataclass
+class Run:
+    result: CrawlResult
+    log: list[dict[str, Any]]
+    truth: dict[str, Any]
+
+
+def _run(i: int, case: Case, tmp: Path) -> Run:
+    host = f"127.0.0.{90 + i}"
+    seed, n = case.population
+    with Sandbox(seed=seed, n_advertisers=n, bind={P: (host, 0)}, platforms=(P,), faults={P: case.faults},
+                 min_interval_s={P: DELAY}) as sb:
+        config = write_config(tmp / case.id, sb.base_urls)
+        result = crawl_platform(load_config(config), P, case.id, SNAPSHOT)
+        return Run(result, sb.request_log(P), sb.truth()["platforms"][P])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    tmp = tmp_path_factory.mktemp("cells")
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        futures = {c.id: pool.submit(_run, i, c, tmp) for i, c in enumerate(CASES)}
+        return {k: f.result() for k, f in futures.items()}
+
+
+def _got(result: CrawlResult) -> dict[tuple[str, str, str], tuple[int | None, int]]:
+    return {(c.region_level, c.region_code, c.category): (c.stated, count(c.listings_sketch)) for c in result.cells}
+
+
+def _want(truth: dict[str, Any]) -> dict[tuple[str, str, str], tuple[int | None, int]]:
+    out = {}
+    for level, regions in truth["cells"].items():
+        for code, cats in regions.items():
+            for cat, w in cats.items():
+                if cat != "all":
+                    out[(level, code, cat)] = (w.get("stated"), w.get("listings") or 0)
+    return out
+
+
+def _check_exact_except(run: Run, skip: set[tuple[str, str, str]], absent: bool = True,
+                        unstated_zeros: bool = False) -> int:
+    """Every measured cell equals the truth; every truth cell is measured unless skipped; skipped ones are absent
+    from ``cells`` (when ``absent``). ``unstated_zeros``: empty cells state no total (the marker alone). Returns
+    how many cells were compared."""
+    got, want = _got(run.result), _want(run.truth)
+    compared = 0
+    for key, (stated, listings) in want.items():
+        if key in skip:
+            assert not absent or key not in got, key  # not measured: never a number
+            continue
+        if key[0] == "lad" and listings == 0:
+            continue  # empty LAD cells are not listed by the crawl (absent = none found under a measured ITL1)
+        assert got.get(key, (None, 0))[1] == listings, (key, got.get(key), want[key])
+        if key[0] != "lad":
+            assert got[key][0] == (None if unstated_zeros and stated == 0 else stated), (key, got[key], want[key])
+        compared += 1
+    for key, (_, listings) in got.items():
+        if key not in skip:
+            assert want.get(key, (None, 0))[1] == listings, (key, listings, want.get(key))
+    return compared
+
+
+def _lads_under(itl1: str, category: str) -> set[tuple[str, str, str]]:
+    """Every LAD cell of ``itl1`` × ``category`` (sandbox places: each LAD lies in one ITL1 region)."""
+    pl = places()
+    return {("lad", str(code), category) for code in set(pl.lad[pl.itl1 == itl1].tolist())}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_cell_scenario_gives_its_health(runs: dict[str, Run], case: Case) -> None:
+    run = runs[case.id]
+    assert run.result.health == case.expect, (run.result.health, run.result.health_reason)
+    retry_after = case.faults.block_retry_after_s if case.faults.flaky_pages else None
+    assert_polite(run.log, DELAY, retry_after)
+
+
+def test_marker_only_empty_cells_are_true_zeros(runs: dict[str, Run]) -> None:
+    run = runs["marker-only"]
+    zeros = [k for k, (_, n) in _want(run.truth).items() if k[0] == "itl1" and n == 0]
+    assert zeros, "positive control: this population must have empty cells"
+    got = {(c.region_level, c.region_code, c.category): c for c in run.result.cells}
+    for key in zeros:
+        assert got[key].stated is None and count(got[key].listings_sketch) == 0  # measured zero, no total shown
+    assert not run.result.failed_cells
+    assert _check_exact_except(run, set(), unstated_zeros=True) > 48
+    assert len(run.log) == run.truth["expected_requests"] == run.result.requests
+
+
+def test_mid_walk_churn_is_tolerated(runs: dict[str, Run]) -> None:
+    run = runs["churn"]
+    got, want = _got(run.result), _want(run.truth)
+    # The sandbox churns the first 4 multi-page cells (ITL1 × category order) of the truth.
+    churned = sorted(k[1:] for k, (_, n) in want.items() if k[0] == "itl1" and n > 50)[:4]
+    assert len(churned) == 4
+    skip: set[tuple[str, str, str]] = set()
+    for itl1, cat in churned:
+        key = ("itl1", itl1, cat)
+        # One advert withdrawn after page 1: the walk saw it on page 1, and the list shifted under it hides one.
+        assert got[key][1] == want[key][1] - 1 and got[key][0] == want[key][0], (key, got[key], want[key])
+        skip |= {key, ("national", "K02000001", cat)} | _lads_under(itl1, cat)
+    assert not run.result.failed_cells
+    assert _check_exact_except(run, skip, absent=False) > 48  # every cell the churn did not touch is exact
+    assert run.result.stats["pointcount/cells/churn_tolerated"] == 4
+    assert len(run.log) == run.result.requests <= run.truth["expected_requests"]
+
+
+@pytest.mark.parametrize(("case_id", "cell", "reason"), [
+    ("redesigned-cell", REDESIGNED, "no cards and no no-results marker"),
+    ("404-slug", SLUG_404[:2], "HTTP 404 on the listing page"),
+    ("404-next", NEXT_404[:2], "HTTP 404 on the next page"),
+])
+def test_one_failed_cell_leaves_the_rest_measured(runs: dict[str, Run], case_id: str, cell: tuple[str, str],
+                                                  reason: str) -> None:
+    run = runs[case_id]
+    itl1, cat = cell
+    failed = {(f.region_level, f.region_code, f.category): f for f in run.result.failed_cells}
+    assert failed[("itl1", itl1, cat)].reason == reason and failed[("itl1", itl1, cat)].kind == "site_changed"
+    assert ("national", "K02000001", cat) in failed
+    assert "1 of 48 cells not measured" in run.result.health_reason and reason in run.result.health_reason
+    skip = set(failed)
+    assert {("itl1", itl1, cat), ("national", "K02000001", cat)} <= skip
+    assert _check_exact_except(run, skip) > 48
+    # Requests: the truth's, less the pages of the failed cell that were never asked for.
+    size = run.truth["cells"]["itl1"][itl1][cat]["listings"]
+    asked = 1 if case_id != "404-next" else 2  # the 404 (or page 1 and the 404 on page 2); a 404 is not retried
+    assert len(run.log) == run.result.requests == run.truth["expected_requests"] - pages_needed(P, size) + asked
+
+
+def test_one_off_503s_with_retry_after_are_waited_out(runs: dict[str, Run]) -> None:
+    run = runs["one-off-503"]
+    flaky = [e for e in run.log if e["reason"] == "fault_flaky"]
+    assert len(flaky) == 4 and all(e["status"] == 503 for e in flaky)
+    pages = run.truth["expected_requests"] - 1
+    assert pages >= 48
+    assert _check_exact_except(run, set()) > 48 and not run.result.failed_cells
+    assert len(run.log) == run.result.requests == run.truth["expected_requests"] + 4  # each flaky page once more
+    assert run.result.stats["pointcount/retry_after/pauses"] == 4
