@@ -182,8 +182,6 @@ class Site:
                 return not_found(), False
             return (self.profile(lid) if parts[0] == "profile" else self.contact(lid)), False
         if self.name == "sandbox-directory" and len(parts) == 3 and parts[0] == "search":
-            if self.embedded_json:
-                return self.directory_next_data(parts[1], parts[2], q.get("page", "1")), True
             return self.directory(parts[1], parts[2], q.get("page", "1")), True
         if self.name == "sandbox-api" and path.rstrip("/") == "/api/v1/listings":
             return self.api(q.get("area", ""), q.get("type", ""), q.get("cursor", "")), True
@@ -225,6 +223,8 @@ class Site:
         total = len(listings)
         lo = (page - 1) * self.page_size
         rows = range(lo, min(lo + self.page_size, total))
+        if self.embedded_json:
+            return self._next_data_page(cell_key, region_key, listings, towns, rows, page)
         lc = self.layout_change or cell_key == self.redesigned_cell
         shown = f"{lo + 1}–{rows[-1] + 1}" if len(rows) else "0"
         out = [f"<h1>{CATEGORY_NAMES[cell_key[1]]} in {html.escape(region_key)}</h1>"]
@@ -250,26 +250,16 @@ class Site:
             out.append(f'<nav class="pages"><a class="next" href="{nxt}">Next page</a></nav>')
         return Response(200, "text/html; charset=utf-8", _html(self.spec.title, "\n".join(out)))
 
-    def directory_next_data(self, region_key: str, category_key: str, page_text: str) -> Response:
+    def _next_data_page(self, cell_key: tuple[str, str], region_key: str, listings: np.ndarray,
+                        towns: list[list[int]], rows: range, page: int) -> Response:
         """The directory as a script-rendered site: the page's data in a ``__NEXT_DATA__`` JSON blob, no cards in
         the markup (the blob carries every field of the card, as real ones do: only hashes may leave the crawl)."""
-        cell_key = self._cell(region_key, category_key)
-        if cell_key is None:
-            return not_found()
-        try:
-            page = int(page_text)
-        except ValueError:
-            return bad_request("page must be a number")
-        if page < 1:
-            return bad_request("page starts at 1")
-        cell = self.cells[cell_key]
-        total = len(cell.listings)
-        lo = (page - 1) * self.page_size
+        total = len(listings)
         ads = []
-        for i in range(lo, min(lo + self.page_size, total)):
-            lid = int(cell.listings[i])
+        for i in rows:
+            lid = int(listings[i])
             ads.append({"ref": str(self.pop.l_ref[lid]), "title": str(self.pop.l_name[lid]),
-                        "place": {"town": self._names(cell.towns[i])[0]},
+                        "place": {"town": self._names(towns[i])[0]},
                         "phone": str(self.pop.l_phone_text[lid]), "email": str(self.pop.l_email[lid]),
                         "url": f"/profile/{self.pop.l_ref[lid]}"})
         data = {"props": {"pageProps": {"search": {"total": total, "page": page, "ads": ads}}}, "page": "/search"}
