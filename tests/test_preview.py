@@ -85,15 +85,18 @@ def test_saved_json_and_next_link_pages_show_shapes_only(pages: dict) -> None:
     d: Path = pages["dir"]  # type: ignore[assignment]
     code, out, err = _try(str(PLATFORMS / "sandbox-api.yaml"), "--html", str(d / "api1.json"), "--region", "R03")
     assert code == 0, out + err
-    assert f"stated total: {pages['api_total']}" in out and "next: " in out
     body = json.loads((d / "api1.json").read_bytes())
-    assert f"cards: {len(body['data'])}" in out
-    if body["meta"]["next_cursor"]:
-        assert "next: cursor " + "•" * len(body["meta"]["next_cursor"]) in out
-        assert "verdict for cell R03/F: not decided" in out  # the walk goes on beyond the page given
+    assert body["meta"]["next_cursor"] is None  # one page holds the whole cell (page size 100)
+    assert f"stated total: {pages['api_total']}" in out and f"cards: {pages['api_total']}" in out
+    assert "next: none (no cursor: end of walk)" in out
+    assert f"verdict for cell R03/F: measured {pages['api_total']}" in out
     code2, out2, err2 = _try(str(PLATFORMS / "sandbox-loadmore.yaml"), "--html", str(d / "ads1.html"),
                              "--region", "yh")
     assert code2 == 0, out2 + err2
+    # 34 adverts, 24 per page: the next link's opaque token is shown as a shape; the walk is not over.
+    assert "cards: 24" in out2 and "regions: TLE " in out2
+    assert "next: link /ads/yh/ladies?after=" + "•" * 24 in out2
+    assert "verdict for cell yh/ladies: not decided" in out2 and "so far: measured 24" in out2
     canaries = pages["canaries"]
     assert find_canaries([(d / "api1.json").read_bytes(), (d / "ads1.html").read_bytes()], canaries)
     assert find_canaries([x.encode() for x in (out, err, out2, err2)], canaries) == []  # type: ignore[arg-type]
