@@ -108,7 +108,7 @@ class PageReport:
     cards: int = 0
     fields: dict[str, int] = field(default_factory=dict)
     shapes: dict[str, str] = field(default_factory=dict)
-    regions: Counter[str] = field(default_factory=Counter)
+    regions: Counter[str] = field(default_factory=Counter)  # ITL1 (or UNMAPPED) -> cards located there
     empty_marker: bool | None = None
     next: str = "none"
     changes: list[str] = field(default_factory=list)
@@ -143,7 +143,7 @@ class TryReport:
                         eg = f"  e.g. {pg.shapes[name]}" if name in pg.shapes else ""
                         out.append(f"    {name}: {pg.fields[name]} of {pg.cards}{eg}")
                 regions = ", ".join(f"{k} {v}" for k, v in sorted(pg.regions.items()) if k != UNMAPPED)
-                out.append(f"  regions: {regions or '-'}; UNMAPPED {pg.regions.get(UNMAPPED, 0)}")
+                out.append(f"  regions (cards per ITL1): {regions or '-'}; UNMAPPED {pg.regions.get(UNMAPPED, 0)}")
                 if pg.empty_marker is not None:
                     out.append(f"  no-results marker (cards.empty): {'found' if pg.empty_marker else 'absent'}")
                 out.append(f"  next: {pg.next}")
@@ -202,9 +202,8 @@ class _Observer:
         changes = Counter(self.spider.health.changed)
         followed: str | None = None
         for out in parse(response, walk):
-            if isinstance(out, ListingItem):
-                for loc in out.locations:
-                    report.regions[loc.itl1] += 1
+            if isinstance(out, ListingItem):  # a card counts once in each ITL1 region it names, as in the crawl
+                report.regions.update({loc.itl1 for loc in out.locations})
             elif isinstance(out, scrapy.Request):
                 followed = out.url
             yield out

@@ -73,7 +73,8 @@ def test_saved_directory_pages_report_counts_regions_and_verdict(pages: dict) ->
     assert f"stated total: {total}" in out
     assert "cards: 50" in out and f"cards: {total - 50}" in out  # type: ignore[operator]
     assert "listing_key: 50 of 50" in out and "linkage: 50 of 50" in out
-    assert "regions: TLE 50; UNMAPPED 0" in out  # every town on a Yorkshire page resolves to Yorkshire
+    # Every town on a Yorkshire page resolves to Yorkshire.
+    assert "regions (cards per ITL1): TLE 50; UNMAPPED 0" in out
     assert "next: page /search/yorkshire-and-the-humber/female?page=•" in out
     assert f"verdict for cell yorkshire-and-the-humber/female: measured {total}" in out
     blobs = [(d / "dir1.html").read_bytes()]
@@ -94,7 +95,8 @@ def test_saved_json_and_next_link_pages_show_shapes_only(pages: dict) -> None:
                              "--region", "yh")
     assert code2 == 0, out2 + err2
     # 34 adverts, 24 per page: the next link's opaque token is shown as a shape; the walk is not over.
-    assert "cards: 24" in out2 and "regions: TLE " in out2
+    regions = next(line for line in out2.splitlines() if "regions (cards per ITL1)" in line)
+    assert "cards: 24" in out2 and "TLE 24" in regions  # every card names a town in the cell's region
     assert "next: link /ads/yh/ladies?after=" + "•" * 24 in out2
     assert "verdict for cell yh/ladies: not decided" in out2 and "so far: measured 24" in out2
     canaries = pages["canaries"]
