@@ -120,8 +120,12 @@ def crawl_platform(
     run_id: str,
     snapshot_date: date,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    budget: int | None = None,
 ) -> CrawlResult:
-    """Crawl one platform in a child process; ``progress`` is called (in this thread) with each progress event."""
+    """Crawl one platform in a child process; ``progress`` is called (in this thread) with each progress event.
+
+    ``budget``: the requests this attempt may still make (the run's budget less what earlier attempts of the same
+    run spent); None: the platform's whole ``politeness.budget``."""
     config.platform(platform_name)  # KeyError early for an unknown platform
     with _KEY_LOCK:
         # Create the period key once, here, so parallel children never race to create it.
@@ -135,6 +139,7 @@ def crawl_platform(
         "--run-id", run_id,
         "--date", snapshot_date.isoformat(),
         "--config-hash", config.config_hash,
+        *(["--budget", str(budget)] if budget is not None else []),
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -211,7 +216,8 @@ def _failed_result(platform: Any, run_id: str, snapshot_date: date, config: Load
 
 
 def run_child(
-    config: LoadedConfig, platform_name: str, run_id: str, snapshot_date: date, log_level: str = "WARNING"
+    config: LoadedConfig, platform_name: str, run_id: str, snapshot_date: date, log_level: str = "WARNING",
+    budget: int | None = None,
 ) -> CrawlResult:
     """The crawl itself (in the child process): Scrapy, then health and cells."""
     from scrapy.crawler import CrawlerProcess
@@ -236,6 +242,8 @@ def run_child(
     settings.setmodule(project_settings, priority="project")
     settings.setdict(project_settings.platform_settings(config, platform, deadline), priority="cmdline")
     settings.set("LOG_LEVEL", log_level, priority="cmdline")
+    if budget is not None:  # what is left of the run's budget after earlier attempts
+        settings.set("POINTCOUNT_BUDGET", max(0, min(budget, platform.politeness.budget)), priority="cmdline")
     install_log_scrubbing()
     process = CrawlerProcess(settings)  # installs the root log handler (stderr, LOG_LEVEL)
     crawler = process.create_crawler(PlatformSpider)
@@ -295,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--date", required=True, type=date.fromisoformat)
     parser.add_argument("--config-hash", default=None, help="refuse when the file no longer matches this hash")
+    parser.add_argument("--budget", type=int, default=None, help="requests left of the run's budget")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="Scrapy log level on stderr (DEBUG/INFO show listing-page URLs: debugging only)")
     args = parser.parse_args(argv)
@@ -322,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problems:
         print("refusing to crawl:\n" + "\n".join(problems), file=sys.stderr)
         return EXIT_REFUSED
-    result = run_child(config, args.platform, args.run_id, args.date, log_level=args.log_level)
+    result = run_child(config, args.platform, args.run_id, args.date, log_level=args.log_level, budget=args.budget)
     with os.fdopen(result_fd, "w", encoding="utf-8") as out:
         out.write(result.model_dump_json() + "\n")
     return 0

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from flows.progress import Event
 
-HEALTH_STYLE = {"ok": "green", "site_changed": "yellow", "blocked": "red", "unreachable": "red",
+HEALTH_STYLE = {"ok": "green", "partial": "yellow", "site_changed": "yellow", "blocked": "red", "unreachable": "red",
                 "budget_exhausted": "yellow", "failed": "red"}
 STATUS_STYLE = {"complete": "green", "partial": "yellow", "failed": "red", "running": "cyan"}
 
@@ -92,7 +92,9 @@ def summary_renderable(summary: Any) -> Group:
     parts: list[Any] = [head, table]
     # Why a platform is unhealthy, one line each; healthy ones need no reason.
     for p in summary.platforms:
-        if p.health != "ok":
+        if p.health == "partial":  # its measured cells count; the rest is "not measured", never zero
+            parts.append(Text(f"{p.name} partly counted: {p.reason}", style="yellow"))
+        elif p.health != "ok":
             parts.append(Text(f"{p.name} left out of the counts: {p.health}: {p.reason}", style="yellow"))
     for alarm in summary.alarms:
         parts.append(Text(f"ALARM: {alarm}", style="bold red"))
@@ -124,14 +126,17 @@ def runs_table(runs: list[dict[str, Any]]) -> Table:
 
 def health_table(run_id: str, rows: list[dict[str, Any]]) -> Table:
     table = Table(title=f"platform health, run {run_id}", title_justify="left")
-    for col in ("platform", "health", "requests", "pages", "cards", "time (s)", "reason"):
-        table.add_column(col, justify="left" if col in ("platform", "health", "reason") else "right")
+    holes = any(r.get("not_measured") for r in rows)
+    cols = ("platform", "health", "requests", "pages", "cards", "time (s)", "reason",
+            *(("not measured",) if holes else ()))
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("platform", "health", "reason", "not measured") else "right")
     for r in rows:
         health = str(r.get("health", ""))
         table.add_row(
             str(r.get("platform", "")), Text(health, style=HEALTH_STYLE.get(health, "")), str(r.get("requests", "")),
             str(r.get("pages", "")), str(r.get("cards", "")), f"{float(r.get('elapsed_s') or 0):.1f}",
-            Text(str(r.get("health_reason", ""))),
+            Text(str(r.get("health_reason", ""))), *((Text(str(r.get("not_measured", ""))),) if holes else ()),
         )
     return table
 

@@ -8,13 +8,16 @@ Privacy rules this module keeps (Prefect's database and logs are data at rest):
 - nothing is persisted by Prefect (``persist_result=False``, no cache policy) and prints are never logged; log
   lines carry platform names, health words and numbers only.
 
-Run status: ``complete`` when every platform's health is ``ok``, ``partial`` when some are and some are not,
-``failed`` when none is (the flow run then ends Failed; the CLI exits non-zero). Only ``ok`` platforms count:
-the warehouse and the published tables leave the others out and say so.
+Run status: ``complete`` when every platform's health is ``ok``, ``partial`` when some are ``ok`` or ``partial``
+(measured cells of a ``partial`` platform load; its failed cells are "not measured") and some are not, ``failed``
+when none is (the flow run then ends Failed; the CLI exits non-zero). The warehouse and the published tables leave
+the unhealthy platforms out and say so.
 
 Retries: a crawl is retried only when the failure is transient (its child process crashed, or the platform was
 ``unreachable``); never for ``site_changed``, ``blocked``, ``budget_exhausted`` or a spider error, which a retry
-would only repeat (and a ``blocked`` platform must not be hit again).
+would only repeat (and a ``blocked`` platform must not be hit again). A cell whose page failed transiently is
+already tried again inside the crawl (``crawl.cell_retries``); a retried platform crawl gets what is left of the
+platform's ``politeness.budget`` after the run's earlier attempts: one request budget per run, not per attempt.
 
 No ``from __future__ import annotations`` here: Prefect validates flow parameters against the real ``date`` type
 when a runner or worker loads the flow from its entrypoint, and postponed annotations break that.
@@ -44,7 +47,7 @@ from flows.progress import emit
 from flows.schedule import in_crawl_window
 from pointcount.config import DEFAULT_CONFIG, LoadedConfig, load_config
 from pointcount.keys import KeyStore, period_id
-from pointcount.results import CrawlResult
+from pointcount.results import HEALTHY, CrawlResult, Health
 
 FLOW_NAME = "pointcount-pipeline"
 TRANSIENT_HEALTH = frozenset({"unreachable"})
@@ -141,18 +144,19 @@ def stage_available(module: str, attribute: str) -> bool:
 
 
 def run_status(results: list[CrawlResult]) -> str:
-    ok = sum(r.health == "ok" for r in results)
-    if results and ok == len(results):
+    if results and all(r.health == "ok" for r in results):
         return "complete"
-    return "partial" if ok else "failed"
+    return "partial" if any(r.health in HEALTHY for r in results) else "failed"
 
 
-def failed_result(cfg: LoadedConfig, platform: str, run_id: str, snapshot: date, why: str) -> CrawlResult:
-    """A CrawlResult for a crawl that never returned one (its child process kept crashing)."""
+def failed_result(
+    cfg: LoadedConfig, platform: str, run_id: str, snapshot: date, why: str, health: Health = "failed"
+) -> CrawlResult:
+    """A CrawlResult for a crawl that never returned one (its child process kept crashing, or no budget was left)."""
     now = datetime.now(UTC)
     return CrawlResult(
         platform=platform, run_id=run_id, snapshot_date=snapshot, mode=cfg.platform(platform).mode,
-        health="failed", health_reason=why[:300],
+        health=health, health_reason=why[:300],
         linkage_period=period_id(snapshot, cfg.run.keys.linkage_period), sketch_lg_k=cfg.run.crawl.sketch_lg_k,
         started_at=now, finished_at=now,
     )
@@ -180,6 +184,7 @@ def _retry_if_transient(task: Any, task_run: TaskRun, state: State) -> bool:
 # Attempts per (run, platform), counted where the task runs (the flow's own process: tasks run in its threads).
 # Prefect's run_count reaches the API asynchronously, so it can lag right after the task ends.
 _ATTEMPTS: Counter[tuple[str, str]] = Counter()
+_SPENT: Counter[tuple[str, str]] = Counter()  # requests made by earlier attempts (one budget per run)
 _ATTEMPTS_LOCK = threading.Lock()
 
 TASK_OPTIONS: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE, "log_prints": False}
@@ -193,16 +198,25 @@ def crawl_task(config_path: str, platform: str, run_id: str, snapshot_date: date
     logger = get_run_logger()
     with _ATTEMPTS_LOCK:
         _ATTEMPTS[(run_id, platform)] += 1
+        spent = _SPENT[(run_id, platform)]
     cfg = load_config(config_path)
+    budget = cfg.platform(platform).politeness.budget - spent
+    if spent and budget <= 0:
+        return failed_result(cfg, platform, run_id, snapshot_date,
+                             f"request budget of {budget + spent} spent by earlier attempts",
+                             health="budget_exhausted")  # fmt: skip
     emit(platform, {"event": "start"})
     try:
-        result = crawl_platform(cfg, platform, run_id, snapshot_date, progress=lambda ev: emit(platform, ev))
+        result = crawl_platform(cfg, platform, run_id, snapshot_date, progress=lambda ev: emit(platform, ev),
+                                budget=budget if spent else None)  # fmt: skip
     except CrawlRefused:
         raise  # refused on ethics grounds: a retry would be refused again
     except CrawlChildError as exc:
         # The child process crashed or could not be started: transient. Only the type goes to the log.
         emit(platform, {"event": "retry"})
         raise TransientCrawlFailure(platform, f"crawl process failed ({type(exc).__name__})") from None
+    with _ATTEMPTS_LOCK:
+        _SPENT[(run_id, platform)] += result.requests
     emit(platform, {"event": "finish", "requests": result.requests, "pages": result.pages, "cards": result.cards})
     logger.info(
         "%s: %s after %d requests, %d pages, %d cards (%.1f s)",
@@ -316,6 +330,7 @@ def _crawl_all(
             outcome = future.result(raise_on_failure=False)
             with _ATTEMPTS_LOCK:
                 attempts[name] = _ATTEMPTS.pop((run_id, name), 1)
+                _SPENT.pop((run_id, name), None)
             if state.is_completed() and isinstance(outcome, CrawlResult):
                 results.append(outcome)
             elif isinstance(outcome, TransientCrawlFailure) and outcome.result is not None:

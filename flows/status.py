@@ -34,6 +34,19 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[d
     return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
 
+def _add_not_measured(con: duckdb.DuckDBPyConnection, run_id: str, rows: list[dict[str, Any]]) -> None:
+    """Name each partial platform's regional cells that were not measured (``cell_failures``, migration 004)."""
+    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'cell_failures'").fetchone()[0]:
+        return
+    found = dict(con.execute(
+        "SELECT platform, string_agg(region_code || '/' || category, ', ' ORDER BY region_code, category) "
+        "FROM cell_failures WHERE run_id = ? AND region_level = 'itl1' AND category <> 'all' GROUP BY platform",
+        [run_id],
+    ).fetchall())
+    for row in rows:
+        row["not_measured"] = found.get(row["platform"], "")
+
+
 def read_status(cfg: LoadedConfig, limit: int = 10) -> Status:
     status = Status(source=None, next_run=next_run(cfg.run.schedule), running=lock_holder(cfg.state_path))
     for path in (cfg.warehouse_path, cfg.analyst_path):
@@ -54,6 +67,7 @@ def read_status(cfg: LoadedConfig, limit: int = 10) -> Status:
                     con, "SELECT platform, health, health_reason, requests, pages, cards, elapsed_s "
                     "FROM platform_runs WHERE run_id = ? ORDER BY platform", [run["run_id"]],
                 )
+                _add_not_measured(con, run["run_id"], status.health[run["run_id"]])
         except duckdb.Error as exc:
             status.problem = f"cannot read runs from {path}: {exc}"
             continue

@@ -148,6 +148,7 @@ COLUMN_NOTES = {
     "population": "residents, mid-2022 (ONS, NRS, NISRA); empty for local authority districts",
     "deduplicated": "false where a count-only platform's stated total (not deduplicated) contributed",
     "platforms_included": "healthy platforms that covered or contributed to the cell, ';'-separated",
+    "not_measured": "included platforms that could not measure this cell (a partial crawl): values empty, not zero",
 }
 
 

@@ -19,10 +19,11 @@ from pointcount.config import LoadedConfig
 from pointcount.geography import ATTRIBUTION, NATIONAL_CODE, UNMAPPED
 from publish.disclosure import SUPPRESSED_MARK, DisclosureRule
 from publish.population import POPULATION_SOURCE
-from publish.source import RunData
+from publish.source import HEALTHY, RunData
 
 NOT_COVERED_MARK = "[x]"
 HEALTH_NOTES = {  # pointcount.results.Health, as the report's platform table explains it
+    "partial": "some region and category cells could not be measured: shown as not measured, never as zero",
     "site_changed": "the site's pages no longer matched the platform definition (its layout changed)",
     "blocked": "the site refused or blocked the crawler",
     "unreachable": "the site could not be reached",
@@ -394,7 +395,7 @@ def _platforms(inp: ReportInputs) -> str:
     pc = data.platform_counts
     rows = []
     for r in data.platforms.itertuples(index=False):
-        ok = r.health == "ok"
+        ok = r.health in HEALTHY  # a partial platform's measured cells count
         platform = known.get(r.platform)
         title = platform.title if platform else r.platform
         nat = pc[(pc["platform"] == r.platform) & (pc["region_level"] == "national") & (pc["category"] == "all")]
@@ -405,7 +406,11 @@ def _platforms(inp: ReportInputs) -> str:
         cell = count_cell(rule.protect(exact), rule.is_suppressed(exact), ok and exact is not None)
         # A fixed description per health value, never the crawler's health_reason: that free text holds exact
         # request, page and card counts ("48 cells, 198 pages, 8699 cards").
-        reason = "" if ok else HEALTH_NOTES.get(str(r.health), "the crawl did not finish healthily")
+        reason = "" if r.health == "ok" else HEALTH_NOTES.get(str(r.health), "the crawl did not finish healthily")
+        holes = sorted(f"{code} {cat}" for (level, code, cat), names in data.not_measured().items()
+                       if level == "itl1" and cat != "all" and r.platform in names)
+        if holes:  # region codes and categories only: which cells are "not measured"
+            reason += f"; not measured: {', '.join(holes)}"
         rows.append(
             f"<tr data-platform=\"{e(r.platform)}\"><td>{e(title)}<br><code class=\"small\">{e(r.platform)}</code>"
             f"</td><td>{e(getattr(r, 'mode', platform.mode if platform else ''))}</td>"

@@ -16,7 +16,7 @@ import duckdb
 import pandas as pd
 
 PUBLISHABLE = ("complete", "partial")
-HEALTHY = "ok"
+HEALTHY = ("ok", "partial")  # pointcount.results.HEALTHY: a partial platform's measured cells count
 
 
 class PublishError(Exception):
@@ -33,6 +33,7 @@ class RunData:
     history: pd.DataFrame  # per publishable run up to this one: run_id, snapshot_date, listings, advertisers, ...
     estimates: pd.DataFrame | None  # region_estimates for this run, None when the table is absent
     is_latest: bool  # no publishable run started after this one
+    cell_failures: pd.DataFrame | None = None  # cells of healthy (partial) platforms not measured (migration 004)
 
     @property
     def run_id(self) -> str:
@@ -41,11 +42,22 @@ class RunData:
     @property
     def included(self) -> list[str]:
         """Platforms whose crawl was healthy: the only ones whose figures (and zeros) are published."""
-        return sorted(self.platforms.loc[self.platforms["health"] == HEALTHY, "platform"])
+        return sorted(self.platforms.loc[self.platforms["health"].isin(HEALTHY), "platform"])
 
     @property
     def failed(self) -> pd.DataFrame:
-        return self.platforms.loc[self.platforms["health"] != HEALTHY].sort_values("platform")
+        return self.platforms.loc[~self.platforms["health"].isin(HEALTHY)].sort_values("platform")
+
+    def not_measured(self) -> dict[tuple[str, str, str], list[str]]:
+        """(level, region code, category) -> included platforms that could not measure it (never a zero)."""
+        out: dict[tuple[str, str, str], list[str]] = {}
+        if self.cell_failures is None or self.cell_failures.empty:
+            return out
+        included = set(self.included)
+        for r in self.cell_failures.itertuples(index=False):
+            if r.platform in included:
+                out.setdefault((r.region_level, r.region_code, r.category), []).append(str(r.platform))
+        return {k: sorted(v) for k, v in out.items()}
 
     @property
     def alarms(self) -> list[str]:
@@ -142,7 +154,7 @@ def read_run(path: Path, run_id: str | None = None, wait_s: float = 30.0) -> Run
             # A failed or unfinished crawl must never publish (its zeros would be false zeros).
             raise PublishError(f"run {run_id} has status {run['status']!r}; only complete or partial runs publish")
         platforms = _frame(con, "select * from platform_runs where run_id = ? order by platform", [run_id])
-        if not (platforms["health"] == HEALTHY).any():
+        if not platforms["health"].isin(HEALTHY).any():
             raise PublishError(f"run {run_id}: no platform crawled healthily; nothing trustworthy to publish")
         counts = _frame(con, "select * from region_counts where run_id = ?", [run_id])
         if counts.empty:
@@ -155,7 +167,8 @@ def read_run(path: Path, run_id: str | None = None, wait_s: float = 30.0) -> Run
             con,
             """
             select r.run_id, r.started_at, r.status, c.snapshot_date, c.listings, c.advertisers,
-                   (select count(*) from platform_runs p where p.run_id = r.run_id and p.health = 'ok')
+                   (select count(*) from platform_runs p where p.run_id = r.run_id
+                                                           and p.health in ('ok', 'partial'))
                        as platforms_ok
             from runs r join region_counts c on c.run_id = r.run_id
             where r.status in ('complete', 'partial') and r.started_at <= ?
@@ -173,6 +186,9 @@ def read_run(path: Path, run_id: str | None = None, wait_s: float = 30.0) -> Run
             estimates = _frame(con, "select * from region_estimates", [])
             if "run_id" in estimates.columns:
                 estimates = estimates[estimates["run_id"] == run_id]
+        failures = None
+        if _has_table(con, "cell_failures"):
+            failures = _frame(con, "select * from cell_failures where run_id = ?", [run_id])
     finally:
         con.close()
     return RunData(
@@ -184,4 +200,5 @@ def read_run(path: Path, run_id: str | None = None, wait_s: float = 30.0) -> Run
         history=history,
         estimates=estimates,
         is_latest=later == 0,
+        cell_failures=failures,
     )

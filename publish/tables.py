@@ -3,7 +3,9 @@
 One row per (level, region, category). Values come from the warehouse's ``region_counts`` (exact) and pass through
 the disclosure rule. A region x category with no row is a *true zero* only when some healthy included platform
 looked there (it covers the region and category); otherwise it is published as missing (``covered`` false), never
-as zero. Failed platforms are excluded from the figures by the warehouse and named in the report.
+as zero. A region x category that an included platform could not measure (a failed cell of a ``partial`` crawl)
+is published as missing too, with that platform in ``not_measured``: a figure with a hole in it is not a count.
+Failed platforms are excluded from the figures by the warehouse and named in the report.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ COLUMNS = [
     "advertisers_per_100k",
     "deduplicated",
     "platforms_included",
+    "not_measured",
 ]
 LEVEL_ORDER = {"national": 0, "itl1": 1, "lad": 2}
 
@@ -124,6 +127,7 @@ def build_table(data: RunData, config: LoadedConfig, rule: DisclosureRule, geo: 
     existing = {
         (r.region_level, r.region_code, r.category): r for r in counts.itertuples(index=False)
     }
+    not_measured = data.not_measured()
     pop = population()
     rows = []
     for level, names in regions.items():
@@ -135,7 +139,11 @@ def build_table(data: RunData, config: LoadedConfig, rule: DisclosureRule, geo: 
                 }
                 found = existing.get(key)
                 names_in = sorted(looked | contributed.get(key, set()))
-                if found is not None:
+                holes = not_measured.get(key, [])
+                if holes:
+                    exact = dict.fromkeys(MEASURES, None)  # not measured: missing, never zero
+                    dedup, covered = None, False
+                elif found is not None:
                     exact = {m: getattr(found, m) for m in MEASURES}
                     dedup = bool(found.deduplicated) if "deduplicated" in counts.columns else None
                     covered = True
@@ -157,6 +165,7 @@ def build_table(data: RunData, config: LoadedConfig, rule: DisclosureRule, geo: 
                     "population": residents,
                     "deduplicated": dedup,
                     "platforms_included": ";".join(names_in),
+                    "not_measured": ";".join(holes),
                 }
                 for m in MEASURES:
                     out[m] = rule.protect(exact[m])

@@ -194,7 +194,8 @@ def test_a_crashed_crawl_child_is_retried_and_a_refused_crawl_is_not(
     cfg = load_config(sandbox_config(tmp_path, urls, only=list(urls)))
     calls: Counter[str] = Counter()
 
-    def fake_crawl(config: Any, platform: str, run_id: str, snapshot_date: date, progress: Any = None) -> CrawlResult:
+    def fake_crawl(config: Any, platform: str, run_id: str, snapshot_date: date, progress: Any = None,
+                   budget: int | None = None) -> CrawlResult:
         calls[platform] += 1
         if platform == "sandbox-counts":
             raise crawl_run.CrawlRefused("refused on ethics grounds")
@@ -214,3 +215,33 @@ def test_a_crashed_crawl_child_is_retried_and_a_refused_crawl_is_not(
     assert dict(calls) == {"sandbox-api": 2, "sandbox-counts": 1}
     assert {r.platform: r.health for r in results} == {"sandbox-api": "ok", "sandbox-counts": "failed"}
     assert attempts == {"sandbox-api": 2, "sandbox-counts": 1}
+
+
+def test_retried_crawls_share_one_request_budget_per_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each attempt of a retried crawl gets what the earlier attempts of the run left; none once it is spent."""
+    import crawlers.run
+    from flows import pipeline
+    from pointcount.results import CrawlResult
+
+    name = "sandbox-api"
+    cfg_path = sandbox_config(tmp_path, {name: "http://127.0.0.3:9"}, only=[name])
+    budget = load_config(cfg_path).platform(name).politeness.budget
+    given: list[int | None] = []
+
+    def fake_crawl(cfg: Any, platform: str, run_id: str, snapshot: Any, progress: Any = None,
+                   budget: int | None = None) -> CrawlResult:
+        given.append(budget)
+        spent = budget if budget is not None else first_spent  # a later attempt spends all it was given
+        result = pipeline.failed_result(cfg, platform, run_id, snapshot, "all cells failed", health="unreachable")
+        return result.model_copy(update={"requests": spent})
+
+    first_spent = budget - 3  # the first attempt leaves 3 requests
+    monkeypatch.setattr(crawlers.run, "crawl_platform", fake_crawl)
+    monkeypatch.setattr(pipeline, "get_run_logger", lambda: __import__("logging").getLogger("test"))
+    snap = __import__("datetime").date(2026, 11, 29)
+    for _ in range(2):
+        with pytest.raises(pipeline.TransientCrawlFailure):
+            pipeline.crawl_task.fn(str(cfg_path), name, "run-b", snap)
+    assert given == [None, 3]  # first attempt: the whole budget; second: what the first left
+    third = pipeline.crawl_task.fn(str(cfg_path), name, "run-b", snap)  # nothing left: no crawl at all
+    assert given == [None, 3] and third.health == "budget_exhausted" and third.requests == 0

@@ -29,7 +29,7 @@ from estimation import estimate_run
 from pointcount import sketches
 from pointcount.config import DEMO_CONFIG, LoadedConfig, load_config
 from pointcount.geography import NATIONAL_CODE, UNMAPPED, boundary_path
-from pointcount.results import Cell, CrawlResult
+from pointcount.results import Cell, CrawlResult, FailedCell
 from publish import DisclosureRule, PublishError, publish_run, read_published
 from publish.exports import csv_safe, write_csv
 from publish.maps import map_data, render_map
@@ -744,3 +744,35 @@ def test_district_parents_from_a_users_own_file_match_the_shipped_lookup(tmp_pat
     assert len(shipped) == len(joined) == 374
     agree = sum(shipped[c] == joined[c] for c in shipped)
     assert agree >= 370, agree
+
+
+def test_cells_a_partial_platform_could_not_measure_are_published_as_not_measured(tmp_path: Path) -> None:
+    """A partial crawl: its failed cell is missing (never a zero) with the platform named; the rest publishes."""
+    config = configured(tmp_path)
+    run_id, snap = "run-20261120T0500", DAY
+    directory = card_result("sandbox-directory", run_id, snap, 0, directory_regions())
+    hole = {("itl1", "TLE", "women"), ("national", NATIONAL_CODE, "women")}
+    hole |= {("lad", lad, "women") for lad in lads_by_region()["TLE"]}
+    directory = directory.model_copy(update={
+        "health": "partial", "health_reason": "1 of 44 cells not measured: HTTP 404 on the listing page ×1",
+        "cells": [c for c in directory.cells if (c.region_level, c.region_code, c.category) not in hole],
+        "failed_cells": [FailedCell(region_level=lv, region_code=code, category=cat, kind="site_changed",  # type: ignore[arg-type]
+                                    reason="HTTP 404 on the listing page") for lv, code, cat in sorted(hole)],
+    })
+    with Warehouse(config.warehouse_path) as wh:
+        wh.start_run(run_id, datetime.combine(snap, datetime.min.time(), tzinfo=UTC), "cfg0123456789abc", None, "t")
+        wh.load_results(run_id, snap, [directory, card_result("sandbox-loadmore", run_id, snap, 0,
+                                                                directory_regions(), linkage=False)])
+        wh.finish_run(run_id, "partial", [])
+    out = publish_run(config, run_id=run_id)
+    frame = read_published(out).set_index(["region_level", "region_code", "category"])
+    for key in [("itl1", "TLE", "women"), ("national", NATIONAL_CODE, "women"), ("itl1", "TLE", "all"),
+                ("national", NATIONAL_CODE, "all")]:
+        row = frame.loc[key]
+        assert pd.isna(row["listings"]) and not row["covered"] and row["not_measured"] == "sandbox-directory", key
+    # Positive control: the same platform's measured cells publish, with numbers and no not_measured mark.
+    ok = frame.loc[("itl1", "TLC", "women")]
+    assert ok["covered"] and pd.notna(ok["listings"]) and (pd.isna(ok["not_measured"]) or not ok["not_measured"])
+    assert "sandbox-directory" in ok["platforms_included"]
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "partial" in html and "not measured: TLE women" in html

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from pointcount import sketches
 from pointcount.geography import NATIONAL_CODE, UNMAPPED, region_names
 from pointcount.keys import Pseudonymiser
-from pointcount.results import Cell, CrawlResult
+from pointcount.results import Cell, CrawlResult, FailedCell
 from warehouse import MigrationError, ResultError, Warehouse, WarehouseError
 from warehouse import cli as wcli
 from warehouse.store import MIGRATIONS_DIR
@@ -64,6 +64,11 @@ GRAIN = {
         ["run_id", "region_level", "region_code", "category"],
         ["region_name", "listings", "advertisers", "platforms", "deduplicated", "run_status"],
     ),
+    "cell_failures": (
+        ["run_id", "platform", "region_level", "region_code", "category"],
+        ["snapshot_date", "kind", "reason"],
+    ),
+    "v_cell_failures": (["run_id", "platform", "region_level", "region_code", "category"], ["kind", "run_status"]),
     "v_latest_region_counts": (["region_level", "region_code", "category"], ["run_id", "listings"]),
     "v_latest_platform_region_counts": (
         ["platform", "region_level", "region_code", "category"],
@@ -116,6 +121,18 @@ def load_run(wh: Warehouse, run_id: str, platforms, listings, *, day: date = DAY
     return results
 
 
+def partial(result: CrawlResult, itl1: str, category: str, declare: bool = True) -> CrawlResult:
+    """The result as if the walk of ``itl1`` × ``category`` had failed: that cell and the national cell of the
+    category not shipped, and (``declare``) named in failed_cells, as crawlers/run.py does."""
+    gone = {("itl1", itl1, category), ("national", NATIONAL_CODE, category)}
+    cells = [c for c in result.cells if (c.region_level, c.region_code, c.category) not in gone]
+    assert len(cells) == len(result.cells) - 2
+    failed = [FailedCell(region_level=lv, region_code=code, category=cat, kind="site_changed",  # type: ignore[arg-type]
+                         reason="HTTP 404 on the listing page") for lv, code, cat in sorted(gone)] if declare else []
+    return result.model_copy(update={"cells": cells, "failed_cells": failed,
+                                     "health": "partial" if declare else result.health})
+
+
 @pytest.fixture
 def wh(tmp_path: Path):
     with Warehouse(tmp_path / "w.duckdb", tmp_path / "analyst.duckdb") as w:
@@ -157,6 +174,10 @@ def test_every_table_and_view_of_the_migrations_has_grain_checks(wh: Warehouse) 
     load_run(wh, "r1", world_platforms, listings)
     load_run(wh, "r2", world_platforms, listings[::2], offset_days=1, status="partial")
     load_run(wh, "r3", world_platforms, listings, offset_days=2, status="running")
+    wh.start_run("r4", T0 + timedelta(days=3), "cfg123", None, "test")
+    results = crawl_results("r4", DAY, world_platforms, listings)
+    wh.load_results("r4", DAY, [partial(results[0], "TLD", "women"), *results[1:]])
+    wh.finish_run("r4", "partial", [])
     check_grain(wh.con, GRAIN)
     for name in GRAIN:  # the checks ran over rows, not empty relations
         assert wh.con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] > 0, name
@@ -402,6 +423,46 @@ def test_alarms_name_platform_region_category_and_numbers(wh: Warehouse) -> None
     # A run is compared with the previous *complete* run: r2 was partial, so r3 compares with r1.
     load_run(wh, "r3", platforms, listings, offset_days=2, status="running")
     assert wh.alarms("r3") == []
+
+
+def test_a_partial_platform_loads_its_measured_cells_and_records_the_rest(wh: Warehouse) -> None:
+    platforms, listings, _ = random_world(7, n_advertisers=1500)
+    load_run(wh, "r1", platforms, listings)
+    name = platforms[0].name
+    before = expected_platform_counts(platforms, listings)
+    # The busiest ITL1 × category cell of the first platform, so a missing figure would be an alarm-sized fall.
+    _, itl1, cat = max((v[1], k[2], k[3]) for k, v in before.items()
+                       if k[0] == name and k[1] == "itl1" and k[3] != "all" and v[1] is not None)
+    assert before[(name, "itl1", itl1, cat)][1] >= 10
+
+    def run(run_id: str, offset: int, declare: bool) -> list[str]:
+        wh.start_run(run_id, T0 + timedelta(days=offset), "cfg123", None, "test")
+        results = crawl_results(run_id, DAY, platforms, listings)
+        results = [partial(r, itl1, cat, declare) if r.platform == name else r for r in results]
+        wh.load_results(run_id, DAY, results)
+        return wh.alarms(run_id)
+
+    alarms = run("r2", 1, declare=True)
+    failures = wh.query("SELECT platform, region_level, region_code, category, kind FROM cell_failures "
+                        "WHERE run_id = 'r2'")
+    assert set(failures.itertuples(index=False, name=None)) == {
+        (name, "itl1", itl1, cat, "site_changed"), (name, "national", NATIONAL_CODE, cat, "site_changed"),
+        (name, "itl1", itl1, "all", "site_changed"), (name, "national", NATIONAL_CODE, "all", "site_changed")}
+    assert wh.query("SELECT health FROM platform_runs WHERE run_id = 'r2' AND platform = $p",
+                    {"p": name}).iloc[0, 0] == "partial"
+    gone = {("itl1", itl1, cat), ("national", NATIONAL_CODE, cat), ("itl1", itl1, "all"),
+            ("national", NATIONAL_CODE, "all")}
+    pc = wh.query("SELECT region_level, region_code, category, listings FROM platform_region_counts "
+                  "WHERE run_id = 'r2' AND platform = $p", {"p": name})
+    got = {(r.region_level, r.region_code, r.category): r.listings for r in pc.itertuples()}
+    assert not gone & set(got)  # not measured: no number at all, not a zero
+    assert len(got) > 20 and all(v == before[(name, *k)][1] for k, v in got.items())  # the rest loads, exact
+    rc = wh.query("SELECT region_level, region_code, category FROM region_counts WHERE run_id IN ('r1', 'r2')"
+                  " GROUP BY ALL HAVING count(*) = 1")
+    assert set(rc.itertuples(index=False, name=None)) == gone  # only the holes are missing in r2
+    assert not [a for a in alarms if f"({itl1}) · {cat}:" in a or f"({itl1}) · all:" in a]
+    # Positive control: the same holes without failed_cells read as a fall and raise the alarm.
+    assert [a for a in run("r3", 2, declare=False) if a.startswith(f"{name} · ") and f"({itl1}) · {cat}:" in a]
 
 
 def test_first_run_has_no_alarms(wh: Warehouse) -> None:

@@ -254,8 +254,10 @@ class Warehouse:
     def load_results(self, run_id: str, snapshot_date: date, results: list[CrawlResult]) -> None:
         """Replace the run's rows with these results, in one short transaction.
 
-        Every platform gets a platform_runs row; only healthy ones (health 'ok') contribute cells and counts.
-        Raises ResultError (nothing written) when a result breaks the contract.
+        Every platform gets a platform_runs row; only healthy ones (health 'ok' or 'partial') contribute cells and
+        counts. A partial platform's failed cells go to cell_failures (with category 'all' of their region: a union
+        with a hole); no count row is written for them, and no cross-platform region_counts row for that region x
+        category either (see migration 004). Raises ResultError (nothing written) when a result breaks the contract.
         """
         self._require_run(run_id)
         platforms = [r.platform for r in results]
@@ -272,7 +274,10 @@ class Warehouse:
         period = {r.platform: r.linkage_period for r in healthy}
         for r in healthy:
             cells.extend(agg.cells_from_result(r))
+        failures = _failures(healthy)
         cells = agg.add_all_category(cells, lg_k)
+        cells = [c for c in cells if (c.platform, c.region_level, c.region_code, c.category) not in failures]
+        not_measured = {k[1:] for k in failures}
         names = {
             (c.region_level, c.region_code): self._region_name(c.region_level, c.region_code, c.platform)
             for c in cells
@@ -283,7 +288,13 @@ class Warehouse:
             "platform_region_counts": _platform_counts_frame(
                 run_id, snapshot_date, agg.platform_counts(cells), names
             ),
-            "region_counts": _region_counts_frame(run_id, snapshot_date, agg.region_counts(cells, lg_k), names),
+            "region_counts": _region_counts_frame(
+                run_id, snapshot_date,
+                [rc for rc in agg.region_counts(cells, lg_k)
+                 if (rc.region_level, rc.region_code, rc.category) not in not_measured],
+                names,
+            ),
+            "cell_failures": _cell_failures_frame(run_id, snapshot_date, failures),
         }
         # All computation is done: the transaction below only deletes and inserts.
         with self._transaction():
@@ -308,7 +319,8 @@ class Warehouse:
         the previous complete run. The figure compared is listings (cards) or the stated total (count-only).
         Cells that held fewer than ``min_before`` (default 10, the disclosure threshold) are not alarmed: 2 → 0
         couples in one region is noise, and alarms that cry wolf get ignored. Platforms not healthy in this
-        run are left out: their absence is reported by health and run status."""
+        run are left out: their absence is reported by health and run status; so are cells not measured in this
+        run (cell_failures: 'not measured' is not a fall) or the earlier one (no count row there)."""
         if not 0 < threshold < 1:
             raise ValueError("threshold is a fraction between 0 and 1")
         self._require_run(run_id)
@@ -334,12 +346,15 @@ class Warehouse:
                 SELECT platform, region_level, region_code, category, coalesce(listings, stated) AS n
                 FROM platform_region_counts WHERE run_id = $run
             ), healthy AS (
-                SELECT platform FROM platform_runs WHERE run_id = $run AND health = 'ok'
+                SELECT platform FROM platform_runs WHERE run_id = $run AND health IN ('ok', 'partial')
+            ), unmeasured AS (  -- cells not measured now: no figure to compare (migration 004)
+                SELECT platform, region_level, region_code, category FROM cell_failures WHERE run_id = $run
             )
             SELECT b.platform, b.region_level, b.region_code, b.region_name, b.category, b.n,
                    coalesce(a.n, 0) AS after, b.stated_only
             FROM b LEFT JOIN a USING (platform, region_level, region_code, category)
             WHERE b.platform IN (SELECT platform FROM healthy)
+              AND (b.platform, b.region_level, b.region_code, b.category) NOT IN (SELECT * FROM unmeasured)
               AND b.n >= $min_before AND b.n > 0 AND coalesce(a.n, 0) < b.n * (1 - $threshold)
             ORDER BY b.platform, b.region_level <> 'national', b.region_code, b.category
             """,
@@ -429,6 +444,35 @@ def _drop_broken_views(path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- frames for the load
+
+
+FailureKey = tuple[str, str, str, str]  # platform, level, region code, category
+
+
+def _failures(results: Sequence[CrawlResult]) -> dict[FailureKey, tuple[str, str]]:
+    """Failed cells of healthy (partial) results, plus category 'all' of each failed region: (kind, reason)."""
+    out: dict[FailureKey, tuple[str, str]] = {}
+    for r in results:
+        for f in r.failed_cells:
+            out.setdefault((r.platform, f.region_level, f.region_code, f.category), (f.kind, f.reason))
+        for f in r.failed_cells:
+            why = (f.kind, f"category {f.category} not measured")
+            out.setdefault((r.platform, f.region_level, f.region_code, agg.ALL), why)
+    return out
+
+
+def _cell_failures_frame(run_id: str, snapshot_date: date, failures: Mapping[FailureKey, tuple[str, str]]) -> pa.Table:
+    keys = sorted(failures)
+    return pa.table({
+        "run_id": pa.array([run_id] * len(keys), pa.string()),
+        "snapshot_date": pa.array([snapshot_date] * len(keys), pa.date32()),
+        "platform": pa.array([k[0] for k in keys], pa.string()),
+        "region_level": pa.array([k[1] for k in keys], pa.string()),
+        "region_code": pa.array([k[2] for k in keys], pa.string()),
+        "category": pa.array([k[3] for k in keys], pa.string()),
+        "kind": pa.array([failures[k][0] for k in keys], pa.string()),
+        "reason": pa.array([failures[k][1] for k in keys], pa.string()),
+    })
 
 
 def _platform_runs_frame(run_id: str, snapshot_date: date, results: Sequence[CrawlResult]) -> pa.Table:
