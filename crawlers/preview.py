@@ -269,8 +269,9 @@ def _cell(platform: Platform, region: str | None, category: str | None) -> CellW
 
 
 def try_saved(platform: Platform, files: list[Path], region: str | None = None, category: str | None = None,
-              geography: Geography | None = None) -> TryReport:
-    """Feed saved pages, in order, to the crawl's spider as one cell's walk (no network)."""
+              config: LoadedConfig | None = None) -> TryReport:
+    """Feed saved pages, in order, to the crawl's spider as one cell's walk (no network). With ``config``, its
+    crawl settings (tolerances) and geography apply, as in a run; else the defaults."""
     from scrapy.settings import Settings
     from scrapy.utils.reactor import install_reactor, is_reactor_installed
     from scrapy.utils.test import get_crawler, get_reactor_settings
@@ -280,11 +281,14 @@ def try_saved(platform: Platform, files: list[Path], region: str | None = None, 
     walk = _cell(platform, region, category)
     settings = Settings()
     settings.setmodule(project_settings, priority="project")
+    if config is not None:
+        settings.setdict(project_settings.platform_settings(config, platform), priority="cmdline")
     # Stats and signals without an engine (the callback runs outside a crawl); a reactor must exist, never runs.
     if not is_reactor_installed():
         install_reactor(settings["TWISTED_REACTOR"], settings["ASYNCIO_EVENT_LOOP"])
     crawler = get_crawler(PlatformSpider, settings.copy_to_dict() | get_reactor_settings())
-    spider = PlatformSpider.from_crawler(crawler, platform=platform, edge=_edge(platform, geography or Geography()))
+    geography = config.run.geography if config is not None else Geography()
+    spider = PlatformSpider.from_crawler(crawler, platform=platform, edge=_edge(platform, geography))
     crawler.spider = spider
     crawler.stats.open_spider()
     spider.health.cells_total = 1

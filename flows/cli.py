@@ -96,7 +96,9 @@ def platforms_try(
     region: str | None = typer.Option(None, help="Platform region key of the cell (default: the first)."),
     category: str | None = typer.Option(None, help="Platform category key of the cell (default: the first)."),
     pages: int = typer.Option(1, min=1, help="--live: listing pages to fetch at most."),
-    config: Path = ConfigOption,
+    config: Path | None = typer.Option(None, "--config", "-c", help="Run configuration: ethics, User-Agent, "
+                                       "geography, crawl tolerances (--live default: config/pointcount.yaml; "
+                                       "--html default: built-in defaults)."),
 ) -> None:
     """Try a definition on saved or live listing pages: per page the stated total, cards, values per field, regions,
     the next link and the cell's verdict; never a personal value (safe to paste into an issue). Exit 0 when every
@@ -118,7 +120,7 @@ def platforms_try(
             if region is None or category is None:
                 err_console.print("--live needs --region and --category", markup=False)
                 raise typer.Exit(2)
-            cfg = config_or_exit(config)
+            cfg = config_or_exit(config or DEFAULT_CONFIG)
             problems = check_platform_ethics(platform, cfg.run.ethics, str(file))
             if problems:
                 fail_config(ConfigError(problems))
@@ -127,7 +129,7 @@ def platforms_try(
             missing = [str(p) for p in html if not p.is_file()]
             if missing:
                 fail_config(ConfigError([f"{p}: (file): cannot be read" for p in missing]))
-            report = try_saved(platform, html, region, category)
+            report = try_saved(platform, html, region, category, config_or_exit(config) if config else None)
     except ValueError as exc:  # an unknown region or category key
         err_console.print(str(exc), markup=False)
         raise typer.Exit(2) from exc

@@ -26,6 +26,7 @@ from sandbox.site import Site
 runner = CliRunner()
 SEED, N = 11, 1200
 PLATFORMS = REPO_CONFIG_DIR / "platforms"
+REPO_FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def test_shape_hides_the_value_and_keeps_its_form() -> None:
@@ -162,3 +163,19 @@ def test_live_try_is_polite_and_stops_after_the_pages_asked(tmp_path: Path) -> N
     assert "not decided" in proc.stdout
     assert find_canaries([proc.stdout.encode(), proc.stderr.encode()], canaries) == []
     assert not (tmp_path / "keys").exists(), "a try never creates or reads a run's linkage keys"
+
+
+def test_saved_pages_are_judged_with_the_run_configs_tolerance(tmp_path: Path) -> None:
+    """Three cards under a stated total of 5: within the default churn tolerance (2), beyond a run's 0."""
+    page = (REPO_FIXTURES / "sandbox-directory" / "page1.html").read_text().replace("Showing 1–3 of 3",
+                                                                                   "Showing 1–3 of 5")
+    (tmp_path / "short.html").write_text(page)
+    args = [str(PLATFORMS / "sandbox-directory.yaml"), "--html", str(tmp_path / "short.html")]
+    code, out, _ = _try(*args)
+    assert code == 0 and "measured 3" in out and "tolerated" in out
+    run = {"ethics": {"contact": "try-tests@example.org"}, "platforms": [str(PLATFORMS / "sandbox-directory.yaml")],
+           "crawl": {"churn_abs": 0}, "keys": {"dir": str(tmp_path / "keys")}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    code, out, _ = _try(*args, "--config", str(tmp_path / "run.yaml"))
+    assert code == 0  # every selector found something ...
+    assert "failed (site_changed): pages short of the stated total" in out  # ... but the cell is not measured
