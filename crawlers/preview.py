@@ -164,7 +164,11 @@ def safe_link(platform: Platform, url: str) -> str:
         return "a never-fetch path: the crawl would not follow it"
     parts = urlsplit(url)
     query = "&".join(f"{k}={shape(v)}" for k, v in parse_qsl(parts.query, keep_blank_values=True))
-    return parts.path + (f"?{query}" if query else "")
+    # A long path segment with a digit may be an id or a cursor (/after/A1B2C3D4E5): shaped; slugs and page
+    # numbers stay readable.
+    path = "/".join(shape(seg) if len(seg) >= 8 and any(c.isdigit() for c in seg) else seg
+                    for seg in parts.path.split("/"))
+    return path + (f"?{query}" if query else "")
 
 
 def _describe_next(platform: Platform, read: PageRead | None, followed: str | None) -> str:

@@ -15,7 +15,7 @@ import yaml
 from test_crawl_sandbox import find_canaries
 from typer.testing import CliRunner
 
-from crawlers.preview import read_page, shape
+from crawlers.preview import read_page, safe_link, shape
 from flows.cli import app
 from pointcount.config import REPO_CONFIG_DIR, load_platform
 from sandbox import Sandbox
@@ -35,6 +35,16 @@ def test_shape_hides_the_value_and_keeps_its_form() -> None:
     assert shape("Amber.K@example.org") == "•••••.•@•••••••.•••"
     assert shape("DAB3CDE7FG") == "••••••••••"
     assert shape("x" * 40) == "•" * 24 + "…"
+
+
+def test_links_are_printed_without_ids_or_cursors() -> None:
+    p = load_platform(PLATFORMS / "sandbox-loadmore.yaml")
+    base = p.base_url
+    assert safe_link(p, f"{base}/ads/yh/ladies?after=0a1b2c") == "/ads/yh/ladies?after=••••••"
+    assert safe_link(p, f"{base}/ads/yh/after/FAKE0123AB/page-2") == "/ads/yh/after/••••••••••/page-2"
+    assert safe_link(p, f"{base}/profile/FAKE0123AB") == "a never-fetch path: the crawl would not follow it"
+    assert safe_link(p, "https://elsewhere.example/ads/FAKE0123AB").startswith("off the platform's origins")
+    assert "FAKE" not in safe_link(p, "https://elsewhere.example/ads/FAKE0123AB")
 
 
 @pytest.fixture(scope="module")
