@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -530,6 +531,40 @@ def test_401_403_451_on_a_listing_page_stop_as_blocked() -> None:
         assert health == "blocked" and str(status) in reason
     robots = Request(f"{BASE}/robots.txt", meta={"dont_obey_robotstxt": True})
     assert mw.process_response(robots, TextResponse(robots.url, status=403, request=robots)).status == 403
+
+
+def test_blocked_means_sustained_refusal_not_a_busy_answer_now_and_then() -> None:
+    """One-off 503s with Retry-After are waited out; refusals in a row, or in a large share, are a block."""
+
+    def politeness() -> tuple[PlatformSpider, PolitenessMiddleware]:
+        spider = make_spider(platform(), POINTCOUNT_MAX_BLOCKS=3, POINTCOUNT_MAX_BLOCK_SHARE=0.5)
+        downloader = SimpleNamespace(get_slot_key=lambda request: "host", slots={})
+        spider.crawler.engine = SimpleNamespace(spider=None, downloader=downloader)  # nothing to close here
+        return spider, PolitenessMiddleware(spider.crawler)
+
+    def answer(mw: PolitenessMiddleware, status: int) -> None:
+        req = Request(f"{BASE}/search/london/female?page=1")
+        mw.process_request(req)
+        headers = {"Retry-After": "0"} if status == 503 else {}
+        resp = HtmlResponse(req.url, status=status, headers=headers, body=b"<html></html>", request=req)
+        mw.response_downloaded(resp, req)
+        with contextlib.suppress(IgnoreRequest):  # the block itself: the spider is told to stop
+            mw.process_response(req, resp)
+
+    spider, mw = politeness()
+    for _ in range(5):  # a busy server: a page answers 503 once, then fine, and the next page too
+        answer(mw, 503)
+        answer(mw, 200)
+        answer(mw, 200)
+    assert spider.health.blocked is None and mw.blocks == 5  # 5 of 15 requests: not over the 0.5 share
+    spider, mw = politeness()
+    for _ in range(4):
+        answer(mw, 503)
+    assert spider.health.blocked == "4 refusals (429/503) in a row exceed max_blocks = 3"
+    spider, mw = politeness()
+    for status in (503, 503, 200, 503, 503):  # never more than 2 in a row, but 4 of 5 requests refused
+        answer(mw, status)
+    assert spider.health.blocked == "4 of 5 requests refused (429/503), over max_block_share = 0.5"
 
 
 def _config(tmp_path: Path, start: str, end: str) -> LoadedConfig:
