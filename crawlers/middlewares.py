@@ -17,8 +17,11 @@ Scrapy alone does not apply robots.txt ``Crawl-delay``, does not honour ``Retry-
 - ``POINTCOUNT_UNREACHABLE_AFTER`` consecutive failures before any success stop the crawl as ``unreachable``;
 - a 401, 403 or 451 on a listing page means the site refuses us: the crawl stops as ``blocked`` (no retry).
 
-``GuardMiddleware`` (always on, first in the chain) refuses every request outside the platform's origin
-(scheme, host and port of ``POINTCOUNT_BASE_URL``) and every never-fetch path. Redirects are caught too:
+``GuardMiddleware`` (always on, first in the chain) refuses every request outside the platform's origins
+(scheme, host and port of ``POINTCOUNT_BASE_URL`` or one of ``POINTCOUNT_ALIASES``) and every never-fetch path,
+and, with aliases, puts every request it lets through into one download slot (the base URL's host), so the delay
+holds across a site's origins (``www.``, https); robots.txt is read per origin (Scrapy keys its parsers by netloc).
+Redirects are caught too:
 Scrapy's RedirectMiddleware hands the redirected request back to the engine, which sends it through every
 downloader middleware's ``process_request`` again (scheduled spider requests; and ``engine.download`` loops the
 same way for robots.txt). Our spider sets ``dont_filter`` on its requests, which switches Scrapy's own
@@ -28,19 +31,23 @@ Settings: ``POINTCOUNT_POLITENESS`` (bool, default True; NotConfigured when off)
 ``POINTCOUNT_DELAY_MARGIN_S`` (0.005), ``POINTCOUNT_BUDGET``, ``POINTCOUNT_MAX_BLOCKS``,
 ``POINTCOUNT_MAX_BLOCK_SHARE`` (0.5), ``POINTCOUNT_MAX_RETRY_AFTER_S``, ``POINTCOUNT_DEFAULT_RETRY_AFTER_S`` (429
 without the header: 60), ``POINTCOUNT_DEADLINE``, ``POINTCOUNT_UNREACHABLE_AFTER`` (8). ``POINTCOUNT_BASE_URL``
-(the platform's origin; without it, the spider's ``platform.base_url``) and ``POINTCOUNT_NEVER_FETCH`` (list of
-path prefixes, may be empty) for ``GuardMiddleware``.
+(the platform's origin; without it, the spider's ``platform.base_url``), ``POINTCOUNT_ALIASES`` (other origins of
+the site) and ``POINTCOUNT_NEVER_FETCH`` (list of path prefixes, may be empty) for ``GuardMiddleware``;
+``POINTCOUNT_CONSENT`` (``{"cookies": {...}}`` or ``{"url": "/path"}``, see :class:`pointcount.config.Consent`)
+for ``ConsentMiddleware``.
 
 Stats: ``pointcount/requests``, ``pointcount/responses/<status>``, ``pointcount/errors/<exception>``,
 ``pointcount/blocks``, ``pointcount/retry_after/pauses``, ``pointcount/retry_after/seconds``,
 ``pointcount/delay_s``, ``pointcount/crawl_delay_s``, ``pointcount/never_fetch_blocked``,
-``pointcount/offsite_blocked``, ``pointcount/budget_refused``, ``pointcount/robots_unreadable``.
+``pointcount/offsite_blocked``, ``pointcount/budget_refused``, ``pointcount/robots_unreadable``,
+``pointcount/consent/requests``, ``pointcount/consent/cookies``, ``pointcount/consent/failed``.
 """
 
 from __future__ import annotations
 
 import email.utils
 import time
+from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any
 
 from scrapy import Request, signals
@@ -52,7 +59,7 @@ from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import build_from_crawler
 from twisted.internet.defer import Deferred
 
-from crawlers.spiders.platform import Refused, is_never_fetch, is_offsite
+from crawlers.spiders.platform import ROBOTS_FORBIDDEN, Refused, is_never_fetch, is_offsite, origin
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -164,15 +171,17 @@ class GuardMiddleware:
     downloader chain, so a refused URL triggers nothing (no robots.txt request for another host, no slot).
     """
 
-    def __init__(self, crawler: Crawler, base_url: str | None, prefixes: list[str]):
+    def __init__(self, crawler: Crawler, base_url: str | None, prefixes: list[str], aliases: list[str] | None = None):
         self.crawler = crawler
         self.base_url = base_url
         self.prefixes = prefixes
+        self.aliases = aliases or []
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> GuardMiddleware:
         s = crawler.settings
-        return cls(crawler, s.get("POINTCOUNT_BASE_URL") or None, s.getlist("POINTCOUNT_NEVER_FETCH"))
+        return cls(crawler, s.get("POINTCOUNT_BASE_URL") or None, s.getlist("POINTCOUNT_NEVER_FETCH"),
+                   s.getlist("POINTCOUNT_ALIASES"))
 
     def _base(self) -> str | None:
         if self.base_url:
@@ -182,12 +191,104 @@ class GuardMiddleware:
 
     def process_request(self, request: Request) -> None:
         base = self._base()
-        if base is None or is_offsite(request.url, base):  # no origin known: nothing goes out
+        if base is None or is_offsite(request.url, base, self.aliases):  # no origin known: nothing goes out
             self.crawler.stats.inc_value("pointcount/offsite_blocked")
             raise Refused("offsite")
         if is_never_fetch(request.url, self.prefixes):
             self.crawler.stats.inc_value("pointcount/never_fetch_blocked")
             raise Refused("never_fetch")
+        if self.aliases:
+            # One politeness queue for all the site's origins: ``www.`` and the bare host are one server.
+            request.meta["download_slot"] = origin(base)[1]
+
+
+class ConsentMiddleware:
+    """Gets past a consent or age interstitial the platform declares (``POINTCOUNT_CONSENT``); NotConfigured
+    without one.
+
+    ``cookies``: the declared cookies go with every request (robots.txt excepted). ``url``: before the first
+    listing request goes on, that path on the platform's origin is fetched once with GET (through the whole
+    downloader chain: origin guard, robots.txt, delay, budget; redirects not followed), and only the name=value
+    pairs of the cookies its answer sets are kept, in memory, for the rest of the crawl. The body is never read.
+    An answer that sets no cookie, or a consent URL that cannot be fetched, is a site change (robots.txt forbidding
+    it: blocked); listing pages then go without a cookie and show the interstitial, which fails loudly as well.
+    """
+
+    def __init__(self, crawler: Crawler, consent: dict[str, Any], base_url: str | None):
+        self.crawler = crawler
+        self.stats = crawler.stats
+        self.cookies: dict[str, str] | None = consent.get("cookies")
+        self.url: str | None = consent.get("url")
+        self.base_url = base_url
+        self.pending: Deferred[None] | None = None
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> ConsentMiddleware:
+        consent = crawler.settings.getdict("POINTCOUNT_CONSENT")
+        if not consent:
+            raise NotConfigured
+        return cls(crawler, consent, crawler.settings.get("POINTCOUNT_BASE_URL") or None)
+
+    async def process_request(self, request: Request) -> None:
+        if request.meta.get("dont_obey_robotstxt") or request.meta.get("pointcount_consent"):
+            return  # robots.txt and the consent request itself
+        if self.cookies is None:
+            await self._consent_once()
+        if self.cookies:
+            request.headers[b"Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+
+    async def _consent_once(self) -> None:
+        if self.pending is not None:  # another request is fetching it: wait for the same answer
+            mine: Deferred[None] = Deferred()
+
+            def forward(result: Any) -> Any:
+                mine.callback(None)
+                return result
+
+            self.pending.addBoth(forward)
+            await maybe_deferred_to_future(mine)
+            return
+        self.pending = Deferred()
+        try:
+            self.cookies = await self._fetch()
+        finally:
+            self.pending.callback(None)
+
+    async def _fetch(self) -> dict[str, str]:
+        spider = self.crawler.spider
+        base = self.base_url or getattr(getattr(spider, "platform", None), "base_url", "")
+        request = Request(base + str(self.url), dont_filter=True, meta={
+            "pointcount_consent": True, "dont_redirect": True, "handle_httpstatus_all": True,
+        })  # fmt: skip
+        self.stats.inc_value("pointcount/consent/requests")
+        health = getattr(spider, "health", None)
+        try:
+            response = await self.crawler.engine.download_async(request)  # type: ignore[union-attr]
+        except IgnoreRequest as exc:
+            self.stats.inc_value("pointcount/consent/failed")
+            if health is not None and str(exc).startswith(ROBOTS_FORBIDDEN):
+                health.blocked = health.blocked or "robots.txt forbids the consent URL"
+            elif health is not None and health.stop_reason() is None:
+                health.site_changed("consent URL refused")
+            return {}
+        except Exception as exc:  # connection errors after retries: the site, not the definition
+            self.stats.inc_value("pointcount/consent/failed")
+            if health is not None:
+                health.site_changed(f"consent URL failed ({type(exc).__name__})")
+            return {}
+        jar: SimpleCookie = SimpleCookie()
+        for header in response.headers.getlist(b"Set-Cookie"):
+            try:
+                jar.load(header.decode("latin-1"))
+            except CookieError:
+                continue
+        cookies = {name: morsel.value for name, morsel in jar.items()}
+        self.stats.set_value("pointcount/consent/cookies", len(cookies))
+        if not cookies:
+            self.stats.inc_value("pointcount/consent/failed")
+            if health is not None:
+                health.site_changed(f"consent URL set no cookie (HTTP {response.status})")
+        return cookies
 
 
 class PolitenessMiddleware:

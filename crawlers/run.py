@@ -226,6 +226,7 @@ def run_child(
     from crawlers import settings as project_settings
     from crawlers.edge import PrivacyEdge
     from crawlers.health import verdict
+    from crawlers.hostlock import host_turn
     from crawlers.spiders.platform import PlatformSpider
 
     platform = config.platform(platform_name)
@@ -247,7 +248,11 @@ def run_child(
     process = CrawlerProcess(settings)  # installs the root log handler (stderr, LOG_LEVEL)
     crawler = process.create_crawler(PlatformSpider)
     process.crawl(crawler, platform=platform, edge=edge, lg_k=config.run.crawl.sketch_lg_k)
-    process.start()
+    margin = settings.getfloat("POINTCOUNT_DELAY_MARGIN_S", 0.005)
+    # Platforms sharing a host take turns (one politeness queue per host across processes).
+    with host_turn(config.state_path / "hosts", platform.hosts, platform.politeness.delay_s + margin,
+                   lambda: float(crawler.stats.get_value("pointcount/delay_s", platform.politeness.delay_s)) + margin):
+        process.start()
     finished = datetime.now(UTC)
 
     spider: PlatformSpider = crawler.spider  # type: ignore[assignment]

@@ -50,6 +50,8 @@ DOWNLOADER_MIDDLEWARES = {
     # First of all (before Scrapy's OffsiteMiddleware at 50 and robots.txt at 100): an offsite or never-fetch URL
     # triggers nothing. Redirects come through here again.
     "crawlers.middlewares.GuardMiddleware": 10,
+    # A declared consent cookie on every request; a consent URL fetched once, after robots.txt, before listings.
+    "crawlers.middlewares.ConsentMiddleware": 20,
     "crawlers.middlewares.PolitenessMiddleware": 950,  # last before the network: counts what really goes out
 }
 ITEM_PIPELINES = {"crawlers.pipelines.CellPipeline": 100}
@@ -110,6 +112,8 @@ def platform_settings(config: LoadedConfig, platform: Platform, deadline: float 
         "POINTCOUNT_MAX_BLOCK_SHARE": pol.max_block_share,
         "POINTCOUNT_MAX_RETRY_AFTER_S": pol.max_retry_after_s,
         "POINTCOUNT_BASE_URL": platform.base_url,
+        "POINTCOUNT_ALIASES": list(platform.aliases),
+        "POINTCOUNT_CONSENT": platform.consent.model_dump(exclude_none=True) if platform.consent else None,
         "POINTCOUNT_NEVER_FETCH": list(platform.never_fetch),
         "POINTCOUNT_SKETCH_LG_K": config.run.crawl.sketch_lg_k,
         "POINTCOUNT_TOTAL_TOLERANCE": config.run.crawl.churn_share,

@@ -21,7 +21,15 @@ from rich.text import Text
 
 from estimation.cli import estimate, keys_app
 from flows.env import prepare_prefect_env
-from pointcount.config import DEFAULT_CONFIG, DEMO_CONFIG, ConfigError, LoadedConfig, load_config, load_platforms
+from pointcount.config import (
+    DEFAULT_CONFIG,
+    DEMO_CONFIG,
+    ConfigError,
+    LoadedConfig,
+    load_config,
+    load_platforms,
+    selector_warnings,
+)
 from publish.cli import publish
 from sandbox.cli import app as sandbox_app
 from warehouse.cli import query
@@ -59,17 +67,75 @@ def platforms_validate(
     files: list[Path] = typer.Argument(None, help="Platform YAML files; default: those the run config lists."),
     config: Path = ConfigOption,
 ) -> None:
-    """Validate platform definitions: one line per problem, exit status 2 when any."""
+    """Validate platform definitions: one line per problem, exit status 2 when any; warnings (selectors that can
+    never match parsed HTML) on stderr, exit status 0."""
     if files:
         try:
             platforms = load_platforms(files)
         except ConfigError as exc:
             fail_config(exc)
+        sources = [str(f) for f in files]
     else:
-        platforms = config_or_exit(config).platforms
-    for p in platforms:
+        cfg = config_or_exit(config)
+        platforms = cfg.platforms
+        sources = [f"platform {p.name}" for p in platforms]
+    for p, source in zip(platforms, sources, strict=True):
         console.print(f"[green]ok[/green] {p.name}: {p.mode} mode, {len(p.regions)} regions x "
                       f"{len(p.categories)} categories, {p.base_url}")
+        for line in selector_warnings(p, source):
+            err_console.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+@platforms_app.command("try")
+def platforms_try(
+    file: Path = typer.Argument(..., help="Platform YAML file."),
+    html: list[Path] = typer.Option(None, "--html", help="A saved listing page; repeat for the pages of one walk, "
+                                    "in order (JSON platforms: saved JSON answers)."),
+    live: bool = typer.Option(False, "--live", help="Fetch the pages instead, as a run would (robots.txt, delay, "
+                              "User-Agent, budget, origin and loopback rules of --config)."),
+    region: str | None = typer.Option(None, help="Platform region key of the cell (default: the first)."),
+    category: str | None = typer.Option(None, help="Platform category key of the cell (default: the first)."),
+    pages: int = typer.Option(1, min=1, help="--live: listing pages to fetch at most."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="Run configuration: ethics, User-Agent, "
+                                       "geography, crawl tolerances (--live default: config/pointcount.yaml; "
+                                       "--html default: built-in defaults)."),
+) -> None:
+    """Try a definition on saved or live listing pages: per page the stated total, cards, values per field, regions,
+    the next link and the cell's verdict; never a personal value (safe to paste into an issue). Exit 0 when every
+    declared selector found something, 1 otherwise, 2 on a bad file."""
+    from crawlers.preview import try_live, try_saved
+    from pointcount.config import check_platform_ethics, load_platform
+
+    if bool(html) == live:
+        err_console.print("give --html PAGE (one or more) or --live --region KEY --category KEY", markup=False)
+        raise typer.Exit(2)
+    try:
+        platform = load_platform(file)
+    except ConfigError as exc:
+        fail_config(exc)
+    for line in selector_warnings(platform, str(file)):
+        err_console.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
+    try:
+        if live:
+            if region is None or category is None:
+                err_console.print("--live needs --region and --category", markup=False)
+                raise typer.Exit(2)
+            cfg = config_or_exit(config or DEFAULT_CONFIG)
+            problems = check_platform_ethics(platform, cfg.run.ethics, str(file))
+            if problems:
+                fail_config(ConfigError(problems))
+            report = try_live(cfg, platform, region, category, pages)
+        else:
+            missing = [str(p) for p in html if not p.is_file()]
+            if missing:
+                fail_config(ConfigError([f"{p}: (file): cannot be read" for p in missing]))
+            report = try_saved(platform, html, region, category, config_or_exit(config) if config else None)
+    except ValueError as exc:  # an unknown region or category key
+        err_console.print(str(exc), markup=False)
+        raise typer.Exit(2) from exc
+    for line in report.lines():
+        typer.echo(line)
+    raise typer.Exit(report.exit_code)
 
 
 # --------------------------------------------------------------------------- runs

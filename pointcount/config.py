@@ -76,8 +76,11 @@ def is_loopback_url(url: str) -> bool:
 
 
 class Extract(Strict):
-    """Where to read one value: exactly one of css / xpath (HTML) or jmespath (JSON), then an optional regex.
+    """Where to read one value: css / xpath (HTML) or jmespath (JSON), then an optional regex.
 
+    ``css`` or ``xpath`` together with ``jmespath`` reads JSON embedded in an HTML page: the selected text (e.g.
+    ``script#__NEXT_DATA__::text``) is parsed as JSON and queried with ``jmespath``. An HTML element selected
+    without ``::text`` gives all its text, joined across child nodes; every value has its whitespace normalised.
     With ``regex``, the first capture group (or the whole match) is the value. ``many`` returns every match
     (e.g. several town names on one card); ``split`` cuts each match further on a separator.
     """
@@ -92,8 +95,9 @@ class Extract(Strict):
     @model_validator(mode="after")
     def _one_source(self) -> Extract:
         given = [k for k in ("css", "xpath", "jmespath") if getattr(self, k)]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of css, xpath or jmespath (got {given or 'none'})")
+        if given not in (["css"], ["xpath"], ["jmespath"], ["css", "jmespath"], ["xpath", "jmespath"]):
+            raise ValueError(f"give one of css, xpath or jmespath, or css/xpath then jmespath for JSON embedded "
+                             f"in HTML (got {given or 'none'})")
         return self
 
     @field_validator("regex")
@@ -175,6 +179,54 @@ class Politeness(Strict):
     obey_robots: bool = True
 
 
+# Path words of pages a consent step must never touch: a consent is one GET that sets a cookie, never a login.
+_ACCOUNT_WORDS = re.compile(r"log-?in|log-?on|sign-?in|sign-?up|register|account|password|auth|checkout|payment",
+                            re.IGNORECASE)
+_COOKIE_TOKEN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+class Consent(Strict):
+    """Getting past a consent or age interstitial: exactly one of
+
+    - ``cookies``: name -> value sent with every request (e.g. ``{age_verified: "1"}``);
+    - ``url``: a path on the platform's origin fetched once (GET, robots.txt obeyed, redirects not followed)
+      before the first listing page; only the cookies its answer sets are kept (in memory) and sent afterwards.
+
+    Never a login and never a form: no POST, no account paths, short token-like cookie values only.
+    """
+
+    cookies: dict[str, str] | None = None
+    url: str | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Consent:
+        if (self.cookies is None) == (self.url is None):
+            raise ValueError("give exactly one of cookies or url")
+        return self
+
+    @field_validator("cookies")
+    @classmethod
+    def _tokens(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for name, cookie in (value or {}).items():
+            if not _COOKIE_TOKEN.fullmatch(name) or not _COOKIE_TOKEN.fullmatch(cookie):
+                raise ValueError("cookie names and values are short tokens (letters, digits, _ . -): a consent "
+                                 "flag, never personal data")
+        if value is not None and not value:
+            raise ValueError("give at least one cookie")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _a_path(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith("/") or value.startswith("//") or _AMBIGUOUS_URL.search(value):
+            raise ValueError("expected a path on the platform's origin, such as /age-check?accept=1")
+        if _ACCOUNT_WORDS.search(value) or "@" in value:
+            raise ValueError("a consent URL must not be a login, account or payment page")
+        return value
+
+
 URL_FIELDS = frozenset({"region", "category", "page", "cursor"})
 
 
@@ -184,6 +236,10 @@ class Platform(Strict):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
     title: str
     base_url: str
+    # Other origins of the same site (``https://``, ``www.``): links and redirects to them stay on the platform,
+    # robots.txt is read on each, and one politeness queue covers them all.
+    aliases: list[str] = Field(default_factory=list)
+    consent: Consent | None = None
     mode: Literal["cards", "count"]
     format: Literal["html", "json"] = "html"
     listing_url: str  # template relative to base_url over {region}, {category}, {page}, {cursor}
@@ -199,6 +255,11 @@ class Platform(Strict):
     @classmethod
     def _http_url(cls, value: str) -> str:
         return check_base_url(value)
+
+    @field_validator("aliases")
+    @classmethod
+    def _alias_urls(cls, value: list[str]) -> list[str]:
+        return [check_base_url(v) for v in value]
 
     @field_validator("listing_url")
     @classmethod
@@ -243,11 +304,69 @@ class Platform(Strict):
         needed = {"page_number": "{page}", "cursor": "{cursor}"}.get(self.pagination.type)
         if needed and needed not in self.listing_url:
             raise ValueError(f"pagination {self.pagination.type!r} needs {needed} in listing_url")
+        for alias in self.aliases:
+            problem = alias_problem(self.base_url, alias)
+            if problem:
+                raise ValueError(f"alias {alias}: {problem}")
         return self
 
     @property
     def is_loopback(self) -> bool:
         return is_loopback_url(self.base_url)
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        """The base URL first, then the aliases."""
+        return (self.base_url, *self.aliases)
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """Host names this platform sends requests to (politeness queues are per host), sorted."""
+        return tuple(sorted({(urlsplit(u).hostname or "").lower().rstrip(".") for u in self.origins}))
+
+
+def _bare(host: str) -> str:
+    return host.lower().rstrip(".").removeprefix("www.")
+
+
+def alias_problem(base_url: str, alias: str) -> str | None:
+    """Why ``alias`` cannot be another origin of the site at ``base_url`` (None when it can).
+
+    A sandbox (loopback) platform may alias any loopback host (the stand-in for ``www.``), a real one only its own
+    host with or without ``www.``: loopback and the internet never mix, and an alias never reaches another site.
+    """
+    if is_loopback_url(alias) != is_loopback_url(base_url):
+        return "an alias is loopback exactly when base_url is (sandboxes stay on loopback)"
+    base_host, alias_host = urlsplit(base_url).hostname or "", urlsplit(alias).hostname or ""
+    if not is_loopback_url(base_url) and _bare(base_host) != _bare(alias_host):
+        return f"must be {_bare(base_host)} or www.{_bare(base_host)} (another origin of the same site)"
+    return None
+
+
+# Attribute names in parsel's ``::attr(name)`` and XPath's ``@name`` are not lower-cased, but the HTML parser
+# lower-cases every attribute name in the page: an upper-case letter there can never match.
+_CASED_ATTR = re.compile(r"::attr\(\s*([^)\s]*[A-Z][^)\s]*)\s*\)|@([A-Za-z_][\w.-]*[A-Z][\w.-]*)")
+
+
+def selector_warnings(platform: Platform, source: str) -> list[str]:
+    """Selectors that validate but cannot match parsed HTML (one line each); empty for JSON platforms."""
+    if platform.format != "html":
+        return []
+    found: list[tuple[str, Extract]] = [("total", platform.total)] if platform.total else []
+    if platform.cards is not None:
+        found += [(f"cards.{k}", getattr(platform.cards, k)) for k in Cards.model_fields]
+    if platform.pagination.next is not None:
+        found.append(("pagination.next", platform.pagination.next))
+    lines = []
+    for where, ex in found:
+        if ex is None:
+            continue
+        for kind, text in (("css", ex.css), ("xpath", ex.xpath)):
+            for m in _CASED_ATTR.finditer(text or ""):
+                name = m.group(1) or m.group(2)
+                lines.append(f"{source}: {where}.{kind}: attribute name {name!r} has upper-case letters; the "
+                             f"HTML parser lower-cases attribute names, so it never matches (write {name.lower()!r})")
+    return lines
 
 
 # --------------------------------------------------------------------------- run configuration
@@ -507,7 +626,6 @@ def _load_platform_set(
     problems: list[str] = []
     platforms: list[Platform] = []
     seen: dict[str, Path] = {}
-    hosts: dict[str | None, str] = {}
     for path, base_url, listed_at in refs:
         try:
             platform = load_platform(path, base_url)
@@ -517,15 +635,9 @@ def _load_platform_set(
         if platform.name in seen:
             problems.append(f"{listed_at}: duplicate platform name {platform.name!r} (also in {seen[platform.name]})")
             continue
-        host = urlsplit(platform.base_url).hostname
-        if host in hosts:
-            # Each platform crawls in its own process with its own delay: two on one host would double the rate.
-            problems.append(
-                f"{listed_at}: base_url host {host} is also platform {hosts[host]!r}'s; one platform per host"
-            )
-            continue
+        # Several platforms may share a host (two sections of one site): their crawls take turns on a per-host
+        # lock (crawlers/hostlock.py), so together they are never faster than one.
         seen[platform.name] = path
-        hosts[host] = platform.name
         if ethics is not None:
             problems.extend(check_platform_ethics(platform, ethics, str(path)))
         platforms.append(platform)

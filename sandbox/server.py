@@ -24,7 +24,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from sandbox.population import DEFAULT_HORIZON, DEFAULT_N, PLATFORMS, Membership, Population, cached
-from sandbox.site import Response, Site
+from sandbox.site import AGE_COOKIE, Response, Site, age_check, age_gate_page
 
 DEFAULT_BIND: dict[str, tuple[str, int]] = {
     "sandbox-directory": ("127.0.0.2", 8400),
@@ -60,6 +60,10 @@ class Faults:
     not_found: tuple[str, str, int] | None = None  # (ITL1, category, page) answering 404 (a renamed slug)
     flaky_pages: int = 0  # this many listing pages answer 503 + Retry-After once, then normally ...
     flaky_every: int = 10  # ... every flaky_every-th new listing page (in the order first requested)
+    # Real-site markup (issue 15): listing pages behind an age interstitial until the /age-check cookie is sent;
+    # the directory rendered as a __NEXT_DATA__ JSON blob. (A www.-style alias is ``Sandbox(aliases=...)``.)
+    age_gate: bool = False
+    embedded_json: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.error_rate <= 1:
@@ -145,6 +149,8 @@ def _make_handler(state: _Platform) -> type[BaseHTTPRequestHandler]:
                 except Exception:  # a sandbox bug must show as a 500 in the log, not a dropped connection
                     resp, reason = Response(500, "text/plain; charset=utf-8", b"Sandbox error.\n"), "server_error"
                     traceback.print_exc()
+                if f.age_gate:
+                    resp, fault_page = self._age_gate(path, resp, fault_page)
                 if fault_page and resp.status == 200 and f.flaky_pages:
                     with state.lock:  # a busy server: some pages answer 503 once, fine on the next try
                         new = path + "?" + parts.query not in state.listing_paths
@@ -177,9 +183,19 @@ def _make_handler(state: _Platform) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError):  # the client gave up (e.g. its timeout): fine
                 pass
 
+        def _age_gate(self, path: str, resp: Response, listing: bool) -> tuple[Response, bool]:
+            """/age-check sets the cookie; a listing page without it shows the interstitial instead."""
+            if path == "/age-check":
+                return age_check(), False
+            if listing and f"{AGE_COOKIE[0]}={AGE_COOKIE[1]}" not in self.headers.get("Cookie", "").replace(" ", ""):
+                return age_gate_page(), False
+            return resp, listing
+
         def _record(self, st: _Platform, path: str, status: int, reason: str, in_window: bool) -> None:
+            host, port = self.server.server_address[:2]
             entry = {
                 "t": round(time.time(), 6),
+                "host": f"{host}:{port}",  # which origin (a platform with an alias answers on two)
                 "platform": st.name,
                 "method": self.command,
                 "path": path,
@@ -251,6 +267,7 @@ class Sandbox:
         horizon_days: int = DEFAULT_HORIZON,
         retry_after_s: int = 1,
         platforms: tuple[str, ...] = PLATFORMS,
+        aliases: dict[str, tuple[str, int]] | None = None,
     ):
         unknown = set(platforms) - set(PLATFORMS)
         if unknown:
@@ -269,6 +286,9 @@ class Sandbox:
             for name in platforms
         }
         self.retry_after_s = retry_after_s
+        # A second address serving the same platform (same state, log and rate limit): the site's www. origin.
+        self.aliases = dict(aliases or {})
+        self.alias_urls: dict[str, str] = {}
         self._states: dict[str, _Platform] = {}
         self._servers: dict[str, _Server] = {}
         self._threads: list[threading.Thread] = []
@@ -283,7 +303,8 @@ class Sandbox:
         return Site(self.population, name, day, empty=f.empty, layout_change=f.layout_change,
                     crawl_delay_s=CRAWL_DELAY_S.get(name), robots_disallow_all=f.robots_disallow_all,
                     marker_only_empty=f.marker_only_empty, churn_cells=f.churn_cells,
-                    redesigned_cell=f.redesigned_cell, not_found=f.not_found)
+                    redesigned_cell=f.redesigned_cell, not_found=f.not_found,
+                    alias_url=self.alias_urls.get(name), embedded_json=f.embedded_json)
 
     def start(self) -> Sandbox:
         if self._servers:
@@ -309,10 +330,23 @@ class Sandbox:
                                           name=f"sandbox-{name}", daemon=True)
                 thread.start()
                 self._threads.append(thread)
+                if name in self.aliases:
+                    self._serve_alias(name, state)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _serve_alias(self, name: str, state: _Platform) -> None:
+        server = _Server(self.aliases[name], _make_handler(state))
+        self._servers[f"{name} (alias)"] = server
+        host, port = server.server_address[:2]
+        self.alias_urls[name] = f"http://{host}:{port}"
+        state.site = self._site(name, self.day)  # its links now name the alias origin
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                                  name=f"sandbox-{name}-alias", daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def stop(self) -> None:
         for server in self._servers.values():

@@ -6,6 +6,12 @@ files). Region and category keys in URLs are read from the YAML too, so the two 
 selectors match nothing, as after a real site redesign. HTML card pages of a search without results show the
 site's own marker (``<p class="no-results">No adverts found</p>``, the YAMLs' ``cards.empty``); the JSON API says
 ``meta.total: 0``.
+
+Real-site variants (issue 15; each off by default, so the four platforms serve exactly what they always did):
+``alias_url`` makes the load-more board's next links absolute links to another origin of the same site (the
+stand-in for ``www.``); ``embedded_json`` renders the directory's cards and total in a ``__NEXT_DATA__`` script
+blob instead of HTML markup (``NEXT_DATA_SELECTORS`` reads it); ``age_gate_page`` is the interstitial an age gate
+shows instead of a listing page (``/age-check`` sets the cookie ``AGE_COOKIE``).
 """
 
 from __future__ import annotations
@@ -94,7 +100,8 @@ class Site:
     def __init__(self, pop: Population, name: str, day: int, *, empty: bool = False, layout_change: bool = False,
                  crawl_delay_s: float | None = None, robots_disallow_all: bool = False,
                  marker_only_empty: bool = False, churn_cells: int = 0,
-                 redesigned_cell: tuple[str, str] | None = None, not_found: tuple[str, str, int] | None = None):
+                 redesigned_cell: tuple[str, str] | None = None, not_found: tuple[str, str, int] | None = None,
+                 alias_url: str | None = None, embedded_json: bool = False):
         self.pop = pop
         self.name = name
         self.day = day
@@ -104,6 +111,8 @@ class Site:
         self.layout_change = layout_change
         self.crawl_delay_s = crawl_delay_s
         self.robots_disallow_all = robots_disallow_all
+        self.alias_url = alias_url
+        self.embedded_json = embedded_json
         self.region_key = {itl1: key for key, itl1 in self.spec.regions.items()}
         self.category_key = {cat: key for key, cat in self.spec.categories.items()}
         self.cells = build_cells(pop, name, day, empty=empty)
@@ -214,6 +223,8 @@ class Site:
         total = len(listings)
         lo = (page - 1) * self.page_size
         rows = range(lo, min(lo + self.page_size, total))
+        if self.embedded_json:
+            return self._next_data_page(cell_key, region_key, listings, towns, rows, page)
         lc = self.layout_change or cell_key == self.redesigned_cell
         shown = f"{lo + 1}–{rows[-1] + 1}" if len(rows) else "0"
         out = [f"<h1>{CATEGORY_NAMES[cell_key[1]]} in {html.escape(region_key)}</h1>"]
@@ -238,6 +249,24 @@ class Site:
             nxt = f"/search/{quote(region_key)}/{quote(category_key)}?page={page + 1}"
             out.append(f'<nav class="pages"><a class="next" href="{nxt}">Next page</a></nav>')
         return Response(200, "text/html; charset=utf-8", _html(self.spec.title, "\n".join(out)))
+
+    def _next_data_page(self, cell_key: tuple[str, str], region_key: str, listings: np.ndarray,
+                        towns: list[list[int]], rows: range, page: int) -> Response:
+        """The directory as a script-rendered site: the page's data in a ``__NEXT_DATA__`` JSON blob, no cards in
+        the markup (the blob carries every field of the card, as real ones do: only hashes may leave the crawl)."""
+        total = len(listings)
+        ads = []
+        for i in rows:
+            lid = int(listings[i])
+            ads.append({"ref": str(self.pop.l_ref[lid]), "title": str(self.pop.l_name[lid]),
+                        "place": {"town": self._names(towns[i])[0]},
+                        "phone": str(self.pop.l_phone_text[lid]), "email": str(self.pop.l_email[lid]),
+                        "url": f"/profile/{self.pop.l_ref[lid]}"})
+        data = {"props": {"pageProps": {"search": {"total": total, "page": page, "ads": ads}}}, "page": "/search"}
+        blob = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")  # a '</script>' in a value ends nothing
+        body = (f"<h1>{CATEGORY_NAMES[cell_key[1]]} in {html.escape(region_key)}</h1><div id=\"__next\"></div>"
+                f'<script id="__NEXT_DATA__" type="application/json">{blob}</script>')
+        return Response(200, "text/html; charset=utf-8", _html(self.spec.title, body))
 
     def api(self, area: str, type_: str, cursor: str) -> Response:
         cell_key = self._cell(area, type_)
@@ -297,6 +326,7 @@ class Site:
             out.append(no_results(lc))
         if end < total:
             href = f"/ads/{quote(region_key)}/{quote(category_key)}?after={self.token(*cell_key, end)}"
+            href = (self.alias_url or "") + href  # a site linking to its own www. origin: absolute links
             out.append(f'<a class="{"more-ads" if lc else "load-more"}" href="{href}">Load more</a>')
         return Response(200, "text/html; charset=utf-8", _html(self.spec.title, "\n".join(out)))
 
@@ -330,6 +360,31 @@ class Site:
                 f'write to <a href="mailto:{p.l_email[lid]}">{html.escape(str(p.l_email[lid]))}</a>, '
                 f'quoting {p.l_ref[lid]}.</p>')
         return Response(200, "text/html; charset=utf-8", _html("Contact", body))
+
+
+AGE_COOKIE = ("age_ok", "1")
+# How a platform definition reads the directory's __NEXT_DATA__ variant (docs/crawling.md shows the same).
+NEXT_DATA_SELECTORS = {
+    "total": {"css": "script#__NEXT_DATA__::text", "jmespath": "props.pageProps.search.total"},
+    "cards": {"selector": {"css": "script#__NEXT_DATA__::text", "jmespath": "props.pageProps.search.ads[*]"},
+              "listing_key": {"jmespath": "ref"}, "location": {"jmespath": "place.town"},
+              "linkage": {"jmespath": "phone", "kind": "phone"}},
+}
+
+
+def age_gate_page() -> Response:
+    """What an age-gated listing page shows without the cookie: 200, no cards, no 'no results' marker."""
+    body = ('<h1>Adults only</h1><p>You must be 18 or over to enter.</p>'
+            '<a class="enter" href="/age-check?accept=1">I am 18 or over</a>')
+    return Response(200, "text/html; charset=utf-8", _html("Age check", body))
+
+
+def age_check() -> Response:
+    """The consent URL: sets the cookie and sends the visitor home (a crawler must not follow that redirect)."""
+    name, value = AGE_COOKIE
+    return Response(303, "text/html; charset=utf-8", _html("Welcome", "<p>Welcome.</p>"),
+                    headers=(("Set-Cookie", f"{name}={value}; Path=/; Max-Age=86400; SameSite=Lax"),
+                             ("Location", "/")))
 
 
 def listing_locations(pop: Population, name: str, day: int) -> tuple[np.ndarray, np.ndarray]:

@@ -151,16 +151,19 @@ BAD_CASES: list[tuple[str, dict[str, object], str, tuple[str, ...]]] = [
      ("base_url", "disguise")),
     ("host-disguised-by-userinfo", {"p.yaml": platform(base_url="http://user@127.0.0.2:8400")}, "p.yaml",
      ("base_url", "disguise")),
-    (
-        "two-platforms-one-host",
-        {
-            "p.yaml": platform(),
-            "q.yaml": platform(name="other", base_url="http://127.0.0.2:9999"),
-            "run.yaml": {"ethics": {"contact": "a@b.org"}, "platforms": ["p.yaml", "q.yaml"]},
-        },
-        "run",
-        ("platforms.1", "one platform per host"),
-    ),
+    ("alias-to-another-site", {"p.yaml": platform(base_url=REAL_HOST, politeness__delay_s=5.0,
+                                                  aliases=["https://elsewhere.example"])}, "p.yaml",
+     ("alias", "another origin of the same site")),
+    ("alias-from-loopback-to-internet", {"p.yaml": platform(aliases=["https://www.example.org"])}, "p.yaml",
+     ("alias", "loopback")),
+    ("consent-login-url", {"p.yaml": platform(consent={"url": "/login?next=/search"})}, "p.yaml",
+     ("consent.url", "login")),
+    ("consent-cookie-with-personal-value", {"p.yaml": platform(consent={"cookies": {"email": "a@b.org"}})},
+     "p.yaml", ("consent.cookies", "token")),
+    ("consent-both-ways", {"p.yaml": platform(consent={"cookies": {"age": "1"}, "url": "/age"})}, "p.yaml",
+     ("consent", "exactly one")),
+    ("jmespath-with-css-and-xpath", {"p.yaml": platform(total={"css": "script::text", "xpath": "//script",
+                                                                "jmespath": "total"})}, "p.yaml", ("total",)),
     ("delay-floor-below-1s", {"p.yaml": platform(), "run.yaml": {
         "ethics": {"contact": "a@b.org", "min_delay_s": 0.5}, "platforms": ["p.yaml"]}}, "run",
      ("ethics.min_delay_s",)),
@@ -206,6 +209,37 @@ def test_bad_config_gives_one_clear_line_and_exit_2(
     for word in words:
         assert word in line, (word, line)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before, "a failed validation must write nothing"
+
+
+def test_platforms_may_share_a_host_and_declare_aliases(tmp_path: Path) -> None:
+    """Two sections of one site are two platforms (their crawls take turns: crawlers/hostlock.py); a real site's
+    ``www.``/https origins are aliases."""
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(platform(categories={"female": "women"})))
+    (tmp_path / "q.yaml").write_text(yaml.safe_dump(platform(name="other", base_url="http://127.0.0.2:9999",
+                                                             categories={"male": "men"})))
+    run = {"ethics": {"contact": "a@b.org"}, "platforms": ["p.yaml", "q.yaml"]}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    cfg = load_config(tmp_path / "run.yaml")
+    assert [p.hosts for p in cfg.platforms] == [("127.0.0.2",), ("127.0.0.2",)]
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(platform(
+        base_url="http://directory.example.com", politeness__delay_s=5.0,
+        aliases=["https://www.directory.example.com", "https://directory.example.com"])))
+    real = load_platforms([tmp_path / "r.yaml"])
+    assert real[0].hosts == ("directory.example.com", "www.directory.example.com")
+
+
+def test_validate_warns_about_attribute_names_the_parser_lower_cases(tmp_path: Path) -> None:
+    bad = platform(cards__listing_key={"css": "::attr(data-adId)"}, total={"xpath": "//p/@dataTotal"})
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(bad))
+    result = runner.invoke(app, ["platforms", "validate", str(tmp_path / "p.yaml")])
+    assert result.exit_code == 0, result.output
+    warnings = [ln for ln in result.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 2, result.stderr
+    assert "cards.listing_key.css" in result.stderr and "'data-adid'" in result.stderr
+    assert "total.xpath" in result.stderr and "'datatotal'" in result.stderr
+    # The shipped files (lower-case attribute names) validate without a warning.
+    clean = runner.invoke(app, ["platforms", "validate", *map(str, SHIPPED_PLATFORMS)])
+    assert "warning" not in clean.stderr
 
 
 def test_problems_name_the_file_at_fault(tmp_path: Path) -> None:

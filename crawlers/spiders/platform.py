@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import posixpath
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -114,9 +114,9 @@ def origin(url: str) -> tuple[str, str, int | None]:
     return scheme, (parts.hostname or "").lower().rstrip("."), port or _DEFAULT_PORTS.get(scheme)
 
 
-def is_offsite(url: str, base_url: str) -> bool:
-    """Whether ``url`` lies outside the platform's origin (scheme, host and port of ``base_url``)."""
-    return origin(url) != origin(base_url)
+def is_offsite(url: str, base_url: str, aliases: Iterable[str] = ()) -> bool:
+    """Whether ``url`` lies outside the platform's origins (scheme, host and port of ``base_url`` or an alias)."""
+    return origin(url) not in {origin(u) for u in (base_url, *aliases)}
 
 
 class PlatformSpider(scrapy.Spider):
@@ -128,7 +128,7 @@ class PlatformSpider(scrapy.Spider):
         self.edge = edge
         self.cells = CellAggregator(lg_k)
         self.health = HealthState(mode=platform.mode)
-        self.allowed_domains = [urlsplit(platform.base_url).hostname or ""]
+        self.allowed_domains = list(platform.hosts)  # Scrapy's offsite filter (robots.txt of an alias origin too)
         self.good_pages = 0
         self.changed_in_a_row = 0
         self.complete_marker = b"</html>"
@@ -165,7 +165,7 @@ class PlatformSpider(scrapy.Spider):
     def _request(self, url: str, walk: CellWalk) -> scrapy.Request | None:
         # The downloader middleware guards too (redirects included); here we also end the walk and say why.
         what = "listing URL" if walk.page == 0 else "pagination"
-        if is_offsite(url, self.platform.base_url):
+        if is_offsite(url, self.platform.base_url, self.platform.aliases):
             self.crawler.stats.inc_value("pointcount/offsite_blocked")
             self._finish(walk, "refused", f"{what} points off the platform's origin")
             return None
@@ -316,7 +316,7 @@ class PlatformSpider(scrapy.Spider):
 
     def _says_empty(self, sel: Any) -> bool:
         empty = self.platform.cards.empty if self.platform.cards is not None else None
-        return empty is not None and extract.first(sel, empty) is not None
+        return empty is not None and extract.matches(sel, empty)
 
     def _next(self, sel: Any, response: Response, walk: CellWalk, n: int) -> Iterator[scrapy.Request]:
         pag = self.platform.pagination
