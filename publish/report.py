@@ -48,7 +48,7 @@ CATEGORY_LABELS = {
     "other": "Other",
 }
 MARK_TITLES = {SUPPRESSED_MARK: "suppressed: fewer than the disclosure threshold",
-               NOT_COVERED_MARK: "not available: no included platform covered this"}
+               NOT_COVERED_MARK: "not available: no included platform measuring this covered it (not a zero)"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class ReportInputs:
     config: LoadedConfig
     rule: DisclosureRule
     table: pd.DataFrame  # the protected long table
+    estimates: pd.DataFrame  # the protected estimates table (publish.estimates.build_estimates)
     maps: dict[str, Path]  # category -> ITL1 map PNG
     lad_map: Path | None
     trend_png: Path | None
@@ -164,15 +165,17 @@ def _headline(inp: ReportInputs) -> str:
     nat = _row(inp.table, "national", NATIONAL_CODE, "all")
     cards = []
     if nat is not None:
-        for text, col in (("Adverts (listings) found, UK", "listings"),
-                          ("Distinct advertisers (by contact details), UK", "advertisers")):
-            suppressed = bool(nat[f"{col}_suppressed"])
-            cards.append({"value": fmt_count(nat[col], suppressed), "label": text, "count": not suppressed})
+        cards.append(_count_card(nat, "advertisers", "Distinct advertisers seen (by contact details), UK"))
+    cards += _estimate_cards(inp.estimates)
+    if nat is not None:
+        cards.append(_count_card(nat, "stated_listings",
+                                 "Listings the platforms state they hold, UK (their own totals, not deduplicated)"))
+        cards.append(_count_card(nat, "listings", "Listings seen on card platforms, UK (summed over platforms)"))
         if pd.notna(nat["listings_per_100k"]):
-            cards.append({"value": fmt_rate(nat["listings_per_100k"]), "label": "Adverts per 100,000 residents, UK",
-                          "count": False})
+            cards.append({"value": fmt_rate(nat["listings_per_100k"]),
+                          "label": "Listings seen per 100,000 residents, UK", "count": False, "detail": ""})
     cards.append({"value": f"{len(inp.data.included)} of {len(inp.data.platforms)}",
-                  "label": "Platforms counted (healthy crawl)", "count": False})
+                  "label": "Platforms counted (healthy crawl)", "count": False, "detail": ""})
     itl1 = inp.table[(inp.table["region_level"] == "itl1") & (inp.table["category"] == "all")
                      & (inp.table["region_code"] != UNMAPPED)]
     lead = None
@@ -182,6 +185,29 @@ def _headline(inp: ReportInputs) -> str:
             lead = {"name": top.iloc[0]["region_name"], "rate": fmt_rate(top.iloc[0]["listings_per_100k"])}
     return render("headline.html.j2", cards=cards, lead=lead, rounding_base=inp.rule.rounding_base,
                   threshold=inp.rule.threshold)
+
+
+def _count_card(row: pd.Series, column: str, text: str) -> dict[str, Any]:
+    suppressed = bool(row[f"{column}_suppressed"])
+    value = fmt_count(row[column], suppressed)
+    return {"value": value, "label": text, "count": value not in MARK_TITLES, "detail": ""}
+
+
+def _estimate_cards(est: pd.DataFrame) -> list[dict[str, Any]]:
+    """The UK estimate of advertisers for this run (all categories) with its 95% interval, when there is one."""
+    if est.empty:
+        return []
+    uk = est[(est["region_level"] == "national") & (est["category"] == "all") & (est["scope"] == "run")]
+    if uk.empty:
+        return []
+    r = uk.iloc[0]
+    upper = "unbounded" if r["upper_unbounded"] else fmt_count(r["upper"], r["upper_suppressed"])
+    value = fmt_count(r["estimate"], r["estimate_suppressed"])
+    experimental = " (experimental: most of it is advertisers no platform showed)" if r["status"] != "published" \
+        else ""
+    return [{"value": value, "count": value not in MARK_TITLES,
+             "label": f"Estimated advertisers including those no platform showed, UK{experimental}",
+             "detail": f"95% interval {fmt_count(r['lower'], r['lower_suppressed'])} to {upper}"}]
 
 
 def _maps(inp: ReportInputs) -> str:
@@ -217,6 +243,8 @@ def _region_table(inp: ReportInputs) -> str:
             "listings_rate": fmt_rate(row["listings_per_100k"]),
             "advertisers": shown(row["advertisers"], row["advertisers_suppressed"], row["covered"]),
             "advertisers_rate": fmt_rate(row["advertisers_per_100k"]),
+            "stated": shown(row["stated_listings"], row["stated_listings_suppressed"], row["covered"]),
+            "unlinked": shown(row["unlinked_listings"], row["unlinked_listings_suppressed"], row["covered"]),
             "categories": by_category,
         })
     return render("regions.html.j2", date=inp.data.snapshot_date.isoformat(), rows=rows,
@@ -243,51 +271,33 @@ def _trend(inp: ReportInputs) -> str:
 
 
 def _estimates(inp: ReportInputs) -> str:
-    """region_estimates of the run (estimation stage), when that stage has written any: all categories,
-    ITL1 regions then the UK, per scope (this run; the linkage period so far)."""
-    est = inp.data.estimates
-    if est is None or est.empty or not {"region_code", "estimate"} <= set(est.columns):
+    """The run's population estimates (estimation stage), when that stage has written any: all categories, the
+    UK then ITL1 regions, per scope (this run; the linkage period so far), each with its status and note."""
+    est = inp.estimates
+    if est.empty:
         return ""
-    rule = inp.rule
-    est = est.copy()
-    if "category" in est.columns:
-        est = est[est["category"] == "all"]
-    level = est["region_level"] if "region_level" in est.columns else pd.Series("itl1", index=est.index)
-    est = est[level.isin(["itl1", "national"])]  # LAD estimates rest on too few advertisers per platform
-    est["_scope"] = est["scope"].map({"run": 0, "period": 1}).fillna(2) if "scope" in est.columns else 0
-    est["_order"] = est["region_code"].map(lambda c: (c == NATIONAL_CODE, c == UNMAPPED, c))
-    est = est.sort_values(["_scope", "_order"])
+    est = est[(est["category"] == "all") & est["region_level"].isin(["itl1", "national"])]
+    # LAD estimates rest on too few advertisers per platform to show here (they are in region_estimates.csv).
     rows = []
     for r in est.to_dict("records"):
-        window = r.get("scope", "")
-        if "window_start" in r and "window_end" in r:
-            start, end = (pd.Timestamp(r[k]).date().isoformat() for k in ("window_start", "window_end"))
-            window = start if start == end else f"{start} to {end}"
-        rows.append({"name": r.get("region_name", r["region_code"]), "window": window,
-                     "method": r.get("method", ""), "total": r["region_code"] == NATIONAL_CODE,
-                     "counts": [shown(v, s) for v, s in protect_estimate(r, rule)]})
+        start, end = r["window_start"], r["window_end"]
+        withheld = r["status"] == "withheld"
+        rows.append({
+            "name": r["region_name"],
+            "window": start if start == end else f"{start} to {end}",
+            "method": r["method"],
+            "total": r["region_code"] == NATIONAL_CODE,
+            "observed": shown(r["observed"], r["observed_suppressed"]),
+            "bounds": [shown(r[c], r[f"{c}_suppressed"]) for c in ("estimate", "lower")],
+            "upper": shown(r["upper"], r["upper_suppressed"]),
+            "unbounded": bool(r["upper_unbounded"]),
+            "withheld": withheld,
+            "status": r["status"],
+            "note": r["note"],
+        })
     if not rows:
         return ""
     return render("estimates.html.j2", rows=rows)
-
-
-def protect_estimate(row: dict, rule: DisclosureRule) -> list[tuple[int | None, bool]]:
-    """(published value, suppressed) for observed, estimate, lower and upper of one region_estimates row.
-
-    ``observed`` is a count of advertisers and goes through the rule like any count. The estimate and its interval
-    are model outputs, but they sit close to counts (a 'chapman' or 'observed' estimate can equal one), so they
-    are rounded to the rounding base too; when the estimate itself is under the threshold all three are
-    suppressed together (an interval around a suppressed estimate would narrow it down). A bound under the
-    threshold is suppressed on its own."""
-    observed = row.get("observed")
-    out = [(rule.protect(observed), rule.is_suppressed(observed))]
-    estimate = row.get("estimate")
-    if rule.is_suppressed(estimate):
-        return out + [(None, True)] * 3
-    for col in ("estimate", "lower", "upper"):
-        value = row.get(col)
-        out.append((rule.protect(value), rule.is_suppressed(value)))
-    return out
 
 
 def _platforms(inp: ReportInputs) -> str:
@@ -302,7 +312,7 @@ def _platforms(inp: ReportInputs) -> str:
         exact = None
         if ok and not nat.empty:
             first = nat.iloc[0]
-            exact = first["listings"] if pd.notna(first["listings"]) else first["stated"]
+            exact = first["listings"] if pd.notna(first["listings"]) else first["stated_listings"]
         rows.append({
             "name": r.platform,
             "title": platform.title if platform else r.platform,
