@@ -119,19 +119,24 @@ def write_exports(
         )
         map_paths[category] = path
     lad_path = None
+    lad_rates = False
     if lad is not None:
         lad_path = directory / "map_lad_all.png"
+        # Rates like ITL1 when every district has a population (the shipped mid-2021 file); else counts.
+        lad_rates = bool(lad["population"].notna().all())
         maps.render_map(
-            maps.map_data(lad, "all", "listings"), lad_path,
+            maps.map_data(lad, "all", "listings_per_100k" if lad_rates else "listings"), lad_path,
             title="Online sex-work adverts by local authority district",
-            subtitle=f"Snapshot {date} · all categories · adverts (no district populations shipped)",
-            legend_label="adverts (rounded)", source=source, inset_bounds=LONDON_BNG,
-            tick_unit=rule.smallest_shown,
+            subtitle=f"Snapshot {date} · all categories · "
+                     + ("per 100,000 residents (mid-2021)" if lad_rates else "adverts (no district populations)"),
+            legend_label="adverts per 100,000 residents (from rounded counts)" if lad_rates else "adverts (rounded)",
+            source=source, inset_bounds=LONDON_BNG, tick_unit=None if lad_rates else rule.smallest_shown,
         )
     with tempfile.TemporaryDirectory() as scratch:
         trend = maps.render_trend(data.history, Path(scratch) / "trend.png", rule.protect, rule.smallest_shown)
         html = build_report(ReportInputs(
             data=data, config=config, rule=rule, table=table, estimates=estimates, maps=map_paths, lad_map=lad_path,
+            lad_rates=lad_rates,
             trend_png=trend, sandbox=sandbox, published_at=published_at,
         ))
     (directory / "report.html").write_text(html, encoding="utf-8")
@@ -159,7 +164,8 @@ COLUMN_NOTES = {
     "covered": "false when no included (healthy) platform covered this region and category: values empty, not "
                "zero; a single measure is also empty where no platform measuring that unit covered it",
     "*_per_100k": "per 100,000 residents from the published (rounded) count (listings and advertisers)",
-    "population": "residents, mid-year estimates (ONS, NRS, NISRA): mid-2022 for ITL1 and the UK",
+    "population": "residents, mid-year estimates (ONS, NRS, NISRA): mid-2022 for ITL1 and the UK, mid-2021 for "
+                  "local authority districts (April 2021 codes); empty for unmapped rows",
     "deduplicated": "false where a count-only platform contributed (its stated totals are only in stated_listings)",
     "platforms_included": "healthy platforms that covered or contributed to the cell, ';'-separated",
     "not_measured": "included platforms that could not measure this cell (a partial crawl): values empty, not zero",

@@ -60,6 +60,7 @@ class ReportInputs:
     estimates: pd.DataFrame  # the protected estimates table (publish.estimates.build_estimates)
     maps: dict[str, Path]  # category -> ITL1 map PNG
     lad_map: Path | None
+    lad_rates: bool  # the LAD map shows rates per 100,000 residents (every district has a shipped population)
     trend_png: Path | None
     sandbox: str  # "" / "all" / "some": whether included platforms are loopback (synthetic) ones
     published_at: datetime
@@ -216,7 +217,8 @@ def _maps(inp: ReportInputs) -> str:
     main = inp.maps.get("all") or next(iter(inp.maps.values()))
     others = [{"src": data_uri(p), "label": label(c)} for c, p in inp.maps.items() if c != "all"]
     return render("maps.html.j2", date=inp.data.snapshot_date.isoformat(), main=data_uri(main),
-                  lad=data_uri(inp.lad_map) if inp.lad_map is not None else "", others=others)
+                  lad=data_uri(inp.lad_map) if inp.lad_map is not None else "", lad_rates=inp.lad_rates,
+                  others=others)
 
 
 def _region_table(inp: ReportInputs) -> str:

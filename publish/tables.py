@@ -178,7 +178,7 @@ def build_table(data: RunData, config: LoadedConfig, rule: DisclosureRule, geo: 
                     dedup, covered = True, True
                 else:
                     dedup, covered = None, False
-                residents = pop.get(code) if level in ("national", "itl1") else None
+                residents = pop.get(code)  # ITL1 and the UK mid-2022, districts mid-2021; None elsewhere
                 out = {
                     "snapshot_date": data.snapshot_date.isoformat(),
                     "run_id": data.run_id,

@@ -313,9 +313,16 @@ def test_rates_use_published_counts_and_official_population(published: dict) -> 
     assert london["listings_per_100k"] == pytest.approx(round(london["listings"] * 1e5 / 8_866_180, 1))
     uk = frame[(frame["region_level"] == "national") & (frame["category"] == "all")].iloc[0]
     assert uk["population"] == 67_596_281
-    # No rate reveals a suppressed cell; no district has a rate (no population shipped).
+    # No rate reveals a suppressed cell. Districts have mid-2021 populations and rates like ITL1 (counts stay).
     assert frame.loc[frame["listings_suppressed"], "listings_per_100k"].isna().all()
-    assert frame.loc[frame["region_level"] == "lad", ["population", "listings_per_100k"]].isna().all().all()
+    lad = frame[(frame["region_level"] == "lad") & (frame["region_code"] != UNMAPPED) & (frame["category"] == "all")]
+    assert lad["population"].notna().all() and len(lad) == 374
+    hartlepool = lad[lad["region_code"] == "E06000001"].iloc[0]
+    assert hartlepool["population"] == 92_571  # ONS mid-2021, Hartlepool
+    counted = lad[lad["listings"].notna() & ~lad["listings_suppressed"]]
+    assert len(counted) > 20
+    for r in counted.itertuples():
+        assert r.listings_per_100k == pytest.approx(round(r.listings * 1e5 / r.population, 1))
 
 
 def test_failed_platform_left_out_and_named(published: dict) -> None:
@@ -697,7 +704,7 @@ def test_report_skips_estimates_when_the_table_is_absent(published: dict, tmp_pa
     estimates = build_estimates(data, DisclosureRule(), published["config"].run.publish)
     assert estimates.empty and "note" in estimates.columns  # the export still has its columns
     inputs = ReportInputs(data=data, config=published["config"], rule=DisclosureRule(), table=pd.DataFrame(),
-                          estimates=estimates, maps={}, lad_map=None, trend_png=None, sandbox="",
+                          estimates=estimates, maps={}, lad_map=None, lad_rates=False, trend_png=None, sandbox="",
                           published_at=datetime.now(UTC))
     assert _estimates(inputs) == ""
 
@@ -832,7 +839,7 @@ def test_estimates_carry_their_notes_unbounded_limits_and_status(published: dict
     for settings, shown in ((Publish(), "experimental"), (Publish(unstable_estimates="withheld"), "withheld")):
         inputs = ReportInputs(data=data, config=published["config"], rule=rule, table=pd.DataFrame(),
                               estimates=build_estimates(data, rule, settings), maps={}, lad_map=None,
-                              trend_png=None, sandbox="", published_at=datetime.now(UTC))
+                              lad_rates=False, trend_png=None, sandbox="", published_at=datetime.now(UTC))
         html = _estimates(inputs)
         uk_row = re.search(r'<tr class="total"[^>]*>(.*?)</tr>', html, flags=re.S).group(1)
         assert ">unbounded</td>" in uk_row and "[x]" not in uk_row and unstable in uk_row
@@ -841,3 +848,17 @@ def test_estimates_carry_their_notes_unbounded_limits_and_status(published: dict
     # The published export of the fixture's run carries the same columns.
     frame = pd.read_csv(published["out"] / "region_estimates.csv")
     assert {"note", "status", "upper_unbounded"} <= set(frame.columns) and len(frame) > 12
+
+
+def test_district_populations_cover_the_shipped_districts_and_sum_to_the_countries() -> None:
+    """population_lad.csv: one row per shipped LAD boundary (April 2021 codes), and each country's districts sum
+    to its published mid-2021 total (England, Wales: ONS; Scotland: NRS), Northern Ireland within 15 (NISRA's
+    district figures in the release sum to 15 more than its total)."""
+    from publish.population import POPULATION_LAD_FILE
+
+    lad = pd.read_csv(POPULATION_LAD_FILE, comment="#")
+    shipped = set(gpd.read_file(boundary_path("builtin:lad"), columns=["code"])["code"])
+    assert set(lad["code"]) == shipped and len(lad) == 374
+    by_country = lad.groupby(lad["code"].str[0])["population"].sum().to_dict()
+    assert by_country["E"] == 56_536_419 and by_country["W"] == 3_105_410 and by_country["S"] == 5_479_900
+    assert abs(by_country["N"] - 1_904_563) <= 15
