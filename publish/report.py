@@ -311,17 +311,20 @@ def _platforms(inp: ReportInputs) -> str:
         ok = r.health in HEALTHY  # a partial platform's measured cells count
         platform = known.get(r.platform)
         nat = pc[(pc["platform"] == r.platform) & (pc["region_level"] == "national") & (pc["category"] == "all")]
-        exact = None
+        # One unit per column: listings seen (card platforms) and the platform's own stated total, apart.
+        seen = stated = None
         if ok and not nat.empty:
             first = nat.iloc[0]
-            exact = first["listings"] if pd.notna(first["listings"]) else first["stated_listings"]
+            seen = first["listings"] if pd.notna(first["listings"]) else None
+            stated = first["stated_listings"] if pd.notna(first["stated_listings"]) else None
         rows.append({
             "name": r.platform,
             "title": platform.title if platform else r.platform,
             "mode": getattr(r, "mode", platform.mode if platform else ""),
             "health": r.health,
             "ok": ok,
-            "count": shown(rule.protect(exact), rule.is_suppressed(exact), ok and exact is not None),
+            "seen": shown(rule.protect(seen), rule.is_suppressed(seen), ok and seen is not None),
+            "stated": shown(rule.protect(stated), rule.is_suppressed(stated), ok and stated is not None),
             "reason": _platform_note(data, r.platform, str(r.health)),
         })
     return render("platforms.html.j2", rows=rows)
