@@ -266,7 +266,8 @@ class Site:
             lid = int(listings[i])
             ads.append({"ref": str(self.pop.l_ref[lid]), "title": str(self.pop.l_name[lid]),
                         "place": {"town": self._names(towns[i])[0]},
-                        "phone": str(self.pop.l_phone_text[lid]), "email": str(self.pop.l_email[lid]),
+                        **({"phone": str(self.pop.l_phone_text[lid])} if self.pop.l_shows_phone[lid] else {}),
+                        "email": str(self.pop.l_email[lid]),
                         "url": f"/profile/{self.pop.l_ref[lid]}"})
         data = {"props": {"pageProps": {"search": {"total": total, "page": page, "ads": ads}}}, "page": "/search"}
         blob = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")  # a '</script>' in a value ends nothing
