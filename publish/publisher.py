@@ -78,6 +78,9 @@ def _metadata(data: RunData, config: LoadedConfig, rule: DisclosureRule, source:
     }
 
 
+LAD_RATE_CAP = 0.95  # district rates: the colour scale ends at this quantile (small districts' rates are extreme)
+
+
 def write_exports(
     directory: Path, data: RunData, config: LoadedConfig, rule: DisclosureRule, published_at: datetime
 ) -> None:
@@ -129,8 +132,10 @@ def write_exports(
             title="Online sex-work adverts by local authority district",
             subtitle=f"Snapshot {date} · all categories · "
                      + ("per 100,000 residents (mid-2021)" if lad_rates else "adverts (no district populations)"),
-            legend_label="adverts per 100,000 residents (from rounded counts)" if lad_rates else "adverts (rounded)",
+            legend_label=("adverts per 100,000 residents (from rounded counts; scale ends at the 95th percentile)"
+                          if lad_rates else "adverts (rounded)"),
             source=source, inset_bounds=LONDON_BNG, tick_unit=None if lad_rates else rule.smallest_shown,
+            cap_quantile=LAD_RATE_CAP if lad_rates else None,
         )
     with tempfile.TemporaryDirectory() as scratch:
         trend = maps.render_trend(data.history, Path(scratch) / "trend.png", rule.protect, rule.smallest_shown)

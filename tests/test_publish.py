@@ -862,3 +862,27 @@ def test_district_populations_cover_the_shipped_districts_and_sum_to_the_countri
     by_country = lad.groupby(lad["code"].str[0])["population"].sum().to_dict()
     assert by_country["E"] == 56_536_419 and by_country["W"] == 3_105_410 and by_country["S"] == 5_479_900
     assert abs(by_country["N"] - 1_904_563) <= 15
+
+
+def test_capped_district_rate_scale_saturates_only_the_top(published: dict, tmp_path: Path) -> None:
+    """cap_quantile: the colour scale ends at the 95th percentile of district rates, districts above it take the
+    darkest colour, and the others are coloured by value / cap (not washed out by one tiny district)."""
+    from matplotlib import colormaps
+
+    lad = gpd.read_file(published["out"] / "regions_lad.geojson")
+    data = map_data(lad, "all", "listings_per_100k")
+    rates = data.loc[data["state"] == "value", "value"]
+    assert len(rates) > 20 and rates.max() > rates.quantile(0.95) > 0
+    info = render_map(data, tmp_path / "lad.png", "t", "s", "per 100,000", "source", cap_quantile=0.95)
+    assert info.vmax == pytest.approx(float(rates.quantile(0.95)))
+    image = imread(tmp_path / "lad.png")[:, :, :3]
+    cmap = colormaps[info.cmap]
+    checked = {"above": 0, "below": 0}
+    for code, (col, row) in info.pixels.items():
+        value = info.values[code]
+        if value is None or not (0 <= row < image.shape[0] and 0 <= col < image.shape[1]):
+            continue
+        want = np.array(cmap(min(value / info.vmax, 1.0))[:3])
+        if np.abs(image[row, col] - want).max() < 0.03:  # small districts may have their point under a neighbour
+            checked["above" if value > info.vmax else "below"] += 1
+    assert checked["above"] >= 1 and checked["below"] > 20, checked
