@@ -91,7 +91,7 @@ def pointcount_path(table: pa.Table) -> Counts:
         by_platform[platform][(region, category)] = sketch
     cells: list[agg.PlatformCell] = []
     for platform, per in by_platform.items():
-        cells += agg.cards_cells(platform, "itl1", per)
+        cells += agg.cards_cells(platform, "itl1", per, advertisers=per)  # one hash per card: its contact
     cells += agg.roll_up_national(cells, LG_K)
     cells = agg.add_all_category(cells, LG_K)
     out: Counts = {}

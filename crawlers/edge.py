@@ -5,7 +5,8 @@ What leaves it (a :class:`ListingItem`) holds only HMAC hex digests, region code
 
 - listing key -> ``Pseudonymiser.listing(platform, ref)``;
 - linkage (phone) -> ``phonenumbers`` (default region GB) -> E.164 -> ``Pseudonymiser.advertiser("phone", e164)``;
-  e-mail / handle -> lower-cased, stripped; without a linkage field or value the advertiser is the listing hash;
+  e-mail / handle -> lower-cased, stripped; without a linkage field, a value, or a value that normalises, the
+  card is *unlinked*: it has no advertiser hash (it counts as a listing, never as an advertiser);
 - town text -> ``Gazetteer.resolve`` -> (itl1, lad); a platform region code -> its ITL1 code via ``regions``;
   unresolved -> ``UNMAPPED`` (counted, never dropped).
 """
@@ -31,10 +32,10 @@ class ListingItem:
     """One card as it leaves the spider: hashes, region codes and a category. Nothing else."""
 
     listing: str  # HMAC hex digest
-    advertiser: str  # HMAC hex digest (the listing hash when there is no linkage value)
+    advertiser: str | None  # HMAC hex digest of the contact; None for an unlinked card
     category: str  # standard category of the queried cell
     locations: tuple[Location, ...]  # at least one; UNMAPPED where unresolved
-    linked: bool  # True when ``advertiser`` came from a linkage value
+    linked: bool  # True when the card had a usable linkage value (``advertiser`` is set)
 
 
 def normalise_phone(text: str, region: str = "GB") -> str | None:
@@ -130,7 +131,8 @@ class PrivacyEdge:
     ) -> tuple[ListingItem, int, bool]:
         """(item, unmapped strings, linkage value present but invalid)."""
         listing = self._pseudo.listing(self.platform.name, listing_ref)
-        advertiser, linked, invalid = listing, False, False
+        advertiser: str | None = None
+        linked, invalid = False, False
         cards = self.platform.cards
         if linkage is not None and cards is not None and cards.linkage is not None:
             norm = normalise_linkage(cards.linkage.kind, linkage)

@@ -1,11 +1,14 @@
-"""Item pipeline: per-cell theta sketches of listing and advertiser hashes, plus stated totals.
+"""Item pipeline: per-cell theta sketches of listing, linked-advertiser and unlinked-listing hashes, plus stated
+totals.
 
 Settings: none of its own; the sketch size is the spider's ``lg_k`` (``POINTCOUNT_SKETCH_LG_K``, from the run
 config's ``crawl.sketch_lg_k``; exact below 2**lg_k distinct items per cell).
 
 Cells are (level, region code, category) for levels ``national`` (K02000001), ``itl1`` and ``lad``. A listing
 counts once per region it names (sketches deduplicate across pages and regions) and once nationally. Stated totals
-live at ``itl1`` level; national stated = the sum of the itl1 cells. Only hashes ever enter a sketch.
+live at ``itl1`` level; national stated = the sum of the itl1 cells. Only hashes ever enter a sketch. A linked
+card's contact hash goes into the advertisers sketch; an unlinked card's listing hash into the unlinked sketch
+(the listings sketch holds both), so advertisers count people by contact and unlinked cards are never people.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class CellAggregator:
         self.lg_k = lg_k
         self._listings: dict[CellKey, ds.update_theta_sketch] = {}
         self._advertisers: dict[CellKey, ds.update_theta_sketch] = {}
+        self._unlinked: dict[CellKey, ds.update_theta_sketch] = {}
         self._stated: dict[tuple[str, str], int] = {}  # (itl1, category) -> total
         self._lad_parents: dict[str, set[str]] = {}  # LAD code -> ITL1 codes it was seen under
 
@@ -40,8 +44,12 @@ class CellAggregator:
         if key not in self._listings:
             self._listings[key] = sketches.new(self.lg_k)
             self._advertisers[key] = sketches.new(self.lg_k)
+            self._unlinked[key] = sketches.new(self.lg_k)
         self._listings[key].update(item.listing)
-        self._advertisers[key].update(item.advertiser)
+        if item.advertiser is not None:
+            self._advertisers[key].update(item.advertiser)
+        else:
+            self._unlinked[key].update(item.listing)
 
     def add(self, item: ListingItem) -> None:
         self._update(("national", NATIONAL_CODE, item.category), item)
@@ -55,7 +63,7 @@ class CellAggregator:
         self._stated[(itl1, category)] = self._stated.get((itl1, category), 0) + total
 
     def cells(self, mode: str = "cards", itl1_codes: Iterable[str] = (), categories: Iterable[str] = ()) -> list[Cell]:
-        """The result's cells. Cards mode: every cell carries both sketches, and every ITL1 region the platform
+        """The result's cells. Cards mode: every cell carries all three sketches, and every ITL1 region the platform
         covers × category plus national × category is present even when empty (an empty sketch is a measured
         zero); count mode: stated totals only."""
         keys: set[CellKey] = set(self._listings) if mode == "cards" else set()
@@ -78,6 +86,7 @@ class CellAggregator:
             if mode == "cards":
                 cell.listings_sketch = sketches.to_b64(listing) if listing is not None else empty
                 cell.advertisers_sketch = sketches.to_b64(self._advertisers[key]) if listing is not None else empty
+                cell.unlinked_sketch = sketches.to_b64(self._unlinked[key]) if listing is not None else empty
             out.append(cell)
         return out
 

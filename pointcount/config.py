@@ -434,6 +434,14 @@ class Disclosure(Strict):
     rounding_base: int = Field(default=5, ge=1)
 
 
+class Publish(Strict):
+    """How the published files and report treat model estimates (exports; counts always follow ``disclosure``)."""
+
+    # An 'unstable' regional estimate (most of it is advertisers no platform showed) is either published and
+    # marked experimental, or withheld (values left empty, the note says why). The UK row is never withheld.
+    unstable_estimates: Literal["experimental", "withheld"] = "experimental"
+
+
 class Geography(Strict):
     regions: str = "builtin:itl1"  # boundary file (GeoJSON/GPKG) or builtin:<name>
     fine: str | None = "builtin:lad"
@@ -499,6 +507,7 @@ class RunConfig(Strict):
     schedule: Schedule = Schedule()
     ethics: Ethics
     disclosure: Disclosure = Disclosure()
+    publish: Publish = Publish()
     geography: Geography = Geography()
     keys: Keys = Keys()
     retention: Retention = Retention()

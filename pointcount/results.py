@@ -19,7 +19,11 @@ FailureKind = Literal["site_changed", "transient", "blocked", "stopped"]
 
 
 class Cell(BaseModel):
-    """One platform x region x category cell. Sketches are base64 compact theta sketches of keyed hashes."""
+    """One platform x region x category cell. Sketches are base64 compact theta sketches of keyed hashes.
+
+    Cards mode ships all three sketches (empty where nothing was seen); count mode ships none. A card is *linked*
+    when its linkage value (e.g. a phone) normalised to a usable contact; every card is unlinked on a platform
+    without a linkage field. listings = linked cards' listings ∪ unlinked, so unlinked ⊆ listings."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -27,8 +31,10 @@ class Cell(BaseModel):
     region_code: str
     category: str
     stated: int | None = None  # the platform's own total; None where it states none
-    listings_sketch: str | None = None  # distinct listing hashes (cards mode)
-    advertisers_sketch: str | None = None  # distinct advertiser (linkage) hashes, listing hash when no linkage
+    listings_sketch: str | None = None  # distinct listing hashes of every card (cards mode)
+    advertisers_sketch: str | None = None  # distinct advertiser (linkage) hashes of linked cards only
+    # Listing hashes of cards without a usable contact. None from a producer older than this contract: unknown.
+    unlinked_sketch: str | None = None
 
 
 class FailedCell(BaseModel):

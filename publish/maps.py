@@ -82,16 +82,26 @@ def render_map(
     source: str,
     inset_bounds: tuple[float, float, float, float] | None = None,
     tick_unit: int | None = None,
+    cap_quantile: float | None = None,
 ) -> MapInfo:
     """Draw ``data`` (from ``map_data``) to ``path``; ``inset_bounds`` (BNG metres) adds a magnified inset.
 
     ``tick_unit``: the values are protected counts, so the colour bar is ticked at multiples of this unit (the
     rule's ``smallest_shown``: a multiple of the rounding base, at least the threshold). A default scale of 0, 2,
-    4, 6, 8 would print small numbers beside the counts."""
+    4, 6, 8 would print small numbers beside the counts.
+
+    ``cap_quantile`` (e.g. 0.95): the colour scale ends at that quantile of the values and higher values take its
+    darkest colour (the bar shows an arrow). For rates of small areas, where a district of a few thousand
+    residents with a handful of adverts would otherwise set the scale and leave every other district pale."""
     frame = data.to_crs("EPSG:27700")
     values = frame["value"]
     vmax = float(values.max()) if values.notna().any() else 1.0
-    norm = Normalize(vmin=0, vmax=vmax if vmax > 0 else 1.0)
+    capped = False
+    if cap_quantile is not None and values.notna().any():
+        top = float(values.quantile(cap_quantile))
+        capped = 0 < top < vmax
+        vmax = top if capped else vmax
+    norm = Normalize(vmin=0, vmax=vmax if vmax > 0 else 1.0, clip=True)
 
     fig = Figure(figsize=SIZE_IN, dpi=DPI, facecolor="white")
     canvas = FigureCanvasAgg(fig)
@@ -119,7 +129,8 @@ def render_map(
             spine.set_edgecolor(EDGE)
 
     cax = fig.add_axes((0.06, 0.175, 0.5, 0.016))
-    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=CMAP), cax=cax, orientation="horizontal")
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=CMAP), cax=cax, orientation="horizontal",
+                       extend="max" if capped else "neither")
     bar.set_label(legend_label, fontsize=8)
     if tick_unit is not None:
         bar.ax.xaxis.set_major_locator(MultipleLocator(count_step(norm.vmax, tick_unit)))

@@ -15,6 +15,8 @@ from pointcount.config import LoadedConfig
 from pointcount.geography import ATTRIBUTION
 from publish import exports, maps
 from publish.disclosure import DisclosureRule
+from publish.estimates import COLUMN_NOTES as ESTIMATE_COLUMN_NOTES
+from publish.estimates import build_estimates
 from publish.population import POPULATION_SOURCE
 from publish.report import ReportInputs, build_report, label
 from publish.source import PublishError, RunData, read_run
@@ -59,7 +61,8 @@ def _source_line(data: RunData, config: LoadedConfig, rule: DisclosureRule, sand
 def _metadata(data: RunData, config: LoadedConfig, rule: DisclosureRule, source: str) -> dict[str, str]:
     return {
         "title": f"pointcount regional counts, snapshot {data.snapshot_date.isoformat()}",
-        "description": "Online sex-work adverts and advertisers by UK region, after disclosure control",
+        "description": "Online sex-work adverts and advertisers by UK region, after disclosure control; one unit "
+                       "per column (see columns)",
         "run_id": data.run_id,
         "snapshot_date": data.snapshot_date.isoformat(),
         "run_status": str(data.run["status"]),
@@ -75,6 +78,9 @@ def _metadata(data: RunData, config: LoadedConfig, rule: DisclosureRule, source:
     }
 
 
+LAD_RATE_CAP = 0.95  # district rates: the colour scale ends at this quantile (small districts' rates are extreme)
+
+
 def write_exports(
     directory: Path, data: RunData, config: LoadedConfig, rule: DisclosureRule, published_at: datetime
 ) -> None:
@@ -87,6 +93,9 @@ def write_exports(
 
     exports.write_csv(table, directory / "region_counts.csv")
     exports.write_parquet(table, directory / "region_counts.parquet", meta)
+    estimates = build_estimates(data, rule, config.run.publish)
+    exports.write_csv(estimates, directory / "region_estimates.csv")
+    exports.write_parquet(estimates, directory / "region_estimates.parquet", meta)
     itl1 = exports.layer(geo.itl1, table, "itl1")
     layers = {"itl1": itl1}
     exports.write_geojson(itl1, directory / "regions.geojson", meta)
@@ -113,40 +122,56 @@ def write_exports(
         )
         map_paths[category] = path
     lad_path = None
+    lad_rates = False
     if lad is not None:
         lad_path = directory / "map_lad_all.png"
+        # Rates like ITL1 when every district has a population (the shipped mid-2021 file); else counts.
+        lad_rates = bool(lad["population"].notna().all())
         maps.render_map(
-            maps.map_data(lad, "all", "listings"), lad_path,
+            maps.map_data(lad, "all", "listings_per_100k" if lad_rates else "listings"), lad_path,
             title="Online sex-work adverts by local authority district",
-            subtitle=f"Snapshot {date} · all categories · adverts (no district populations shipped)",
-            legend_label="adverts (rounded)", source=source, inset_bounds=LONDON_BNG,
-            tick_unit=rule.smallest_shown,
+            subtitle=f"Snapshot {date} · all categories · "
+                     + ("per 100,000 residents (mid-2021)" if lad_rates else "adverts (no district populations)"),
+            legend_label=("adverts per 100,000 residents (from rounded counts; scale ends at the 95th percentile)"
+                          if lad_rates else "adverts (rounded)"),
+            source=source, inset_bounds=LONDON_BNG, tick_unit=None if lad_rates else rule.smallest_shown,
+            cap_quantile=LAD_RATE_CAP if lad_rates else None,
         )
     with tempfile.TemporaryDirectory() as scratch:
         trend = maps.render_trend(data.history, Path(scratch) / "trend.png", rule.protect, rule.smallest_shown)
         html = build_report(ReportInputs(
-            data=data, config=config, rule=rule, table=table, maps=map_paths, lad_map=lad_path,
+            data=data, config=config, rule=rule, table=table, estimates=estimates, maps=map_paths, lad_map=lad_path,
+            lad_rates=lad_rates,
             trend_png=trend, sandbox=sandbox, published_at=published_at,
         ))
     (directory / "report.html").write_text(html, encoding="utf-8")
     files = sorted(p.name for p in directory.iterdir())
     (directory / "metadata.json").write_text(
         json.dumps({**meta, "published_at": published_at.isoformat(), "files": files,
-                    "columns": COLUMN_NOTES}, indent=2, ensure_ascii=False) + "\n",
+                    "columns": COLUMN_NOTES, "estimate_columns": ESTIMATE_COLUMN_NOTES}, indent=2,
+                   ensure_ascii=False) + "\n",
         encoding="utf-8",
     )
 
 
 COLUMN_NOTES = {
-    "listings": "adverts: distinct listings per platform, summed over platforms, plus count-only platforms' stated "
-                "totals; protected (empty when suppressed or not covered)",
-    "advertisers": "distinct advertisers by contact details across card platforms, plus count-only stated totals; "
-                   "protected",
+    "listings": "distinct listings (adverts) seen on card platforms, counted per platform and summed over "
+                "platforms (one advert on two platforms counts twice); no stated totals; protected (empty when "
+                "suppressed or not measured)",
+    "stated_listings": "the platforms' own stated totals of listings (count-only and card platforms that state "
+                       "one), summed, never deduplicated; ITL1 and UK only; protected",
+    "advertisers": "distinct contact-linked advertisers across card platforms with a contact (linkage) field: "
+                   "listings sharing a phone number are one advertiser, within and across platforms; listings "
+                   "without a usable contact are not in it; protected",
+    "unlinked_listings": "listings on card platforms without a usable contact (no linkage field, or none shown); "
+                         "counted as listings, never as advertisers; protected",
     "*_suppressed": "true when the exact value was between 1 and threshold-1 (value left empty, never zero)",
-    "covered": "false when no included (healthy) platform covered this region and category: values empty, not zero",
-    "*_per_100k": "per 100,000 residents from the published (rounded) count; ITL1 and UK only (no LAD populations)",
-    "population": "residents, mid-2022 (ONS, NRS, NISRA); empty for local authority districts",
-    "deduplicated": "false where a count-only platform's stated total (not deduplicated) contributed",
+    "covered": "false when no included (healthy) platform covered this region and category: values empty, not "
+               "zero; a single measure is also empty where no platform measuring that unit covered it",
+    "*_per_100k": "per 100,000 residents from the published (rounded) count (listings and advertisers)",
+    "population": "residents, mid-year estimates (ONS, NRS, NISRA): mid-2022 for ITL1 and the UK, mid-2021 for "
+                  "local authority districts (April 2021 codes); empty for unmapped rows",
+    "deduplicated": "false where a count-only platform contributed (its stated totals are only in stated_listings)",
     "platforms_included": "healthy platforms that covered or contributed to the cell, ';'-separated",
     "not_measured": "included platforms that could not measure this cell (a partial crawl): values empty, not zero",
 }

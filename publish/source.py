@@ -157,6 +157,10 @@ def read_run(path: Path, run_id: str | None = None, wait_s: float = 30.0) -> Run
         if not platforms["health"].isin(HEALTHY).any():
             raise PublishError(f"run {run_id}: no platform crawled healthily; nothing trustworthy to publish")
         counts = _frame(con, "select * from region_counts where run_id = ?", [run_id])
+        if "unlinked_listings" not in counts.columns:
+            # A warehouse no writer has opened since migration 005: its advertisers still mix units.
+            raise PublishError(f"warehouse {path} predates one-unit-per-column counts (migration 005); the next "
+                               "run's writer applies it (warehouse.Warehouse opens and migrates), then publish again")
         if counts.empty:
             raise PublishError(f"run {run_id} has no region_counts rows; has it been loaded?")
         dates = sorted(set(pd.to_datetime(counts["snapshot_date"]).dt.date))

@@ -1,11 +1,14 @@
 """The published regional table: every region x category of a run, protected, with rates and coverage.
 
 One row per (level, region, category). Values come from the warehouse's ``region_counts`` (exact) and pass through
-the disclosure rule. A region x category with no row is a *true zero* only when some healthy included platform
-looked there (it covers the region and category); otherwise it is published as missing (``covered`` false), never
-as zero. A region x category that an included platform could not measure (a failed cell of a ``partial`` crawl)
-is published as missing too, with that platform in ``not_measured``: a figure with a hole in it is not a count.
-Failed platforms are excluded from the figures by the warehouse and named in the report.
+the disclosure rule. Each measure is one unit (``MEASURES``; docs/architecture.md, "Aggregation definitions") and
+each has its own coverage: a measure is a *true zero* only when a healthy included platform that measures that
+unit looked there (``listings`` and ``unlinked_listings``: card platforms; ``advertisers``: card platforms with a
+linkage field; ``stated_listings``: platforms that state totals); otherwise it is missing, never zero. ``covered``
+is false when no included platform looked at all. A region x category that an included platform could not measure
+(a failed cell of a ``partial`` crawl) is published as missing too, with that platform in ``not_measured``: a
+figure with a hole in it is not a count. Failed platforms are excluded from the figures by the warehouse and named
+in the report.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from publish.disclosure import DisclosureRule
 from publish.population import population, rate
 from publish.source import RunData
 
-MEASURES = ("listings", "advertisers")
+MEASURES = ("listings", "stated_listings", "advertisers", "unlinked_listings")
+RATED = ("listings", "advertisers")  # measures published per 100,000 residents too
 COLUMNS = [
     "snapshot_date",
     "run_id",
@@ -31,8 +35,12 @@ COLUMNS = [
     "category",
     "listings",
     "listings_suppressed",
+    "stated_listings",
+    "stated_listings_suppressed",
     "advertisers",
     "advertisers_suppressed",
+    "unlinked_listings",
+    "unlinked_listings_suppressed",
     "covered",
     "population",
     "listings_per_100k",
@@ -102,6 +110,16 @@ def _covers(platform: Platform, level: str, code: str, category: str, lad_parent
     return False
 
 
+def _measures(platform: Platform) -> set[str]:
+    """The units a platform's crawl measures (so that its finding nothing is a true zero of those units)."""
+    out = {"stated_listings"} if platform.total is not None else set()
+    if platform.mode == "cards":
+        out |= {"listings", "unlinked_listings"}
+        if platform.cards is not None and platform.cards.linkage is not None:
+            out.add("advertisers")
+    return out
+
+
 def build_table(data: RunData, config: LoadedConfig, rule: DisclosureRule, geo: Geo) -> pd.DataFrame:
     """The protected long table (see COLUMNS), sorted by level, region code and category."""
     counts = data.region_counts.copy()
@@ -140,20 +158,27 @@ def build_table(data: RunData, config: LoadedConfig, rule: DisclosureRule, geo: 
                 found = existing.get(key)
                 names_in = sorted(looked | contributed.get(key, set()))
                 holes = not_measured.get(key, [])
+                measured = set().union(*(_measures(known[n]) for n in looked)) if looked else set()
+                if level == "lad":
+                    measured.discard("stated_listings")  # platforms state totals per ITL1 region only
+                exact: dict[str, object] = {}
+                for m in MEASURES:
+                    value = getattr(found, m, None) if found is not None and not holes else None
+                    if value is None or pd.isna(value):
+                        # Not in the warehouse: a true zero where a platform measuring this unit looked and
+                        # found nothing; missing (never zero) where none did or a cell could not be measured.
+                        value = 0 if m in measured and not holes else None
+                    exact[m] = value
                 if holes:
-                    exact = dict.fromkeys(MEASURES, None)  # not measured: missing, never zero
                     dedup, covered = None, False
                 elif found is not None:
-                    exact = {m: getattr(found, m) for m in MEASURES}
                     dedup = bool(found.deduplicated) if "deduplicated" in counts.columns else None
                     covered = True
                 elif looked:
-                    exact = dict.fromkeys(MEASURES, 0)  # a healthy crawl looked and found nothing
                     dedup, covered = True, True
                 else:
-                    exact = dict.fromkeys(MEASURES, None)  # nobody looked: missing, never zero
                     dedup, covered = None, False
-                residents = pop.get(code) if level in ("national", "itl1") else None
+                residents = pop.get(code)  # ITL1 and the UK mid-2022, districts mid-2021; None elsewhere
                 out = {
                     "snapshot_date": data.snapshot_date.isoformat(),
                     "run_id": data.run_id,
@@ -170,11 +195,13 @@ def build_table(data: RunData, config: LoadedConfig, rule: DisclosureRule, geo: 
                 for m in MEASURES:
                     out[m] = rule.protect(exact[m])
                     out[f"{m}_suppressed"] = rule.is_suppressed(exact[m])
+                for m in RATED:
                     out[f"{m}_per_100k"] = rate(out[m], residents)
                 rows.append(out)
     table = pd.DataFrame(rows)
     for m in MEASURES:
         table[m] = table[m].astype("Int64")
+    for m in RATED:
         table[f"{m}_per_100k"] = table[f"{m}_per_100k"].astype("Float64")
     table["population"] = table["population"].astype("Int64")
     table["deduplicated"] = table["deduplicated"].astype("boolean")
@@ -191,9 +218,9 @@ def wide(table: pd.DataFrame, level: str) -> pd.DataFrame:
     out = part[["region_code", "region_name", "population"]].drop_duplicates("region_code").set_index("region_code")
     for category in part["category"].unique():
         cat = part[part["category"] == category].set_index("region_code")
-        for col in ("listings", "listings_suppressed", "listings_per_100k",
-                    "advertisers", "advertisers_suppressed", "advertisers_per_100k"):
-            measure, _, rest = col.partition("_")  # listings_suppressed -> listings_<category>_suppressed
-            out["_".join(x for x in (measure, category, rest) if x)] = cat[col]
+        for measure in MEASURES:
+            for rest in ("", "suppressed", *(("per_100k",) if measure in RATED else ())):
+                col = "_".join(x for x in (measure, rest) if x)  # listings_suppressed -> listings_<cat>_suppressed
+                out["_".join(x for x in (measure, category, rest) if x)] = cat[col]
         out[f"covered_{category}"] = cat["covered"]
     return out.reset_index()

@@ -3,11 +3,14 @@
 - A listing counts once in each region where it is located (every town it names) and once nationally; its
   category is the category it is listed under.
 - ``platforms[p].cells[level][region][category]``: ``listings`` (distinct listing refs), ``advertisers``
-  (distinct phone numbers), ``stated`` (the platform's own total: itl1 cells of platforms that state one;
-  national = sum of itl1, as the crawl contract defines for count platforms; ``None`` elsewhere).
-- ``region_counts``: ``listings`` = sum over card platforms + count-only stated totals; ``advertisers`` = distinct
-  phones across card platforms + count-only stated totals; ``deduplicated`` false where a count-only platform
-  contributed (itl1 and national). Category ``all``: union across categories, sum of stated totals.
+  (distinct phone numbers of the cards that show one), ``unlinked_listings`` (distinct listing refs of cards that
+  show no phone), ``stated`` (the platform's own total: itl1 cells of platforms that state one; national = sum of
+  itl1, as the crawl contract defines for count platforms; ``None`` elsewhere).
+- ``region_counts``, one unit per key, nothing added across units: ``listings`` = sum over card platforms;
+  ``stated_listings`` = sum of the stated totals of every platform that states one (count-only and card);
+  ``advertisers`` = distinct phones shown on card platforms; ``unlinked_listings`` = sum over card platforms of
+  cards without a phone; ``deduplicated`` false where a count-only platform contributed (itl1 and national).
+  Category ``all``: union across categories, sum of stated totals.
 - ``population``: the true advertisers (visible that day, on any platform or none), their workers (agencies hold
   several), and how many of them are on at least one card platform.
 - ``capture_histories``: per region and category, pattern over the card platforms ("101": on the directory and
@@ -97,6 +100,7 @@ def _card_frame(pop: Population, name: str, day: int) -> pd.DataFrame:
     frame = pd.DataFrame({"listing": lids, "town": towns})
     advs = pop.l_adv[lids]
     frame["phone"] = pop.phone[advs]
+    frame["shows_phone"] = pop.l_shows_phone[lids]
     frame["category"] = np.array(CATEGORIES)[pop.category[advs]]
     return _located(frame)
 
@@ -201,6 +205,7 @@ def truth(
         "platforms": {},
     }
     card_frames = []
+    all_stated: dict[tuple[str, str, str], int] = {}
     count_stated: dict[tuple[str, str, str], int] = {}
     for name in PLATFORMS:
         spec = platform_spec(name)
@@ -209,13 +214,17 @@ def truth(
                            for stated_or in (len(c.listings) for c in build_cells(pop, name, day).values()))
         entry: dict[str, Any] = {"mode": spec.mode, "page_size": page_size(name) if spec.mode == "cards" else None,
                                  "expected_requests": requests}
+        for k, v in stated.items():
+            all_stated[k] = all_stated.get(k, 0) + v
         if spec.mode == "cards":
             frame = _card_frame(pop, name, day)
             card_frames.append(frame.assign(platform=name))
             listings = _count(frame, "listing")
-            advertisers = _count(frame, "phone")
+            advertisers = _count(frame[frame["shows_phone"]], "phone")
+            unlinked = _count(frame[~frame["shows_phone"]], "listing")
             entry["cells"] = _nest({
-                k: {"stated": stated.get(k), "listings": listings.get(k, 0), "advertisers": advertisers.get(k, 0)}
+                k: {"stated": stated.get(k), "listings": listings.get(k, 0), "advertisers": advertisers.get(k, 0),
+                    "unlinked_listings": unlinked.get(k, 0)}
                 for k in _keys(listings)
             })
         else:
@@ -225,19 +234,22 @@ def truth(
 
     cards = pd.concat(card_frames, ignore_index=True)
     listing_sum: dict[tuple[str, str, str], int] = {}
+    unlinked_sum: dict[tuple[str, str, str], int] = {}
     for frame in card_frames:
         for k, v in _count(frame, "listing").items():
             listing_sum[k] = listing_sum.get(k, 0) + v
-    phones = _count(cards, "phone")
+        for k, v in _count(frame[~frame["shows_phone"]], "listing").items():
+            unlinked_sum[k] = unlinked_sum.get(k, 0) + v
+    phones = _count(cards[cards["shows_phone"]], "phone")
     region: dict[tuple[str, str, str], dict[str, Any]] = {}
     for k in _keys(listing_sum):
-        contributed = k in count_stated
         region[k] = {
-            "listings": listing_sum.get(k, 0) + count_stated.get(k, 0),
-            "advertisers": phones.get(k, 0) + count_stated.get(k, 0),
-            "card_advertisers": phones.get(k, 0),
+            "listings": listing_sum.get(k, 0),
+            "stated_listings": all_stated.get(k),
+            "advertisers": phones.get(k, 0),
+            "unlinked_listings": unlinked_sum.get(k, 0),
             "count_only_stated": count_stated.get(k),
-            "deduplicated": not contributed,
+            "deduplicated": k not in count_stated,
         }
     out["region_counts"] = _nest(region)
     mask = pop.visible(day)

@@ -47,6 +47,7 @@ P_TOURING = 0.10
 P_DUPLICATE = 0.05  # a second listing on the same platform with the same phone
 P_AGENCY = 0.02  # one listing and phone covering several workers
 P_NEARBY = 0.25  # load-more cards that also name another town in the same district
+P_NO_PHONE = 0.04  # cards that show no phone (contact by form only): unlinked listings, never advertisers
 
 # Default size: the Ofcom drama pool (17,000 validating numbers) must cover every advertiser visible on any
 # day of the horizon; a stationary stock n sees about n * (1 + horizon / 73.3) distinct advertisers (a bit
@@ -141,6 +142,7 @@ class Population:
     l_text: np.ndarray
     l_phone_text: np.ndarray  # the number as this platform writes it on this listing
     l_fmt: np.ndarray  # which format (sandbox.phones.FORMATS)
+    l_shows_phone: np.ndarray  # bool: the card shows its phone (else it is unlinked: no linkage value)
 
     def visible(self, day: int) -> np.ndarray:
         self.check_day(day)
@@ -305,12 +307,14 @@ def generate(
     for fmt in set(l_fmt.tolist()):
         idx = np.flatnonzero(l_fmt == fmt)
         l_phone_text[idx] = pool.render(fmt, phone[l_adv[idx]])
+    # Its own stream, so adding it changed none of the draws above (same seeds, same advertisers and listings).
+    l_shows_phone = np.random.default_rng([seed, 20221, 13]).random(nl) >= P_NO_PHONE
     return Population(
         seed=seed, n_advertisers=n_advertisers, horizon_days=horizon_days, membership=membership,
         arrive=arrive, leave=leave, category=category, home=home, tour=tour, workers=workers, phone=phone,
         member=member, l_platform=l_platform, l_adv=l_adv, l_town1=l_town1, l_town2=l_town2, l_rank=l_rank,
         l_ref=l_ref, l_name=l_name, l_email=l_email, l_text=l_text, l_phone_text=l_phone_text.astype(str),
-        l_fmt=l_fmt,
+        l_fmt=l_fmt, l_shows_phone=l_shows_phone,
     )
 
 

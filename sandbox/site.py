@@ -156,6 +156,12 @@ class Site:
         names = places().names
         return [str(names[t]) for t in towns]
 
+    def _phone(self, lid: int, tag: str, css: str) -> str:
+        """The card's phone element, or nothing for a card that shows no phone (P_NO_PHONE: contact by form)."""
+        if not self.pop.l_shows_phone[lid]:
+            return ""
+        return f'<{tag} class="{css}">{html.escape(str(self.pop.l_phone_text[lid]))}</{tag}>'
+
     def robots(self) -> Response:
         lines = ["User-agent: *"]
         if self.robots_disallow_all:
@@ -238,8 +244,8 @@ class Site:
                 f'<article class="{"profile-card" if lc else "listing"}" {"data-id" if lc else "data-ref"}="{ref}">'
                 f'<h2 class="name"><a href="/profile/{ref}">{html.escape(str(self.pop.l_name[lid]))}</a></h2>'
                 f'<span class="{"place" if lc else "location"}">{html.escape(town)}</span> '
-                f'<span class="{"number" if lc else "phone"}">{html.escape(str(self.pop.l_phone_text[lid]))}</span>'
-                f'<span class="email">{html.escape(str(self.pop.l_email[lid]))}</span>'
+                + self._phone(lid, "span", "number" if lc else "phone")
+                + f'<span class="email">{html.escape(str(self.pop.l_email[lid]))}</span>'
                 f'<p class="text">{html.escape(str(self.pop.l_text[lid]))}</p>'
                 f'<a class="contact" href="/contact/{ref}">Contact</a></article>'
             )
@@ -260,7 +266,8 @@ class Site:
             lid = int(listings[i])
             ads.append({"ref": str(self.pop.l_ref[lid]), "title": str(self.pop.l_name[lid]),
                         "place": {"town": self._names(towns[i])[0]},
-                        "phone": str(self.pop.l_phone_text[lid]), "email": str(self.pop.l_email[lid]),
+                        **({"phone": str(self.pop.l_phone_text[lid])} if self.pop.l_shows_phone[lid] else {}),
+                        "email": str(self.pop.l_email[lid]),
                         "url": f"/profile/{self.pop.l_ref[lid]}"})
         data = {"props": {"pageProps": {"search": {"total": total, "page": page, "ads": ads}}}, "page": "/search"}
         blob = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")  # a '</script>' in a value ends nothing
@@ -287,7 +294,8 @@ class Site:
                 ("listing_id" if lc else "id"): ref,
                 "name": str(self.pop.l_name[lid]),
                 ("location" if lc else "town"): self._names(cell.towns[i])[0],
-                "contact": {("tel" if lc else "phone"): str(self.pop.l_phone_text[lid]),
+                "contact": {**({("tel" if lc else "phone"): str(self.pop.l_phone_text[lid])}
+                               if self.pop.l_shows_phone[lid] else {}),
                             "email": str(self.pop.l_email[lid])},
                 "text": str(self.pop.l_text[lid]),
                 "profile": f"/profile/{ref}",
@@ -317,8 +325,8 @@ class Site:
                 f'<div class="{"advert" if lc else "ad"}" id="{"advert" if lc else "ad"}-{ref}">'
                 f'<a class="title" href="/profile/{ref}">{html.escape(str(self.pop.l_name[lid]))}</a>'
                 f'<p class="{"areas" if lc else "towns"}">{html.escape(towns)}</p>'
-                f'<p class="{"phone-number" if lc else "tel"}">{html.escape(str(self.pop.l_phone_text[lid]))}</p>'
-                f'<p class="mail">{html.escape(str(self.pop.l_email[lid]))}</p>'
+                + self._phone(lid, "p", "phone-number" if lc else "tel")
+                + f'<p class="mail">{html.escape(str(self.pop.l_email[lid]))}</p>'
                 f'<p class="body">{html.escape(str(self.pop.l_text[lid]))}</p>'
                 f'<a class="reply" href="/contact/{ref}">Reply</a></div>'
             )

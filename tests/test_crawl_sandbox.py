@@ -76,6 +76,7 @@ def assert_exact(result: CrawlResult, truth: dict[str, Any]) -> int:
         if c.listings_sketch is not None:
             row["listings"] = count(c.listings_sketch)
             row["advertisers"] = count(c.advertisers_sketch)
+            row["unlinked_listings"] = count(c.unlinked_sketch)
         got[(c.region_level, c.region_code, c.category)] = row
     checked = 0
     for level, regions in truth["cells"].items():
@@ -84,13 +85,13 @@ def assert_exact(result: CrawlResult, truth: dict[str, Any]) -> int:
                 if cat == "all":
                     continue
                 row = got.get((level, code, cat), {})
-                for key in ("listings", "advertisers", "stated"):
+                for key in ("listings", "advertisers", "unlinked_listings", "stated"):
                     if want.get(key) is not None and (want[key] or key == "stated"):
                         assert row.get(key) == want[key], (result.platform, level, code, cat, key, row, want)
                         checked += 1
     for (level, code, cat), row in got.items():
         want = truth["cells"].get(level, {}).get(code, {}).get(cat, {})
-        for key in ("listings", "advertisers"):
+        for key in ("listings", "advertisers", "unlinked_listings"):
             if key in row:
                 assert row[key] == want.get(key, 0), (result.platform, level, code, cat, key, row, want)
     return checked

@@ -141,9 +141,9 @@ def test_edge_unmapped_and_missing_linkage() -> None:
     item, unmapped, invalid = edge.card("R2", "women", ["Atlantis", "York"], [], None)
     assert unmapped == 1 and not invalid
     assert Location(UNMAPPED, UNMAPPED) in item.locations and len(item.locations) == 2
-    assert item.advertiser == item.listing and not item.linked  # no linkage: the listing stands for itself
+    assert item.advertiser is None and not item.linked  # no linkage: an unlinked listing, never an advertiser
     item, unmapped, invalid = edge.card("R3", "women", [], [], "not a phone")
-    assert invalid and item.advertiser == item.listing
+    assert invalid and item.advertiser is None and not item.linked
     assert item.locations == (Location(UNMAPPED, UNMAPPED),) and unmapped == 1  # no location: counted, kept
 
 
@@ -169,20 +169,25 @@ def test_cells_count_a_listing_once_per_region_and_nationally() -> None:
     agg.add(ListingItem("l1", "a1", "women", (leeds, bradford), True))
     agg.add(ListingItem("l1", "a1", "women", (london,), True))  # same listing seen on another region's page
     agg.add(ListingItem("l2", "a1", "women", (leeds,), True))  # duplicate profile: same advertiser
+    agg.add(ListingItem("l3", None, "women", (london,), False))  # a card without a usable phone
     agg.add_stated("TLE", "women", 5)
     agg.add_stated("TLI", "women", 7)
     agg.add_stated("TLE", "women", 1)  # a second platform region mapping to the same ITL1 region adds up
     cells = {(c.region_level, c.region_code, c.category): c
              for c in agg.cells("cards", ["TLE", "TLI", "TLC"], ["women", "men"])}
     nat = cells[("national", NATIONAL_CODE, "women")]
-    assert (_count(nat.listings_sketch), _count(nat.advertisers_sketch), nat.stated) == (2, 1, 13)
+    assert (_count(nat.listings_sketch), _count(nat.advertisers_sketch), _count(nat.unlinked_sketch),
+            nat.stated) == (3, 1, 1, 13)
     tle = cells[("itl1", "TLE", "women")]
-    assert (_count(tle.listings_sketch), tle.stated) == (2, 6)
+    assert (_count(tle.listings_sketch), _count(tle.unlinked_sketch), tle.stated) == (2, 0, 6)
+    tli = cells[("itl1", "TLI", "women")]
+    assert (_count(tli.listings_sketch), _count(tli.advertisers_sketch), _count(tli.unlinked_sketch)) == (2, 1, 1)
     assert _count(cells[("lad", "E08000032", "women")].listings_sketch) == 1
     # Empty cells of a cards platform are measured zeros with sketches, never stated-only cells.
     empty = cells[("itl1", "TLC", "men")]
     assert _count(empty.listings_sketch) == 0 and _count(empty.advertisers_sketch) == 0
-    assert all(c.listings_sketch and c.advertisers_sketch for c in cells.values())
+    assert _count(empty.unlinked_sketch) == 0
+    assert all(c.listings_sketch and c.advertisers_sketch and c.unlinked_sketch for c in cells.values())
 
 
 def test_count_mode_cells_have_stated_only() -> None:

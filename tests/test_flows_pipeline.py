@@ -83,21 +83,25 @@ def test_run_equals_the_sandbox_truth_then_a_sixty_percent_drop_raises_alarms(
     assert healths == dict.fromkeys(sb.base_urls, "ok")
 
     # Region counts (all platforms merged) equal the truth: every cell, zeros included.
-    got = {(lv, rg, cat): (li, ad) for lv, rg, cat, li, ad in _rows(
-        cfg.warehouse_path, "SELECT region_level, region_code, category, listings, advertisers "
+    units = ("listings", "stated_listings", "advertisers", "unlinked_listings")  # one unit each, never added
+    got = {(lv, rg, cat): tuple(vals) for lv, rg, cat, *vals in _rows(
+        cfg.warehouse_path, f"SELECT region_level, region_code, category, {', '.join(units)} "
         "FROM region_counts WHERE run_id = ?", [run_id])}
-    want = _flat(truth["region_counts"], ("listings", "advertisers"))
+    want = _flat(truth["region_counts"], units)
     for key in set(got) | set(want):
-        assert got.get(key, (0, 0)) == want.get(key, (0, 0)), key
-    assert sum(li for li, _ in got.values()) > SMALL_N  # a real population, not an empty match
-    assert any(v == (0, 0) for v in want.values())  # and some empty cells, loaded as zeros
+        assert got.get(key, (0, None, 0, 0)) == want.get(key, (0, None, 0, 0)), key
+    assert sum(v[0] for v in got.values()) > SMALL_N  # a real population, not an empty match
+    assert sum(v[3] for v in got.values()) > 0  # cards without a phone reached the warehouse as unlinked
+    assert any(v[0] == v[2] == 0 for v in want.values())  # and some empty cells, loaded as zeros
 
     # Per platform: distinct listings and advertisers (card platforms), stated totals (all that state one).
     for platform, entry in truth["platforms"].items():
-        rows = _rows(cfg.warehouse_path, "SELECT region_level, region_code, category, listings, advertisers, stated "
-                     "FROM platform_region_counts WHERE run_id = ? AND platform = ?", [run_id, platform])
+        rows = _rows(cfg.warehouse_path, "SELECT region_level, region_code, category, listings, advertisers, "
+                     "unlinked_listings, stated_listings FROM platform_region_counts WHERE run_id = ? AND platform = ?",
+                     [run_id, platform])
         got_p = {(lv, rg, cat): vals for lv, rg, cat, *vals in rows}
-        fields = ("listings", "advertisers", "stated") if entry["mode"] == "cards" else ("stated",)
+        fields = (("listings", "advertisers", "unlinked_listings", "stated") if entry["mode"] == "cards"
+                  else ("stated",))
         want_p = _flat(entry["cells"], fields)
         for key, values in want_p.items():
             if all(v in (0, None) for v in values):

@@ -228,7 +228,7 @@ def test_rule_comes_from_config() -> None:
 EXPECTED_FILES = {
     "region_counts.csv", "region_counts.parquet", "regions.geojson", "regions_lad.geojson", "regions.gpkg",
     "map_all.png", "map_women.png", "map_men.png", "map_trans.png", "map_couples.png", "map_lad_all.png",
-    "report.html", "metadata.json",
+    "report.html", "metadata.json", "region_estimates.csv", "region_estimates.parquet",
 }
 
 
@@ -281,11 +281,14 @@ def test_csv_matches_warehouse_after_disclosure_control(published: dict) -> None
     suppressed = 0
     for key, row in exact.iterrows():
         pub, par = frame.loc[key], parquet.loc[key]
-        for m in ("listings", "advertisers"):
-            want = rule.protect(row[m])
+        for m in ("listings", "stated_listings", "advertisers", "unlinked_listings"):
             got = None if pd.isna(pub[m]) else int(pub[m])
+            assert (None if pd.isna(par[m]) else int(par[m])) == got
+            if pd.isna(row[m]):  # not measured in the warehouse: missing, or a zero where a measuring platform looked
+                assert got in (None, 0) and not pub[f"{m}_suppressed"], (key, m, got)
+                continue
+            want = rule.protect(row[m])
             assert got == want, (key, m, row[m], got)
-            assert (None if pd.isna(par[m]) else int(par[m])) == want
             assert bool(pub[f"{m}_suppressed"]) == (0 < row[m] < 10)
             suppressed += bool(pub[f"{m}_suppressed"])
     assert suppressed > 20  # the synthetic data really exercises suppression (small LAD and category cells)
@@ -310,9 +313,16 @@ def test_rates_use_published_counts_and_official_population(published: dict) -> 
     assert london["listings_per_100k"] == pytest.approx(round(london["listings"] * 1e5 / 8_866_180, 1))
     uk = frame[(frame["region_level"] == "national") & (frame["category"] == "all")].iloc[0]
     assert uk["population"] == 67_596_281
-    # No rate reveals a suppressed cell; no district has a rate (no population shipped).
+    # No rate reveals a suppressed cell. Districts have mid-2021 populations and rates like ITL1 (counts stay).
     assert frame.loc[frame["listings_suppressed"], "listings_per_100k"].isna().all()
-    assert frame.loc[frame["region_level"] == "lad", ["population", "listings_per_100k"]].isna().all().all()
+    lad = frame[(frame["region_level"] == "lad") & (frame["region_code"] != UNMAPPED) & (frame["category"] == "all")]
+    assert lad["population"].notna().all() and len(lad) == 374
+    hartlepool = lad[lad["region_code"] == "E06000001"].iloc[0]
+    assert hartlepool["population"] == 92_571  # ONS mid-2021, Hartlepool
+    counted = lad[lad["listings"].notna() & ~lad["listings_suppressed"]]
+    assert len(counted) > 20
+    for r in counted.itertuples():
+        assert r.listings_per_100k == pytest.approx(round(r.listings * 1e5 / r.population, 1))
 
 
 def test_failed_platform_left_out_and_named(published: dict) -> None:
@@ -437,7 +447,7 @@ def test_the_alarm_format_publish_parses_is_the_one_the_warehouse_writes(tmp_pat
 
 
 def test_estimates_are_protected_as_counts_and_suppressed_with_their_interval() -> None:
-    from publish.report import protect_estimate
+    from publish.estimates import protect_estimate
 
     rule = DisclosureRule()
     assert protect_estimate({"observed": 4, "estimate": 8.6, "lower": 4.2, "upper": 21.0}, rule) == [
@@ -571,14 +581,19 @@ def test_own_boundary_file_and_stricter_disclosure_end_to_end(published: dict, t
 def test_map_shades_twelve_regions(published: dict, tmp_path: Path) -> None:
     layer = gpd.read_file(published["out"] / "regions.geojson")
     data = map_data(layer, "all", "listings_per_100k")
-    assert len(data) == 12 and data["value"].notna().sum() == 12
+    # Northern Ireland: only the failed card platform and the count-only one cover it, so no card listing was
+    # measured there (its stated totals are a different unit, not mapped as listings): not covered, not shaded.
+    assert len(data) == 12 and data["value"].notna().sum() == 11
+    assert data.set_index("region_code").loc["TLN", "state"] == "not covered"
     info = render_map(data, tmp_path / "m.png", "t", "s", "per 100,000", "source")
-    assert info.shaded == 12
+    assert info.shaded == 11
     image = imread(tmp_path / "m.png")[:, :, :3]
     assert image.shape[:2] == (info.size[1], info.size[0])
     from matplotlib import colormaps
     cmap = colormaps[info.cmap]
     for code, (col, row) in info.pixels.items():
+        if info.values[code] is None:  # TLN, not covered: the other test checks it is not painted as a value
+            continue
         want = np.array(cmap(info.values[code] / info.vmax)[:3])
         got = image[row, col]
         assert np.abs(got - want).max() < 0.03, (code, got, want)  # the region is filled with its value's colour
@@ -587,6 +602,8 @@ def test_map_shades_twelve_regions(published: dict, tmp_path: Path) -> None:
     assert exported.shape == image.shape
     assert (exported.reshape(-1, 3) < 0.95).any(axis=1).mean() > 0.08
     for code, (col, row) in info.pixels.items():  # same layout and data: each region has its colour there too
+        if info.values[code] is None:
+            continue
         want = np.array(cmap(info.values[code] / info.vmax)[:3])
         assert np.abs(exported[row, col] - want).max() < 0.03, code
     assert len(np.unique((exported.reshape(-1, 3) * 255).astype(int), axis=0)) > 50
@@ -682,8 +699,13 @@ def test_report_skips_estimates_when_the_table_is_absent(published: dict, tmp_pa
         con.execute("drop table region_estimates")
     data = read_run(copy)
     assert data.estimates is None and data.run_id == published["runs"]["partial"]
+    from publish.estimates import build_estimates
+
+    estimates = build_estimates(data, DisclosureRule(), published["config"].run.publish)
+    assert estimates.empty and "note" in estimates.columns  # the export still has its columns
     inputs = ReportInputs(data=data, config=published["config"], rule=DisclosureRule(), table=pd.DataFrame(),
-                          maps={}, lad_map=None, trend_png=None, sandbox="", published_at=datetime.now(UTC))
+                          estimates=estimates, maps={}, lad_map=None, lad_rates=False, trend_png=None, sandbox="",
+                          published_at=datetime.now(UTC))
     assert _estimates(inputs) == ""
 
 
@@ -776,3 +798,91 @@ def test_cells_a_partial_platform_could_not_measure_are_published_as_not_measure
     assert "sandbox-directory" in ok["platforms_included"]
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "partial" in html and "not measured: TLE women" in html
+
+
+def test_estimates_carry_their_notes_unbounded_limits_and_status(published: dict) -> None:
+    """Hand-built region_estimates rows: the published table and the report keep each note, show an open upper
+    limit as 'unbounded' (not 'not available'), mark unstable estimates experimental, or withhold the regional
+    ones when configured (the UK row is never withheld)."""
+    from types import SimpleNamespace
+
+    from pointcount.config import Publish
+    from publish.estimates import build_estimates
+    from publish.report import ReportInputs, _estimates
+
+    unstable = "unstable: more than half of the estimate is advertisers no platform showed"
+    est = pd.DataFrame([
+        {"scope": "run", "region_level": "national", "region_code": NATIONAL_CODE, "region_name": "United Kingdom",
+         "category": "all", "method": "loglinear", "lists": 3, "observed": 972.0, "estimate": 15_800.4,
+         "lower": 4_000.0, "upper": None, "window_start": "2026-11-21", "window_end": "2026-11-21",
+         "note": unstable},
+        {"scope": "run", "region_level": "itl1", "region_code": "TLI", "region_name": "London", "category": "all",
+         "method": "loglinear", "lists": 3, "observed": 120.0, "estimate": 400.0, "lower": 180.0, "upper": 2_000.0,
+         "window_start": "2026-11-21", "window_end": "2026-11-21", "note": unstable},
+        {"scope": "run", "region_level": "itl1", "region_code": "TLC", "region_name": "North East", "category": "all",
+         "method": "chapman", "lists": 2, "observed": 60.0, "estimate": 71.0, "lower": 64.0, "upper": 90.0,
+         "window_start": "2026-11-21", "window_end": "2026-11-21", "note": ""},
+    ])
+    data = SimpleNamespace(estimates=est, snapshot_date=date(2026, 11, 21), run_id="r")
+    rule = DisclosureRule()
+    table = build_estimates(data, rule, Publish()).set_index("region_code")
+    uk, london, ne = table.loc[NATIONAL_CODE], table.loc["TLI"], table.loc["TLC"]
+    assert (uk["estimate"], uk["lower"], uk["status"]) == (15_800, 4_000, "experimental")
+    assert uk["upper_unbounded"] and pd.isna(uk["upper"]) and not uk["upper_suppressed"]
+    assert uk["note"] == unstable
+    assert (london["status"], london["estimate"], london["upper"]) == ("experimental", 400, 2_000)
+    assert (ne["status"], ne["estimate"], ne["upper_unbounded"]) == ("published", 70, False)
+    withheld = build_estimates(data, rule, Publish(unstable_estimates="withheld")).set_index("region_code")
+    assert withheld.loc["TLI", "status"] == "withheld" and pd.isna(withheld.loc["TLI", "estimate"])
+    assert withheld.loc["TLI", "observed"] == 120  # the count of advertisers seen stays
+    assert withheld.loc[NATIONAL_CODE, "status"] == "experimental"  # the UK row is never withheld
+    for settings, shown in ((Publish(), "experimental"), (Publish(unstable_estimates="withheld"), "withheld")):
+        inputs = ReportInputs(data=data, config=published["config"], rule=rule, table=pd.DataFrame(),
+                              estimates=build_estimates(data, rule, settings), maps={}, lad_map=None,
+                              lad_rates=False, trend_png=None, sandbox="", published_at=datetime.now(UTC))
+        html = _estimates(inputs)
+        uk_row = re.search(r'<tr class="total"[^>]*>(.*?)</tr>', html, flags=re.S).group(1)
+        assert ">unbounded</td>" in uk_row and "[x]" not in uk_row and unstable in uk_row
+        london_row = re.search(r"<tr[^>]*><td>London</td>(.*?)</tr>", html, flags=re.S).group(1)
+        assert f"<td>{shown}</td>" in london_row
+    # The published export of the fixture's run carries the same columns.
+    frame = pd.read_csv(published["out"] / "region_estimates.csv")
+    assert {"note", "status", "upper_unbounded"} <= set(frame.columns) and len(frame) > 12
+
+
+def test_district_populations_cover_the_shipped_districts_and_sum_to_the_countries() -> None:
+    """population_lad.csv: one row per shipped LAD boundary (April 2021 codes), and each country's districts sum
+    to its published mid-2021 total (England, Wales: ONS; Scotland: NRS), Northern Ireland within 15 (NISRA's
+    district figures in the release sum to 15 more than its total)."""
+    from publish.population import POPULATION_LAD_FILE
+
+    lad = pd.read_csv(POPULATION_LAD_FILE, comment="#")
+    shipped = set(gpd.read_file(boundary_path("builtin:lad"), columns=["code"])["code"])
+    assert set(lad["code"]) == shipped and len(lad) == 374
+    by_country = lad.groupby(lad["code"].str[0])["population"].sum().to_dict()
+    assert by_country["E"] == 56_536_419 and by_country["W"] == 3_105_410 and by_country["S"] == 5_479_900
+    assert abs(by_country["N"] - 1_904_563) <= 15
+
+
+def test_capped_district_rate_scale_saturates_only_the_top(published: dict, tmp_path: Path) -> None:
+    """cap_quantile: the colour scale ends at the 95th percentile of district rates, districts above it take the
+    darkest colour, and the others are coloured by value / cap (not washed out by one tiny district)."""
+    from matplotlib import colormaps
+
+    lad = gpd.read_file(published["out"] / "regions_lad.geojson")
+    data = map_data(lad, "all", "listings_per_100k")
+    rates = data.loc[data["state"] == "value", "value"]
+    assert len(rates) > 20 and rates.max() > rates.quantile(0.95) > 0
+    info = render_map(data, tmp_path / "lad.png", "t", "s", "per 100,000", "source", cap_quantile=0.95)
+    assert info.vmax == pytest.approx(float(rates.quantile(0.95)))
+    image = imread(tmp_path / "lad.png")[:, :, :3]
+    cmap = colormaps[info.cmap]
+    checked = {"above": 0, "below": 0}
+    for code, (col, row) in info.pixels.items():
+        value = info.values[code]
+        if value is None or not (0 <= row < image.shape[0] and 0 <= col < image.shape[1]):
+            continue
+        want = np.array(cmap(min(value / info.vmax, 1.0))[:3])
+        if np.abs(image[row, col] - want).max() < 0.03:  # small districts may have their point under a neighbour
+            checked["above" if value > info.vmax else "below"] += 1
+    assert checked["above"] >= 1 and checked["below"] > 20, checked

@@ -51,7 +51,7 @@ GRAIN = {
     ),
     "region_counts": (
         ["run_id", "region_level", "region_code", "category"],
-        ["snapshot_date", "region_name", "listings", "advertisers", "platforms", "deduplicated", "exact"],
+        ["snapshot_date", "region_name", "platforms", "deduplicated", "exact"],  # counts: NULL = not measured
     ),
     "purged_periods": (  # rows come from a purge: checked over rows in test_retention.py
         ["linkage_period"], ["purged_at", "as_of", "key_destroyed", "runs", "rows_deleted"],
@@ -65,14 +65,14 @@ GRAIN = {
     ),
     "v_region_counts": (
         ["run_id", "region_level", "region_code", "category"],
-        ["region_name", "listings", "advertisers", "platforms", "deduplicated", "run_status"],
+        ["region_name", "platforms", "deduplicated", "run_status"],
     ),
     "cell_failures": (
         ["run_id", "platform", "region_level", "region_code", "category"],
         ["snapshot_date", "kind", "reason"],
     ),
     "v_cell_failures": (["run_id", "platform", "region_level", "region_code", "category"], ["kind", "run_status"]),
-    "v_latest_region_counts": (["region_level", "region_code", "category"], ["run_id", "listings"]),
+    "v_latest_region_counts": (["region_level", "region_code", "category"], ["run_id", "platforms"]),
     "v_latest_platform_region_counts": (
         ["platform", "region_level", "region_code", "category"],
         ["run_id", "region_name"],
@@ -188,13 +188,16 @@ def test_every_table_and_view_of_the_migrations_has_grain_checks(wh: Warehouse) 
 
 # --------------------------------------------------------------------------- exact counts
 
+PRC_COLUMNS = ["stated_listings", "listings", "advertisers", "unlinked_listings"]
+RC_COLUMNS = ["listings", "stated_listings", "advertisers", "unlinked_listings", "platforms", "deduplicated"]
+
 
 def test_hand_computed_example(wh: Warehouse) -> None:
     """Small enough to count by hand: cross-platform merge, duplicate profile, touring listing, UNMAPPED."""
     p = Pseudonymiser(b"k" * 32)
     a1, a2, a3 = (p.advertiser("phone", f"+44770090012{i}") for i in range(3))
     d = [p.listing("dir", f"d{i}") for i in range(4)]
-    m = [p.listing("more", f"m{i}") for i in range(2)]
+    m = [p.listing("more", f"m{i}") for i in range(3)]
     x = p.listing("api", "x0")
     listings = [
         Listing("dir", d[0], a1, "women", ("TLC",), ()),
@@ -203,7 +206,8 @@ def test_hand_computed_example(wh: Warehouse) -> None:
         Listing("dir", d[3], a3, "men", (UNMAPPED,), ()),
         Listing("more", m[0], a1, "women", ("TLC",), ()),  # a1 again, on another platform
         Listing("more", m[1], a2, "men", ("TLI",), ()),  # a2 in another category too
-        Listing("api", x, x, "women", ("TLC",), ()),  # no linkage: advertiser = listing
+        Listing("api", x, None, "women", ("TLC",), ()),  # no linkage field: an unlinked listing
+        Listing("more", m[2], None, "women", ("TLC",), ()),  # linked platform, card without a phone
     ]
     platforms = [
         SyntheticPlatform("dir", has_linkage=True, stated={("TLC", "women"): 3}),
@@ -215,29 +219,88 @@ def test_hand_computed_example(wh: Warehouse) -> None:
     prc = frame_dict(
         wh.query("SELECT * FROM platform_region_counts"),
         ["platform", "region_level", "region_code", "category"],
-        ["stated", "listings", "advertisers"],
+        PRC_COLUMNS,
     )
-    assert prc[("dir", "itl1", "TLC", "women")] == (3, 3, 2)
-    assert prc[("dir", "itl1", "TLI", "women")] == (None, 1, 1)
-    assert prc[("dir", "national", NATIONAL_CODE, "women")] == (None, 3, 2)
-    assert prc[("dir", "national", NATIONAL_CODE, "all")] == (None, 4, 3)
-    assert prc[("dir", "itl1", UNMAPPED, "men")] == (None, 1, 1)
-    assert prc[("cnt", "itl1", "TLC", "women")] == (5, None, None)
-    assert prc[("cnt", "national", NATIONAL_CODE, "all")] == (7, None, None)
+    # (stated_listings, listings, advertisers, unlinked_listings)
+    assert prc[("dir", "itl1", "TLC", "women")] == (3, 3, 2, 0)
+    assert prc[("dir", "itl1", "TLI", "women")] == (None, 1, 1, 0)
+    assert prc[("dir", "national", NATIONAL_CODE, "women")] == (None, 3, 2, 0)
+    assert prc[("dir", "national", NATIONAL_CODE, "all")] == (None, 4, 3, 0)
+    assert prc[("dir", "itl1", UNMAPPED, "men")] == (None, 1, 1, 0)
+    assert prc[("more", "itl1", "TLC", "women")] == (None, 2, 1, 1)
+    assert prc[("api", "itl1", "TLC", "women")] == (None, 1, None, 1)  # no linkage field: no advertisers
+    assert prc[("cnt", "itl1", "TLC", "women")] == (5, None, None, None)
+    assert prc[("cnt", "national", NATIONAL_CODE, "all")] == (7, None, None, None)
     rc = frame_dict(
         wh.query("SELECT * FROM region_counts"),
         ["region_level", "region_code", "category"],
-        ["listings", "advertisers", "platforms", "deduplicated"],
+        RC_COLUMNS,
     )
-    # TLC women: listings dir 3 + more 1 + api 1 + cnt 5; advertisers {a1, a2, x} + 5.
-    assert rc[("itl1", "TLC", "women")] == (10, 8, 4, False)
-    assert rc[("itl1", "TLI", "women")] == (1, 1, 1, True)
-    # national all: listings 4 + 2 + 1 + 7 = 14; advertisers {a1, a2, a3, x} + 7 = 11.
-    assert rc[("national", NATIONAL_CODE, "all")] == (14, 11, 4, False)
-    assert rc[("itl1", UNMAPPED, "men")] == (1, 1, 1, True)
+    # (listings, stated_listings, advertisers, unlinked_listings, platforms, deduplicated). No column adds units:
+    # TLC women: listings dir 3 + more 2 + api 1 = 6; stated dir 3 + cnt 5 = 8; advertisers {a1, a2} = 2;
+    # unlinked: more m2 + api x = 2.
+    assert rc[("itl1", "TLC", "women")] == (6, 8, 2, 2, 4, False)
+    assert rc[("itl1", "TLI", "women")] == (1, None, 1, 0, 1, True)
+    # national all: listings 4 + 3 + 1 = 8; stated 7 (dir states only per ITL1 region); {a1, a2, a3}; m2 + x.
+    assert rc[("national", NATIONAL_CODE, "all")] == (8, 7, 3, 2, 4, False)
+    assert rc[("itl1", UNMAPPED, "men")] == (1, None, 1, 0, 1, True)
+    assert rc[("itl1", "TLI", "men")] == (1, 2, 1, 0, 2, False)
     names = wh.query("SELECT DISTINCT region_code, region_name FROM region_counts WHERE region_level = 'itl1'")
     assert dict(zip(names.region_code, names.region_name, strict=True))["TLI"] == "London"
 
+
+
+def test_migration_005_carries_runs_loaded_before_over_to_one_unit_per_column(tmp_path: Path) -> None:
+    """A run written under the old definitions (advertisers = linked ∪ unlinked listing hashes + count-only stated;
+    listings = card listings + count-only stated), hand-built, is rewritten by 005 to the new columns."""
+    import hashlib
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
+                "checksum VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)")
+    for f in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        version = int(f.name[:3])
+        if version >= 5:
+            continue
+        sql = f.read_text(encoding="utf-8")
+        con.execute(sql)
+        con.execute("INSERT INTO schema_migrations VALUES (?, ?, ?, now())",
+                    [version, f.stem[4:], hashlib.sha256(sql.encode()).hexdigest()])
+    con.execute("INSERT INTO runs VALUES ('old', '2026-11-01 05:00', '2026-11-01 06:00', 'complete', 'c', NULL, "
+                "'t', [])")
+    for name, mode, linkage in (("dir", "cards", True), ("api", "cards", False), ("cnt", "count", False)):
+        con.execute("INSERT INTO platform_runs VALUES ('old', ?, '2026-11-01', ?, 'ok', '', ?, '2026-11', 12, "
+                    "'2026-11-01 05:00', '2026-11-01 05:10', 1, 1, 1, 0, 1.0, '{}')", [name, mode, linkage])
+    lst = sketches.to_bytes(sketches.from_hashes(["x0"]))
+    con.execute("INSERT INTO cell_sketches VALUES ('old', '2026-11-01', 'api', 'itl1', 'TLI', 'women', NULL, ?, ?, "
+                "'2026-11')", [lst, lst])  # old contract: no linkage field, advertiser hash = listing hash
+    rows = [  # platform, region, stated, listings, advertisers (old meaning)
+        ("dir", "TLC", 3, 3, 2), ("api", "TLC", None, 1, 1), ("cnt", "TLC", 5, None, None),
+        ("api", "TLI", None, 1, 1), ("cnt", "TLD", 5, None, None),
+    ]
+    for platform, code, stated, listings, advertisers in rows:
+        con.execute("INSERT INTO platform_region_counts VALUES ('old', '2026-11-01', ?, 'itl1', ?, ?, 'women', ?, "
+                    "?, ?, true)", [platform, code, code, stated, listings, advertisers])
+    # Old region_counts: TLC listings 3 + 1 + 5, advertisers |{a1, a2} ∪ {x}| + 5; TLI api only; TLD cnt only.
+    for code, listings, advertisers, n, dedup in (("TLC", 9, 8, 3, False), ("TLI", 1, 1, 1, True),
+                                                  ("TLD", 5, 5, 1, False)):
+        con.execute("INSERT INTO region_counts VALUES ('old', '2026-11-01', 'itl1', ?, ?, 'women', ?, ?, ?, ?, true)",
+                    [code, code, listings, advertisers, n, dedup])
+    con.close()
+    with Warehouse(path) as wh:
+        rc = frame_dict(wh.query("SELECT * FROM v_region_counts"), ["region_code"], RC_COLUMNS)
+        # TLC: card listings 4; stated dir 3 + cnt 5; linked advertisers 8 - 5 - 1 = 2; unlinked unknown (dir
+        # has a linkage field and its few unlinked cards were mixed into its advertiser sketch).
+        assert rc[("TLC",)] == (4, 8, 2, None, 3, False)
+        assert rc[("TLI",)] == (1, None, None, 1, 1, True)  # only the platform without linkage: all unlinked
+        assert rc[("TLD",)] == (None, 5, None, None, 1, False)  # only stated totals: no card figure at all
+        prc = frame_dict(wh.query("SELECT * FROM platform_region_counts"), ["platform", "region_code"],
+                         PRC_COLUMNS)
+        assert prc[("api", "TLC")] == (None, 1, None, 1) and prc[("dir", "TLC")] == (3, 3, 2, None)
+        cs = wh.query("SELECT advertisers_sketch, unlinked_sketch FROM cell_sketches").iloc[0]
+        assert cs.advertisers_sketch is None or pd.isna(cs.advertisers_sketch)
+        assert sketches.estimate(sketches.from_bytes(cs.unlinked_sketch)).count == 1
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_counts_equal_set_arithmetic_for_every_level_region_category(wh: Warehouse, seed: int) -> None:
@@ -246,23 +309,24 @@ def test_counts_equal_set_arithmetic_for_every_level_region_category(wh: Warehou
     got = frame_dict(
         wh.query("SELECT * FROM platform_region_counts WHERE run_id = 'r1'"),
         ["platform", "region_level", "region_code", "category"],
-        ["stated", "listings", "advertisers"],
+        PRC_COLUMNS,
     )
     assert got == expected_platform_counts(platforms, listings)
     got_rc = frame_dict(
         wh.query("SELECT * FROM region_counts WHERE run_id = 'r1'"),
         ["region_level", "region_code", "category"],
-        ["listings", "advertisers", "platforms", "deduplicated"],
+        RC_COLUMNS,
     )
     want = expected_region_counts(platforms, listings)
     assert got_rc == want
     assert {k[0] for k in want} == {"national", "itl1", "lad"}
-    # The world really exercises cross-platform merging: summed per-platform advertisers exceed the union.
+    # The world really exercises cross-platform merging (summed per-platform advertisers exceed the union) and
+    # has unlinked cards on linked platforms as well as on the platform without a linkage field.
     national = want[("national", NATIONAL_CODE, "all")]
-    assert national[1] < sum(
-        v[2] or v[0] for k, v in expected_platform_counts(platforms, listings).items()
-        if k[1:] == ("national", NATIONAL_CODE, "all")
-    )
+    per_platform = {k[0]: v for k, v in expected_platform_counts(platforms, listings).items()
+                    if k[1:] == ("national", NATIONAL_CODE, "all")}
+    assert national[2] < sum(v[2] or 0 for v in per_platform.values())
+    assert per_platform["sbx-directory"][3] > 0 and per_platform["sbx-api"][3] == per_platform["sbx-api"][1]
     assert wh.query("SELECT bool_and(exact) AS e FROM region_counts")["e"][0]
 
 
@@ -293,7 +357,7 @@ def test_unhealthy_platforms_recorded_but_contribute_nothing(wh: Warehouse) -> N
     for table in ("cell_sketches", "platform_region_counts"):
         assert wh.query(f"SELECT count(*) AS n FROM {table} WHERE platform = 'sbx-api'")["n"][0] == 0
     got = frame_dict(wh.query("SELECT * FROM region_counts"), ["region_level", "region_code", "category"],
-                     ["listings", "advertisers", "platforms", "deduplicated"])
+                     RC_COLUMNS)
     assert got == expected_region_counts(broken, listings)
 
 
@@ -320,7 +384,7 @@ def test_reload_is_idempotent_and_replaces(wh: Warehouse) -> None:
     fewer = crawl_results("r1", DAY, platforms, listings[: len(listings) // 3])
     wh.load_results("r1", DAY, fewer)
     got = frame_dict(wh.query("SELECT * FROM region_counts"), ["region_level", "region_code", "category"],
-                     ["listings", "advertisers", "platforms", "deduplicated"])
+                     RC_COLUMNS)
     assert got == expected_region_counts(platforms, listings[: len(listings) // 3])
     assert len(wh.runs()) == 1
 

@@ -69,7 +69,8 @@ def test_roll_up_and_aggregate_from_observations() -> None:
     per = agg.sketch_observations(pa.table(cols), ["platform", "region", "category"], "hash")
     cells = []
     for platform in ("a", "b"):
-        cells += agg.cards_cells(platform, "itl1", {k[1:]: s for k, s in per.items() if k[0] == platform})
+        mine = {k[1:]: s for k, s in per.items() if k[0] == platform}
+        cells += agg.cards_cells(platform, "itl1", mine, advertisers=mine)  # the hashes are contact hashes here
     cells += agg.roll_up_national(cells, 16)
     cells = agg.add_all_category(cells, 16)
     rows = {(r.region_level, r.region_code, r.category): r for r in agg.region_counts(cells, 16)}

@@ -3,11 +3,16 @@
 ``Warehouse.load_results`` and ``bench/bench_aggregate.py`` both call these, so the benchmark measures the code
 that produces the published tables. Definitions (docs/architecture.md, used identically by the sandbox truth):
 
-- platform × region × category: ``listings`` = estimate of the listing sketch, ``advertisers`` = estimate of the
-  advertiser sketch; count-only platforms give ``stated`` only.
-- region × category: ``listings`` = sum over card platforms of their listings plus count-only stated totals;
-  ``advertisers`` = size of the union of card platforms' advertiser sketches plus count-only stated totals;
-  ``deduplicated`` = no count-only platform contributed.
+- platform × region × category: ``listings`` = distinct listings (listing sketch); ``stated_listings`` = the
+  platform's own stated total; ``advertisers`` = distinct contact-linked advertisers (linked-advertiser sketch;
+  NULL for a platform without a linkage field); ``unlinked_listings`` = listings without a usable contact
+  (unlinked sketch; NULL when unknown). Count-only platforms give ``stated_listings`` only.
+- region × category, one unit per column and nothing added across units: ``listings`` = sum over card platforms
+  of their listings (NULL when no card platform contributed); ``stated_listings`` = sum of the stated totals of
+  the platforms that state one, count-only and card (never deduplicated; NULL when none states); ``advertisers``
+  = size of the union of the linked-advertiser sketches of card platforms with a linkage field (NULL when none
+  contributed); ``unlinked_listings`` = sum over card platforms of their unlinked listings (NULL when any is
+  unknown); ``deduplicated`` = no count-only platform contributed.
 - category ``all`` = union across categories (sketches), sum of stated totals.
 
 Sketches are exact while a sketch holds fewer than ``2**lg_k`` distinct items; ``exact`` says whether every
@@ -48,7 +53,8 @@ class PlatformCell:
     category: str
     stated: int | None
     listings: Sketch | None  # None for count-only platforms
-    advertisers: Sketch | None
+    advertisers: Sketch | None  # linked advertisers; None for count-only platforms and platforms without linkage
+    unlinked: Sketch | None  # listings without a usable contact; None for count-only platforms or unknown
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -64,6 +70,7 @@ class PlatformCount:
     stated: int | None
     listings: int | None
     advertisers: int | None
+    unlinked: int | None
     exact: bool
 
 
@@ -72,8 +79,10 @@ class RegionCount:
     region_level: str
     region_code: str
     category: str
-    listings: int
-    advertisers: int
+    listings: int | None
+    stated: int | None
+    advertisers: int | None
+    unlinked: int | None
     platforms: int
     deduplicated: bool
     exact: bool
@@ -109,19 +118,27 @@ def cells_from_result(result: CrawlResult) -> list[PlatformCell]:
         if result.mode == "count":
             if cell.stated is None:
                 raise ResultError(f"{where}: a count-mode cell needs a stated total")
-            if cell.listings_sketch or cell.advertisers_sketch:
+            if cell.listings_sketch or cell.advertisers_sketch or cell.unlinked_sketch:
                 raise ResultError(f"{where}: a count-mode cell carries no sketches")
-            listings = advertisers = None
+            listings = advertisers = unlinked = None
         else:
             if cell.listings_sketch is None:
                 raise ResultError(f"{where}: a cards-mode cell needs a listings sketch")
             listings = _decode(cell.listings_sketch, where)
-            # Without a linkage field the advertiser is the listing (contract), so fall back to it.
-            advertisers = _decode(cell.advertisers_sketch, where) or listings
+            unlinked = _decode(cell.unlinked_sketch, where)
+            if result.has_linkage:
+                if cell.advertisers_sketch is None:
+                    raise ResultError(f"{where}: a platform with a linkage field needs an advertisers sketch")
+                advertisers = _decode(cell.advertisers_sketch, where)
+            else:
+                # No linkage field: no card names a contact, so there are no advertisers to count (not zero
+                # advertisers) and every listing is unlinked.
+                advertisers = None
+                unlinked = listings
         cells.append(
             PlatformCell(
                 result.platform, result.mode, cell.region_level, cell.region_code, cell.category,
-                cell.stated, listings, advertisers,
+                cell.stated, listings, advertisers, unlinked,
             )
         )
     return cells
@@ -146,6 +163,14 @@ def _union(parts: Sequence[Sketch | None], lg_k: int) -> Sketch | None:
     return sketches.union(present, lg_k)
 
 
+def _union_known(parts: Sequence[Sketch | None], lg_k: int) -> Sketch | None:
+    """Union of sketches that may be unknown (None): unknown if any part is, so a partial union never poses as
+    the whole."""
+    if not parts or any(p is None for p in parts):
+        return None
+    return _union(parts, lg_k)
+
+
 def add_all_category(cells: Sequence[PlatformCell], lg_k: int) -> list[PlatformCell]:
     """Append category 'all' cells (union across categories) per platform × level × region, unless shipped."""
     groups: dict[tuple[str, str, str], list[PlatformCell]] = defaultdict(list)
@@ -166,6 +191,7 @@ def add_all_category(cells: Sequence[PlatformCell], lg_k: int) -> list[PlatformC
                 _sum_stated(p.stated for p in parts),
                 _union([p.listings for p in parts], lg_k),
                 _union([p.advertisers for p in parts], lg_k),
+                _union_known([p.unlinked for p in parts if p.mode == "cards"], lg_k),
             )
         )
     return out
@@ -184,6 +210,7 @@ def roll_up_national(cells: Sequence[PlatformCell], lg_k: int, from_level: str =
             _sum_stated(p.stated for p in parts),
             _union([p.listings for p in parts], lg_k),
             _union([p.advertisers for p in parts], lg_k),
+            _union_known([p.unlinked for p in parts if p.mode == "cards"], lg_k),
         )
         for (platform, category), parts in groups.items()
     ]
@@ -201,16 +228,19 @@ def platform_counts(cells: Iterable[PlatformCell]) -> list[PlatformCount]:
     for c in cells:
         listings, lx = _count(c.listings)
         advertisers, ax = _count(c.advertisers)
+        unlinked, ux = _count(c.unlinked)
         rows.append(
             PlatformCount(
-                c.platform, c.region_level, c.region_code, c.category, c.stated, listings, advertisers, lx and ax
+                c.platform, c.region_level, c.region_code, c.category, c.stated, listings, advertisers, unlinked,
+                lx and ax and ux,
             )
         )
     return rows
 
 
 def region_counts(cells: Iterable[PlatformCell], lg_k: int) -> list[RegionCount]:
-    """Cross-platform figures per level × region × category (advertisers merge through the linkage hashes)."""
+    """Cross-platform figures per level × region × category (advertisers merge through the linkage hashes), one
+    unit per column (module docstring)."""
     groups: dict[tuple[str, str, str], list[PlatformCell]] = defaultdict(list)
     for c in cells:
         groups[(c.region_level, c.region_code, c.category)].append(c)
@@ -218,18 +248,25 @@ def region_counts(cells: Iterable[PlatformCell], lg_k: int) -> list[RegionCount]
     for (level, code, category), parts in groups.items():
         cards = [p for p in parts if p.mode == "cards"]
         counts = [p for p in parts if p.mode == "count"]
-        stated = sum(p.stated or 0 for p in counts)  # count-mode cells always state (checked on input)
-        listings = stated
+        stating = [p.stated for p in parts if p.stated is not None]
         exact = True
+        listings: int | None = None
+        unlinked: int | None = 0 if cards else None
         for p in cards:
             n, x = _count(p.listings)
-            listings += n or 0
-            exact = exact and x
-        merged = _union([p.advertisers for p in cards], lg_k)
-        n_adv, x_adv = _count(merged)
+            listings = (listings or 0) + (n or 0)
+            u, ux = _count(p.unlinked)
+            # Listing hashes are keyed by platform, so unlinked listings of different platforms never coincide.
+            unlinked = None if unlinked is None or u is None else unlinked + u
+            exact = exact and x and ux
+        linked = [p.advertisers for p in cards if p.advertisers is not None]
+        n_adv, x_adv = _count(_union(linked, lg_k))
         rows.append(
             RegionCount(
-                level, code, category, listings, (n_adv or 0) + stated,
+                level, code, category, listings,
+                stated=sum(stating) if stating else None,
+                advertisers=n_adv,
+                unlinked=unlinked,
                 platforms=len({p.platform for p in parts}),
                 deduplicated=not counts,
                 exact=exact and x_adv,
@@ -373,15 +410,17 @@ def cards_cells(
     per_cell: Mapping[tuple[str, str], Sketch],
     advertisers: Mapping[tuple[str, str], Sketch] | None = None,
     stated: Mapping[tuple[str, str], int] | None = None,
+    unlinked: Mapping[tuple[str, str], Sketch] | None = None,
 ) -> list[PlatformCell]:
-    """PlatformCells of a cards-mode platform from (region_code, category) -> sketch maps (advertisers default
-    to the listing sketches: no linkage field)."""
+    """PlatformCells of a cards-mode platform from (region_code, category) -> sketch maps. Without
+    ``advertisers`` the platform has no linkage field: no advertisers, every listing unlinked."""
     return [
         PlatformCell(
             platform, "cards", level, code, category,
             (stated or {}).get((code, category)),
             sketch,
-            (advertisers or {}).get((code, category), sketch),
+            None if advertisers is None else advertisers.get((code, category)),
+            sketch if advertisers is None else (unlinked or {}).get((code, category)),
         )
         for (code, category), sketch in per_cell.items()
     ]

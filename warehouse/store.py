@@ -342,11 +342,11 @@ class Warehouse:
             """
             WITH b AS (
                 SELECT platform, region_level, region_code, region_name, category,
-                       coalesce(listings, stated) AS n, listings IS NULL AS stated_only
+                       coalesce(listings, stated_listings) AS n, listings IS NULL AS stated_only
                 FROM platform_region_counts
                 WHERE run_id = $prev AND region_level IN ('national', 'itl1')
             ), a AS (
-                SELECT platform, region_level, region_code, category, coalesce(listings, stated) AS n
+                SELECT platform, region_level, region_code, category, coalesce(listings, stated_listings) AS n
                 FROM platform_region_counts WHERE run_id = $run
             ), healthy AS (
                 SELECT platform FROM platform_runs WHERE run_id = $run AND health IN ('ok', 'partial')
@@ -520,8 +520,9 @@ def _cell_sketches_frame(
             "category": pa.array([c.category for c in cells], pa.string()),
             "stated": pa.array([c.stated for c in cells], pa.int64()),
             "listings_sketch": pa.array([_blob(c.listings) for c in cells], pa.binary()),
-            # Stored even when it is the listing sketch (no linkage), so readers need no fallback rule.
+            # Linked advertisers only (NULL without a linkage field); unlinked: listings without a usable contact.
             "advertisers_sketch": pa.array([_blob(c.advertisers) for c in cells], pa.binary()),
+            "unlinked_sketch": pa.array([_blob(c.unlinked) for c in cells], pa.binary()),
             "linkage_period": pa.array([period[c.platform] for c in cells], pa.string()),
         }
     )
@@ -543,7 +544,9 @@ def _count_columns(
         "region_name": pa.array([names[(r.region_level, r.region_code)] for r in rows], pa.string()),
         "category": pa.array([r.category for r in rows], pa.string()),
         "listings": pa.array([r.listings for r in rows], pa.int64()),
+        "stated_listings": pa.array([r.stated for r in rows], pa.int64()),
         "advertisers": pa.array([r.advertisers for r in rows], pa.int64()),
+        "unlinked_listings": pa.array([r.unlinked for r in rows], pa.int64()),
         "exact": pa.array([r.exact for r in rows], pa.bool_()),
     }
 
@@ -558,7 +561,6 @@ def _platform_counts_frame(
         {
             **_count_columns(run_id, snapshot_date, rows, names),
             "platform": pa.array([r.platform for r in rows], pa.string()),
-            "stated": pa.array([r.stated for r in rows], pa.int64()),
         }
     )
 

@@ -31,7 +31,7 @@ class Listing:
 
     platform: str
     listing: str  # listing hash
-    advertiser: str  # advertiser (linkage) hash; the listing hash when the platform has no linkage field
+    advertiser: str | None  # advertiser (linkage) hash; None for an unlinked card (no usable contact)
     category: str
     itl1: tuple[str, ...]  # every region the listing names (UNMAPPED when unresolved)
     lad: tuple[str, ...]
@@ -90,9 +90,12 @@ def crawl_results(
                         category=category,
                         stated=p.stated.get((code, category)) if level == "itl1" else None,
                         listings_sketch=sketches.to_b64(sketches.from_hashes((i.listing for i in items), lg_k)),
-                        advertisers_sketch=sketches.to_b64(
-                            sketches.from_hashes((i.advertiser for i in items), lg_k)
-                        ),
+                        advertisers_sketch=sketches.to_b64(sketches.from_hashes(
+                            (i.advertiser for i in items if i.advertiser is not None), lg_k
+                        )),
+                        unlinked_sketch=sketches.to_b64(sketches.from_hashes(
+                            (i.listing for i in items if i.advertiser is None), lg_k
+                        )),
                     )
                 )
         n_cards = sum(1 for cell in by_cell[p.name] if cell[0] == "national") if p.mode == "cards" else 0
@@ -124,21 +127,29 @@ PlatformKey = tuple[str, str, str, str]  # platform, level, code, category
 RegionKey = tuple[str, str, str]  # level, code, category
 
 
+PlatformExpected = tuple[int | None, int | None, int | None, int | None]  # stated, listings, advertisers, unlinked
+
+
 def expected_platform_counts(
     platforms: Sequence[SyntheticPlatform], listings: Iterable[Listing]
-) -> dict[PlatformKey, tuple[int | None, int | None, int | None]]:
-    """(stated, listings, advertisers) per platform × level × region × category, 'all' included; healthy only."""
+) -> dict[PlatformKey, PlatformExpected]:
+    """(stated, listings, advertisers, unlinked) per platform × level × region × category, 'all' included;
+    healthy only. advertisers is None for a platform without a linkage field."""
     healthy = {p.name: p for p in platforms if p.health == "ok"}
     ls: dict[PlatformKey, set[str]] = defaultdict(set)
     ad: dict[PlatformKey, set[str]] = defaultdict(set)
+    un: dict[PlatformKey, set[str]] = defaultdict(set)
     for item in listings:
         if item.platform not in healthy or healthy[item.platform].mode != "cards":
             continue
         for level, code, category in _cells_of(item):
             for cat in (category, ALL):
                 ls[(item.platform, level, code, cat)].add(item.listing)
-                ad[(item.platform, level, code, cat)].add(item.advertiser)
-    out: dict[PlatformKey, tuple[int | None, int | None, int | None]] = {}
+                if item.advertiser is None:
+                    un[(item.platform, level, code, cat)].add(item.listing)
+                else:
+                    ad[(item.platform, level, code, cat)].add(item.advertiser)
+    out: dict[PlatformKey, PlatformExpected] = {}
     for key in ls:
         platform, level, code, cat = key
         stated_map = healthy[platform].stated
@@ -149,7 +160,8 @@ def expected_platform_counts(
             stated = None if any(s is None for s in parts) else sum(parts)  # type: ignore[arg-type]
         else:
             stated = stated_map.get((code, cat))
-        out[key] = (stated, len(ls[key]), len(ad[key]))
+        linked = healthy[platform].has_linkage
+        out[key] = (stated, len(ls[key]), len(ad[key]) if linked else None, len(un[key]))
     for p in healthy.values():
         if p.mode != "count":
             continue
@@ -158,37 +170,45 @@ def expected_platform_counts(
             for level, c in (("itl1", code), ("national", NATIONAL_CODE)):
                 totals[(p.name, level, c, category)] += n
                 totals[(p.name, level, c, ALL)] += n
-        out.update({k: (n, None, None) for k, n in totals.items()})
+        out.update({k: (n, None, None, None) for k, n in totals.items()})
     return out
+
+
+RegionExpected = tuple[int | None, int | None, int | None, int | None, int, bool]
 
 
 def expected_region_counts(
     platforms: Sequence[SyntheticPlatform], listings: Iterable[Listing]
-) -> dict[RegionKey, tuple[int, int, int, bool]]:
-    """(listings, advertisers, platforms, deduplicated) per level × region × category, from sets."""
+) -> dict[RegionKey, RegionExpected]:
+    """(listings, stated_listings, advertisers, unlinked_listings, platforms, deduplicated) per level × region ×
+    category, from sets: one unit per column, None where no platform of the kind contributed."""
     listings = list(listings)
     per_platform = expected_platform_counts(platforms, listings)
-    modes = {p.name: p.mode for p in platforms}
+    by_name = {p.name: p for p in platforms}
     adv: dict[RegionKey, set[str]] = defaultdict(set)
-    healthy = {p.name for p in platforms if p.health == "ok" and p.mode == "cards"}
     for item in listings:
-        if item.platform in healthy:
+        if item.advertiser is not None and by_name[item.platform].health == "ok":
             for level, code, category in _cells_of(item):
                 adv[(level, code, category)].add(item.advertiser)
                 adv[(level, code, ALL)].add(item.advertiser)
-    acc: dict[RegionKey, list] = {}
-    for (platform, level, code, cat), (stated, n_listings, _) in per_platform.items():
-        row = acc.setdefault((level, code, cat), [0, 0, set(), True])
-        if modes[platform] == "count":
-            row[0] += stated
-            row[1] += stated
-            row[3] = False
+    acc: dict[RegionKey, dict] = {}
+    for (platform, level, code, cat), (stated, n_listings, _, n_unlinked) in per_platform.items():
+        row = acc.setdefault((level, code, cat), {"listings": None, "stated": None, "linked": False,
+                                                  "unlinked": None, "platforms": set(), "dedup": True})
+        p = by_name[platform]
+        if stated is not None:
+            row["stated"] = (row["stated"] or 0) + stated
+        if p.mode == "count":
+            row["dedup"] = False
         else:
-            row[0] += n_listings
-        row[2].add(platform)
+            row["listings"] = (row["listings"] or 0) + n_listings
+            row["unlinked"] = (row["unlinked"] or 0) + n_unlinked
+            row["linked"] = row["linked"] or p.has_linkage
+        row["platforms"].add(platform)
     return {
-        key: (n_listings, stated_adv + len(adv.get(key, set())), len(plats), dedup)
-        for key, (n_listings, stated_adv, plats, dedup) in acc.items()
+        key: (r["listings"], r["stated"], len(adv.get(key, set())) if r["linked"] else None, r["unlinked"],
+              len(r["platforms"]), r["dedup"])
+        for key, r in acc.items()
     }
 
 
@@ -199,7 +219,8 @@ def random_world(
     key: bytes = b"synthetic-test-key-not-secret-32",
 ) -> tuple[list[SyntheticPlatform], list[Listing], dict[str, str]]:
     """A seeded world: three card platforms (two with a phone linkage field, one without) sharing advertisers,
-    duplicate profiles, multi-region (touring) listings, unmapped locations, and one count-only platform.
+    duplicate profiles, multi-region (touring) listings, unmapped locations, cards on linked platforms that show
+    no phone (unlinked), and one count-only platform.
     Also returns raw -> hash for every synthetic raw reference and phone number (for leak scans)."""
     rng = random.Random(seed)
     pseudo = Pseudonymiser(key)
@@ -230,10 +251,10 @@ def random_world(
                 if rng.random() < 0.15:  # touring: a second town in another region
                     itl1.append(rng.choice([r for r in ITL1 if r != home]))
                     lad.append(rng.choice(lads) if lads else UNMAPPED)
+                shows_phone = p.has_linkage and rng.random() > 0.1  # some cards on a linked platform hide it
                 listings.append(
                     Listing(
-                        p.name, listing_hash, adv_hash if p.has_linkage else listing_hash, category,
-                        tuple(itl1), tuple(lad),
+                        p.name, listing_hash, adv_hash if shows_phone else None, category, tuple(itl1), tuple(lad)
                     )
                 )
     counts = SyntheticPlatform(
