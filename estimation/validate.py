@@ -194,11 +194,13 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from sandbox.population import MEMBERSHIPS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--n", type=int, default=1000, help="sandbox stock of advertisers")
     parser.add_argument("--days", type=int, default=8, help="daily runs from day 0; the last one is compared")
-    parser.add_argument("--membership", choices=("independent", "realistic"), default="independent")
+    parser.add_argument("--membership", choices=MEMBERSHIPS, default="independent")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     days = list(range(args.days))
