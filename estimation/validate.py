@@ -170,7 +170,7 @@ def coverage_from_truth(seeds: list[int], n: int, day: int, membership: str,
                         continue
                     tab = capture.table(hist, t["capture_histories"]["platforms"])
                     # heterogeneity=True: exactly what estimate_run stores; False: the plain stepwise rule.
-                    est = estimate_cell(tab, ci)[0] if heterogeneity else capture.estimate(tab, ci=ci)
+                    est = estimate_cell(tab, ci).estimate if heterogeneity else capture.estimate(tab, ci=ci)
                     rows.append({"seed": seed, "level": level, "region": region, "category": category,
                                  "observed": est.observed, "estimate": est.estimate, "lower": est.lower,
                                  "upper": est.upper, "truth": cell["population"],

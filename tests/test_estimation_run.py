@@ -79,6 +79,39 @@ def test_churn_and_capture_histories_match_the_population(tmp_path: Path) -> Non
     assert est["method"].iloc[0] == "loglinear" and est["lists"].iloc[0] == 3
 
 
+def test_churn_counts_only_platforms_healthy_in_both_runs(tmp_path: Path) -> None:
+    """The API breaks on day 2: its exclusive advertisers must not turn into "departed" (issue 13). Expected
+    values from the population's memberships on the two platforms healthy both days."""
+    from sandbox.population import PLATFORMS, cached
+    from warehouse import Warehouse
+
+    seed = 21
+    pop = cached(seed, N, 3, "independent")
+    key = secrets.token_bytes(32)
+    both = ["sandbox-directory", "sandbox-loadmore"]
+    with Warehouse(tmp_path / "wh.duckdb") as wh:
+        load_days(wh, pop, [1], key, "h")
+        results = [simulated_result(pop, p, 2, key, "h-d02") for p in both]
+        broken = simulated_result(pop, "sandbox-api", 2, key, "h-d02")
+        results.append(broken.model_copy(update={"health": "site_changed", "cells": []}))
+        wh.start_run("h-d02", datetime(2026, 11, 3, 5, tzinfo=UTC), "validation", None, "validation")
+        wh.load_results("h-d02", day_date(2), results)
+        wh.finish_run("h-d02", "partial", [])
+        estimate_run(wh, "h-d02")
+        rows = wh.query("SELECT * FROM window_counts WHERE run_id = 'h-d02' AND region_level = 'national' "
+                        "AND category = 'all' AND measure <> 'distinct'")
+    on = pop.member[:, [PLATFORMS.index(p) for p in both]].any(axis=1)
+    on_api = pop.member[:, PLATFORMS.index("sandbox-api")]
+    today, yesterday = pop.visible(2) & on, pop.visible(1) & on
+    by = {r.measure: r for r in rows.itertuples()}
+    assert by["departed"].estimate == int((yesterday & ~today).sum())
+    assert by["new"].estimate == int((today & ~yesterday).sum())
+    assert by["departed"].platforms == 2
+    # The test can fail: comparing with all of day 1's platforms (as before) would add these advertisers, seen on
+    # day 1 only on the API, to "departed".
+    assert int((pop.visible(1) & on_api & ~on).sum()) > 10
+
+
 def test_windows_stop_at_the_linkage_period_boundary_and_reruns_are_idempotent(tmp_path: Path) -> None:
     from sandbox.population import CARD_PLATFORMS, cached
     from warehouse import Warehouse
