@@ -608,12 +608,14 @@ def _bootstrap_interval(
 
 
 def estimate(histories: Histories | Table, **kwargs: object) -> PopulationEstimate:
-    """Chapman for two lists, log-linear for three or more, the observed count alone for one list."""
+    """Chapman for two lists, log-linear for three or more; for one list (or nobody seen) the observed count with
+    the interval [observed, unbounded)."""
     tab = table(histories)
     if len(tab.lists) == 1 or tab.observed == 0:
+        # One list says nothing about who it missed: [observed, unbounded), not a point claimed as certain.
         n = tab.observed
-        return PopulationEstimate(n, float(n), float(n), float(n), "observed", lists=tab.lists,
-                                  interval="no overlap information: observed count only")
+        return PopulationEstimate(n, float(n), float(n), math.inf, "observed", lists=tab.lists,
+                                  interval="none: no overlap information, the interval is [observed, unbounded)")
     if len(tab.lists) == 2:
         return chapman_histories(tab)
     return loglinear(tab, **kwargs)  # type: ignore[arg-type]

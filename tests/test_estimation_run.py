@@ -227,6 +227,66 @@ def test_an_unbounded_interval_is_stored_as_null_and_two_lists_use_chapman(tmp_p
     assert pd.isna(u["upper"]) and "holds every observed individual" in u["interval_method"]
     assert v["method"] == "chapman" and v["lists"] == 2 and v["observed"] == 50
     assert v["estimate"] == pytest.approx(31 * 31 / 11 - 1)
+    # Both carry their caveats as flags publish can act on (migration 102).
+    assert u["flags"] == "small,unbounded,unstable" and u["unstable"]
+    assert v["flags"] == "" and not v["unstable"]  # Chapman: 86 of which 50 seen, an overlap of 10
+
+
+def test_every_estimate_says_what_it_knows() -> None:
+    """Flags from hand-built tables whose property is known by construction."""
+    from estimation.run import estimate_cell
+
+    def flags(cells: dict[str, float], exact: bool = True) -> tuple[str, ...]:
+        return estimate_cell(capture.table(cells), exact=exact).flags
+
+    # Independent lists with p = 0.5, 0.5, 0.6 of 1,000 (expected cell counts): well estimated, nothing to say.
+    p = (0.5, 0.5, 0.6)
+    steady = {}
+    for bits in ("100", "010", "001", "110", "101", "011", "111"):
+        prob = 1.0
+        for b, q in zip(bits, p, strict=True):
+            prob *= q if b == "1" else 1 - q
+        steady[bits] = round(1000 * prob)
+    assert flags(steady) == ()
+    assert flags(steady, exact=False) == ("inexact",)
+    assert flags({"100": 10, "010": 12, "001": 9, "110": 3, "101": 2, "011": 2, "111": 1}) == ("small", "unstable")
+    assert flags({"10": 80, "01": 70}) == ("no_overlap", "unstable")  # Chapman with m = 0
+    assert flags({"100": 40, "010": 30, "001": 35}) == ("no_overlap", "unbounded", "unstable")
+    assert flags({"1": 60}) == ("one_list", "unbounded", "unstable")
+    # The issue's three-list table: bounded now, but 40,500 of 41,472 unseen.
+    three = estimate_cell(capture.table({"100": 300, "010": 300, "001": 300, "110": 20, "101": 20, "011": 20,
+                                         "111": 12}))
+    assert three.flags == ("unstable",) and "more than half" in three.note
+
+
+def test_migration_102_backfills_flags_from_old_notes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warehouse estimated before migration 102 gets flags recovered from its notes when it is next opened."""
+    import warehouse.store as store
+    from warehouse import Warehouse
+
+    every = store.migrations()
+    monkeypatch.setattr(store, "migrations", lambda: [m for m in every if m[0] < 102])
+    base = {"run_id": "old", "snapshot_date": BASE_DATE, "linkage_period": "2026-11", "scope": "run",
+            "window_start": BASE_DATE, "window_end": BASE_DATE, "region_level": "itl1", "region_name": "x",
+            "category": "all", "method": "loglinear", "lists": 3, "list_names": "a,b,c", "observed": 40.0,
+            "estimate": 50.0, "lower": 45.0, "terms": "", "interval_method": "", "exact": True}
+    rows = pd.DataFrame([
+        {**base, "region_code": "TLC", "upper": 60.0, "note": ""},
+        {**base, "region_code": "TLD", "upper": None,
+         "note": "fewer than 50 advertisers seen: independence model only; unstable: more than half of the "
+                 "estimate is advertisers no platform showed"},
+    ])
+    with Warehouse(tmp_path / "wh.duckdb") as wh:
+        assert "flags" not in wh.query("SELECT * FROM region_estimates").columns
+        wh.start_run("old", datetime(2026, 11, 1, 5, tzinfo=UTC), "h", None, "t")
+        wh.con.register("_old", rows)
+        wh.con.execute("INSERT INTO region_estimates BY NAME SELECT * FROM _old")
+    monkeypatch.setattr(store, "migrations", lambda: every)
+    with Warehouse(tmp_path / "wh.duckdb") as wh:
+        got = wh.query("SELECT region_code, flags, unstable, unlinked_listings FROM region_estimates "
+                       "ORDER BY region_code")
+    assert got["flags"].tolist() == ["", "small,unbounded,unstable"]
+    assert got["unstable"].tolist() == [False, True] and got["unlinked_listings"].isna().all()
 
 
 def test_estimate_run_accepts_the_warehouse_path_as_the_flow_passes_it(tmp_path: Path) -> None:
