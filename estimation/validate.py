@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -148,7 +149,7 @@ def check_seed(seed: int, n: int, days: list[int], membership: str, workdir: Pat
         erows.append({"seed": seed, "scope": r.scope, "level": r.region_level, "region": r.region_code,
                       "category": r.category,
                       "method": r.method, "observed": r.observed, "estimate": r.estimate, "lower": r.lower,
-                      "upper": r.upper, "truth": true_n,
+                      "upper": r.upper, "truth": true_n, "flags": r.flags, "unstable": bool(r.unstable),
                       "covered": r.lower <= true_n and (pd.isna(r.upper) or true_n <= r.upper)})
     return pd.DataFrame(wrows), pd.DataFrame(erows)
 
@@ -179,12 +180,13 @@ def coverage_from_truth(seeds: list[int], n: int, day: int, membership: str,
     return pd.DataFrame(rows)
 
 
-def summarise(frame: pd.DataFrame) -> pd.DataFrame:
-    """Coverage, relative bias and width of the estimates by level and category."""
+def summarise(frame: pd.DataFrame, by: tuple[str, ...] = ("scope", "level", "category")) -> pd.DataFrame:
+    """Coverage, relative bias and width of the estimates by level and category (or ``by``). An open upper end
+    covers anything above the lower end and has no width (rel_width is the mean over bounded intervals)."""
     f = frame.assign(rel_error=(frame["estimate"] - frame["truth"]) / frame["truth"],
                      rel_width=(frame["upper"] - frame["lower"]) / frame["truth"],
                      observed_share=frame["observed"] / frame["truth"])
-    keys = [k for k in ("scope", "level", "category") if k in f.columns]
+    keys = [k for k in by if k in f.columns]
     return (f.groupby(keys)
             .agg(cells=("truth", "size"), mean_truth=("truth", "mean"), observed_share=("observed_share", "mean"),
                  coverage=("covered", "mean"), rel_bias=("rel_error", "mean"),
@@ -201,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=1000, help="sandbox stock of advertisers")
     parser.add_argument("--days", type=int, default=8, help="daily runs from day 0; the last one is compared")
     parser.add_argument("--membership", choices=MEMBERSHIPS, default="independent")
+    parser.add_argument("--out", type=Path, help="also write the summaries as JSON here (bench/results/...)")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     days = list(range(args.days))
@@ -212,14 +215,33 @@ def main(argv: list[str] | None = None) -> None:
             estimates.append(e)
     w = pd.concat(windows, ignore_index=True)
     e = pd.concat(estimates, ignore_index=True)
-    matched = (w["estimate"].round() == w["truth"]).mean()
-    print(f"seeds={args.seeds} n={args.n} days={args.days} membership={args.membership} "
-          f"elapsed={time.perf_counter() - t0:.1f}s")
+    elapsed = time.perf_counter() - t0
+    matched = float((w["estimate"].round() == w["truth"]).mean())
+    national = {scope: e[(e["level"] == "national") & (e["category"] == "all") & (e["scope"] == scope)]
+                for scope in ("run", "period")}
+    tables = {
+        "by_level_and_category": summarise(e),
+        # What publish would show: estimates not flagged unstable, and those it marks or withholds.
+        "by_stability": summarise(e, ("scope", "level", "unstable")),
+    }
+    print(f"seeds={args.seeds} n={args.n} days={args.days} membership={args.membership} elapsed={elapsed:.1f}s")
     print(f"window cells compared: {len(w)}, equal to the truth: {matched:.4%}, all exact: {bool(w['exact'].all())}")
-    for scope in ("run", "period"):
-        national = e[(e["level"] == "national") & (e["category"] == "all") & (e["scope"] == scope)]
-        print(f"scope {scope}, national/all: seeds covered {int(national['covered'].sum())}/{len(national)}")
-    print(summarise(e).to_markdown(index=False, floatfmt=".3f") if _has_tabulate() else summarise(e).to_string())
+    for scope, frame in national.items():
+        print(f"scope {scope}, national/all: seeds covered {int(frame['covered'].sum())}/{len(frame)}")
+    for name, table in tables.items():
+        print(f"\n{name}")
+        print(table.to_markdown(index=False, floatfmt=".3f") if _has_tabulate() else table.to_string())
+    if args.out:
+        import json
+        import platform
+
+        out = {"command": "python -m estimation.validate " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "seeds": args.seeds, "n": args.n, "days": args.days, "membership": args.membership,
+               "elapsed_s": round(elapsed, 1), "python": platform.python_version(),
+               "window_cells": len(w), "window_cells_equal_to_truth": matched,
+               "national_all_covered": {s: [int(f["covered"].sum()), len(f)] for s, f in national.items()},
+               **{name: table.to_dict(orient="records") for name, table in tables.items()}}
+        args.out.write_text(json.dumps(out, indent=2, default=float) + "\n")
 
 
 def _has_tabulate() -> bool:
