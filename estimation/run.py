@@ -5,9 +5,11 @@ period), and replaces the run's rows in ``window_counts``, ``capture_histories``
 (migration ``warehouse/migrations/100_estimation.sql``). Definitions (docs/estimation.md):
 
 - Only card platforms whose crawl was healthy contribute (the warehouse stores cells of healthy platforms only).
-  Window counts use every card platform, like ``region_counts.advertisers``; capture histories use only card
-  platforms with a linkage field (``has_linkage``): without one an advertiser hash is a listing hash, which never
-  matches across platforms and would look like zero overlap.
+  Advertisers are contact-linked advertisers only (``advertisers_sketch``; the units contract of issue 13,
+  migration 005): window counts use every card platform, like ``region_counts.advertisers``; capture histories use
+  only card platforms with a linkage field (``has_linkage``). Cards without a usable contact are unlinked
+  listings: never people in a capture history (they could never be seen twice and would inflate N), reported
+  beside each estimate as ``unlinked_listings`` (NULL when a cell loaded before migration 005 cannot tell).
 - Hashes of different linkage periods never match (by design), so every window is clipped to the run's period:
   ``7d`` covers the runs dated ``max(period start, d - 6) .. d``; ``period`` covers ``period start .. d``.
 - Churn compares this run with the latest earlier run (by snapshot date, then start time) of the same period,
@@ -57,7 +59,8 @@ class Rec:
     day: date
     platform: str
     linked: bool
-    sketch: Any
+    sketch: Any  # linked advertisers (None: a pre-005 cell of a platform without a linkage field)
+    unlinked: Any  # listings without a usable contact (None: not known, a cell loaded before migration 005)
 
 
 @dataclass(frozen=True)
@@ -104,11 +107,11 @@ def _load_cells(con: duckdb.DuckDBPyConnection, info: RunInfo, start: date) -> p
     return con.execute(
         """
         SELECT c.run_id, c.snapshot_date, r.started_at, c.platform, c.region_level, c.region_code, c.category,
-               c.advertisers_sketch, p.has_linkage, p.sketch_lg_k
+               c.advertisers_sketch, c.unlinked_sketch, p.has_linkage, p.sketch_lg_k
         FROM cell_sketches c
         JOIN platform_runs p USING (run_id, platform)
         JOIN runs r USING (run_id)
-        WHERE p.mode = 'cards' AND p.health = 'ok' AND c.advertisers_sketch IS NOT NULL
+        WHERE p.mode = 'cards' AND p.health = 'ok'
           AND c.linkage_period = ?
           AND (c.run_id = ? OR (r.status IN ('complete', 'partial')
                                 AND c.snapshot_date BETWEEN ? AND ?
@@ -136,6 +139,18 @@ def _previous_run(con: duckdb.DuckDBPyConnection, info: RunInfo) -> str | None:
         or (day == info.snapshot_date and info.started_at is not None and started < info.started_at)
     ]
     return str(max(earlier)[2]) if earlier else None
+
+
+def _sketch(blob: object) -> Any:
+    return sketches.from_bytes(blob) if isinstance(blob, bytes | bytearray) else None  # type: ignore[arg-type]
+
+
+def _unlinked(recs: Sequence[Rec], lg_k: int) -> float | None:
+    """Distinct card listings without a usable contact over these cells: reported beside an estimate, never in
+    it (a listing is not a person). None when any cell's is not known (loaded before migration 005)."""
+    if not recs or any(x.unlinked is None for x in recs):
+        return None
+    return ss.count(ss.union([x.unlinked for x in recs], lg_k)).estimate
 
 
 def _healthy_card_platforms(con: duckdb.DuckDBPyConnection, run_id: str) -> set[str]:
@@ -234,9 +249,10 @@ def compute_run(
     days = pd.to_datetime(cells["snapshot_date"]).dt.date.tolist()
     by_cell: dict[CellKey, list[Rec]] = defaultdict(list)
     for r, day in zip(cells.itertuples(index=False), days, strict=True):
-        rec = Rec(r.run_id, day, r.platform, bool(r.has_linkage), sketches.from_bytes(r.advertisers_sketch))
+        rec = Rec(r.run_id, day, r.platform, bool(r.has_linkage), _sketch(r.advertisers_sketch),
+                  _sketch(r.unlinked_sketch))
         by_cell[(r.region_level, r.region_code, r.category)].append(rec)
-    keys = sorted(k for k, recs in by_cell.items() if any(x.run_id == run_id for x in recs))
+    keys = sorted(k for k, recs in by_cell.items() if any(x.run_id == run_id and x.sketch is not None for x in recs))
 
     window_rows: list[dict[str, object]] = []
     history_rows: list[dict[str, object]] = []
@@ -244,7 +260,8 @@ def compute_run(
     base = {"run_id": run_id, "snapshot_date": info.snapshot_date, "linkage_period": info.period}
     for key in keys:
         level, code, category = key
-        recs = by_cell[key]
+        everything = by_cell[key]
+        recs = [x for x in everything if x.sketch is not None]
         region = {"region_level": level, "region_code": code, "region_name": _name(names, level, code),
                   "category": category}
         this = [x for x in recs if x.run_id == run_id]
@@ -272,6 +289,8 @@ def compute_run(
         if level not in levels:
             continue
         scopes = {"run": (info.snapshot_date, this), "period": (period_start, recs)}
+        unlinked = {"run": _unlinked([x for x in everything if x.run_id == run_id], lg_k),
+                    "period": _unlinked(everything, lg_k)}
         for scope, (start, members) in scopes.items():
             per_platform: dict[str, list[Any]] = defaultdict(list)
             for x in members:
@@ -296,7 +315,7 @@ def compute_run(
                                   "upper": est.upper if math.isfinite(est.upper) else None,
                                   "terms": " + ".join(est.terms), "interval_method": est.interval,
                                   "exact": exact, "note": cell.note, "flags": ",".join(cell.flags),
-                                  "unstable": cell.unstable})
+                                  "unstable": cell.unstable, "unlinked_listings": unlinked[scope]})
     return {
         "window_counts": pd.DataFrame(window_rows),
         "capture_histories": pd.DataFrame(history_rows),

@@ -8,7 +8,8 @@ called, so the whole stage after the crawl is exercised; the HTTP crawl itself i
 
 Then, per seed, against ``sandbox.truth``:
 
-- window counts (``run``, ``7d``, ``period``) must equal the truth's distinct advertisers on card platforms;
+- window counts (``run``, ``7d``, ``period``) must equal the truth's distinct linked advertisers on card platforms
+  (at least one card showing their phone; cards without one are unlinked listings, not advertisers);
 - each population estimate (scope ``run``) is compared with the true number of advertisers visible that day:
   coverage of the 95% interval, relative bias, interval width.
 
@@ -61,20 +62,30 @@ def simulated_result(pop: object, platform: str, day: int, key: bytes, run_id: s
     pseudo = Pseudonymiser(key)
     phones = pool.render("e164", pop.phone[advs])  # type: ignore[attr-defined]
     refs = pop.l_ref[lids]  # type: ignore[attr-defined]
+    shows = pop.l_shows_phone[lids]  # type: ignore[attr-defined]
     listing_h = [pseudo.listing(platform, str(r)) for r in refs]
-    advert_h = [pseudo.advertiser("phone", str(p)) for p in phones]
+    # A card without a phone is an unlinked listing, never an advertiser (the units contract of issue 13).
+    advert_h = [pseudo.advertiser("phone", str(p)) if s else None for p, s in zip(phones, shows, strict=True)]
     codes = {"national": [NATIONAL_CODE] * len(lids), "itl1": pl.itl1[towns].tolist(), "lad": pl.lad[towns].tolist()}
     listings: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     adverts: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    unlinked: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     for level, region in codes.items():
         for i, code in enumerate(region):
             cell = (level, str(code), str(cats[i]))
             listings[cell].add(listing_h[i])
-            adverts[cell].add(advert_h[i])
+            if advert_h[i] is None:
+                unlinked[cell].add(listing_h[i])
+            else:
+                adverts[cell].add(advert_h[i])  # type: ignore[arg-type]
+
+    def b64(hashes: set[str]) -> str:
+        return sketches.to_b64(sketches.from_hashes(hashes, lg_k))
+
     cells = [
         Cell(region_level=lv, region_code=rc, category=cat,  # type: ignore[arg-type]
-             listings_sketch=sketches.to_b64(sketches.from_hashes(listings[(lv, rc, cat)], lg_k)),
-             advertisers_sketch=sketches.to_b64(sketches.from_hashes(adverts[(lv, rc, cat)], lg_k)))
+             listings_sketch=b64(listings[(lv, rc, cat)]), advertisers_sketch=b64(adverts[(lv, rc, cat)]),
+             unlinked_sketch=b64(unlinked[(lv, rc, cat)]))
         for lv, rc, cat in sorted(listings)
     ]
     started = datetime.combine(day_date(day), dtime(5, 0), tzinfo=UTC)
@@ -138,7 +149,8 @@ def check_seed(seed: int, n: int, days: list[int], membership: str, workdir: Pat
     for r in windows.itertuples():
         truth_cell = spans[r.span].get(r.region_level, {}).get(r.region_code, {}).get(r.category, {})
         wrows.append({"seed": seed, "span": r.span, "level": r.region_level, "region": r.region_code,
-                      "category": r.category, "estimate": r.estimate, "truth": truth_cell.get("on_card_platforms"),
+                      "category": r.category, "estimate": r.estimate,
+                      "truth": truth_cell.get("linked_on_card_platforms"),
                       "exact": r.exact})
     erows = []
     for r in estimates.itertuples():

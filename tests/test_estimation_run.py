@@ -11,6 +11,7 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -27,6 +28,18 @@ from estimation.validate import (
 )
 
 N = 400
+
+
+def _linked(pop, platforms: list[str]):  # type: ignore[no-untyped-def]
+    """[advertiser, platform] -> has a card showing its phone there: on that platform's list of linked advertisers
+    (cards without a phone are unlinked listings, not people). Straight from the sandbox population."""
+    from sandbox.population import PLATFORMS
+
+    on = np.zeros((len(pop.arrive), len(platforms)), dtype=bool)
+    for j, name in enumerate(platforms):
+        shown = (pop.l_platform == PLATFORMS.index(name)) & pop.l_shows_phone
+        on[pop.l_adv[shown], j] = True
+    return on
 
 
 def test_window_counts_equal_the_truth_at_every_level(tmp_path: Path) -> None:
@@ -59,16 +72,24 @@ def test_churn_and_capture_histories_match_the_population(tmp_path: Path) -> Non
         first = wh.query("SELECT count(*) AS n FROM window_counts WHERE run_id = ? AND measure <> 'distinct'",
                          [run_ids[0]])
     assert first["n"].iloc[0] == 0  # no previous run: no churn rows
-    card = pop.member[:, [PLATFORMS.index(p) for p in CARD_PLATFORMS]].any(axis=1)
+    linked = _linked(pop, list(CARD_PLATFORMS))
+    card = linked.any(axis=1)
+    assert (card != pop.member[:, [PLATFORMS.index(p) for p in CARD_PLATFORMS]].any(axis=1)).any()  # phone-less
     today, yesterday = pop.visible(2) & card, pop.visible(1) & card
     by = {r.measure: r for r in rows.itertuples()}
     assert by["new"].estimate == int((today & ~yesterday).sum())
     assert by["departed"].estimate == int((yesterday & ~today).sum())
     assert by["new"].previous_run_id == run_ids[1]
 
+    # Linked advertisers only: the pattern over the platforms where a card of theirs shows the phone.
+    seen = linked[pop.visible(2) & card].astype(int)
+    patterns, counts = np.unique(["".join(map(str, row)) for row in seen], return_counts=True)
+    expected = dict(zip(patterns.tolist(), counts.tolist(), strict=True))
     t = truth(seed, 2, N, membership="independent", horizon_days=3, canaries=False)
-    expected = {k: v for k, v in t["capture_histories"]["national"]["K02000001"]["all"]["histories"].items()
-                if k != "000"}
+    assert sum(expected.values()) < t["population"]["national"]["K02000001"]["all"]["on_card_platforms"]
+    # Cards without a phone are reported beside the estimate, as listings (platform-keyed hashes: the sum).
+    unlinked = t["region_counts"]["national"]["K02000001"]["all"]["unlinked_listings"]
+    assert unlinked > 0 and est["unlinked_listings"].iloc[0] == unlinked
     # Lists are stored alphabetically; the truth orders patterns as CARD_PLATFORMS.
     lists = hist["lists"].iloc[0].split(",")
     order = [lists.index(p) for p in CARD_PLATFORMS]
@@ -82,7 +103,7 @@ def test_churn_and_capture_histories_match_the_population(tmp_path: Path) -> Non
 def test_churn_counts_only_platforms_healthy_in_both_runs(tmp_path: Path) -> None:
     """The API breaks on day 2: its exclusive advertisers must not turn into "departed" (issue 13). Expected
     values from the population's memberships on the two platforms healthy both days."""
-    from sandbox.population import PLATFORMS, cached
+    from sandbox.population import cached
     from warehouse import Warehouse
 
     seed = 21
@@ -100,8 +121,8 @@ def test_churn_counts_only_platforms_healthy_in_both_runs(tmp_path: Path) -> Non
         estimate_run(wh, "h-d02")
         rows = wh.query("SELECT * FROM window_counts WHERE run_id = 'h-d02' AND region_level = 'national' "
                         "AND category = 'all' AND measure <> 'distinct'")
-    on = pop.member[:, [PLATFORMS.index(p) for p in both]].any(axis=1)
-    on_api = pop.member[:, PLATFORMS.index("sandbox-api")]
+    on = _linked(pop, both).any(axis=1)
+    on_api = _linked(pop, ["sandbox-api"])[:, 0]
     today, yesterday = pop.visible(2) & on, pop.visible(1) & on
     by = {r.measure: r for r in rows.itertuples()}
     assert by["departed"].estimate == int((yesterday & ~today).sum())
@@ -229,6 +250,7 @@ def test_an_unbounded_interval_is_stored_as_null_and_two_lists_use_chapman(tmp_p
     assert v["estimate"] == pytest.approx(31 * 31 / 11 - 1)
     # Both carry their caveats as flags publish can act on (migration 102).
     assert u["flags"] == "small,unbounded,unstable" and u["unstable"]
+    assert pd.isna(u["unlinked_listings"])  # a producer without unlinked sketches: not known, not zero
     assert v["flags"] == "" and not v["unstable"]  # Chapman: 86 of which 50 seen, an overlap of 10
 
 
