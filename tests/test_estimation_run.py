@@ -270,6 +270,7 @@ def test_every_estimate_says_what_it_knows() -> None:
             prob *= q if b == "1" else 1 - q
         steady[bits] = round(1000 * prob)
     assert flags(steady) == ()
+    assert estimate_cell(capture.table(steady), regional=True).flags == ("regional",)  # experimental, not unstable
     assert flags(steady, exact=False) == ("inexact",)
     assert flags({"100": 10, "010": 12, "001": 9, "110": 3, "101": 2, "011": 2, "111": 1}) == ("small", "unstable")
     assert flags({"10": 80, "01": 70}) == ("no_overlap", "unstable")  # Chapman with m = 0
@@ -307,7 +308,7 @@ def test_migration_102_backfills_flags_from_old_notes(tmp_path: Path, monkeypatc
     with Warehouse(tmp_path / "wh.duckdb") as wh:
         got = wh.query("SELECT region_code, flags, unstable, unlinked_listings FROM region_estimates "
                        "ORDER BY region_code")
-    assert got["flags"].tolist() == ["", "small,unbounded,unstable"]
+    assert got["flags"].tolist() == ["regional", "regional,small,unbounded,unstable"]
     assert got["unstable"].tolist() == [False, True] and got["unlinked_listings"].isna().all()
 
 

@@ -1,6 +1,8 @@
 -- Issue 13: every population estimate carries its caveats in a form a program can act on (publish marks or
 -- withholds unstable ones), not only as prose in region_estimates.note.
 --   flags: comma-separated keywords, '' when none (docs/estimation.md, "Notes and flags"):
+--     regional    a sub-national estimate: experimental (validation: its intervals under-cover when platforms are
+--                 correlated); not by itself 'unstable'
 --     small       fewer than 50 advertisers seen: independence model only
 --     one_list    a single list: the observed count, nothing estimated
 --     no_overlap  no advertiser on two lists: nothing is known of the unseen
@@ -20,6 +22,7 @@ ALTER TABLE region_estimates ADD COLUMN unlinked_listings DOUBLE;
 
 -- Existing rows: flags recovered from the notes estimate_run wrote before this migration.
 UPDATE region_estimates SET flags = concat_ws(',',
+    CASE WHEN region_level <> 'national' THEN 'regional' END,
     CASE WHEN note LIKE '%fewer than % advertisers seen%' THEN 'small' END,
     CASE WHEN method = 'observed' AND lists = 1 THEN 'one_list' END,
     CASE WHEN note LIKE '%no overlap%' THEN 'no_overlap' END,
