@@ -394,6 +394,8 @@ def estimate_cell(tab: capture.Table, ci: str = "profile", seed: int = 0, exact:
         notes.append("unstable: more than half of the estimate is advertisers no platform showed")
         flags.append("unstable")
     elif any(f in UNSTABLE_WHEN for f in flags):
+        # The word leads the note too, so a reader of the note alone (publish's CSV) sees the same verdict.
+        notes.append(f"unstable: {', '.join(f for f in flags if f in UNSTABLE_WHEN).replace('_', ' ')}")
         flags.append("unstable")
     return CellEstimate(est, "; ".join(notes), tuple(flags))
 

@@ -291,6 +291,9 @@ def test_every_estimate_says_what_it_knows() -> None:
     assert flags({"10": 80, "01": 70}) == ("no_overlap", "unstable")  # Chapman with m = 0
     assert flags({"100": 40, "010": 30, "001": 35}) == ("no_overlap", "unbounded", "unstable")
     assert flags({"1": 60}) == ("one_list", "unbounded", "unstable")
+    # The note says it too, in words (publish's CSV carries the note): "unstable" exactly when the flag is set.
+    assert "unstable: unbounded" in estimate_cell(capture.table({"1": 60})).note
+    assert "unstable" not in estimate_cell(capture.table(steady), regional=True).note
     # The three-list table: bounded now, but 40,500 of 41,472 unseen.
     three = estimate_cell(capture.table({"100": 300, "010": 300, "001": 300, "110": 20, "101": 20, "011": 20,
                                          "111": 12}))
