@@ -258,6 +258,10 @@ def fit_model(tab: Table, pairs: Sequence[tuple[int, int]]) -> Fit | None:
     # A coefficient this large means an MLE at infinity (a zero margin the model tries to fit exactly).
     if not converged or not np.all(np.isfinite(params)) or np.max(np.abs(params)) > 25:
         return None
+    # Darroch's coefficient is the variance of log-catchability between individuals: a negative one describes no
+    # population (it would mean individuals on more lists are *less* alike), so the term is not admitted.
+    if HETEROGENEITY in pairs and params[1 + len(tab.lists) + list(pairs).index(HETEROGENEITY)] < 0:
+        return None
     dark = float(np.exp(params[0]))
     if not math.isfinite(dark):
         return None
@@ -328,82 +332,129 @@ def select_model(
     return current
 
 
-def _poisson_mle(x: np.ndarray, y: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Poisson log-linear MLE by Newton-Raphson from a start (updated in place); (fitted means, converged).
+@dataclass(frozen=True)
+class ProfilePoint:
+    """The profile log-likelihood at one dark figure and the coefficients behind it (None: no acceptable fit)."""
 
-    The same model statsmodels fits (tests check they agree); used inside the profile search, where a few dozen
-    refits of a tiny table with a warm start would otherwise be dominated by statsmodels' per-fit overhead.
-    """
-    previous = -math.inf
-    for _ in range(60):
-        eta = np.minimum(x @ beta, 700.0)
-        mu = np.exp(eta)
-        ll = float(y @ eta - mu.sum())
-        if not math.isfinite(ll):
-            return mu, False
-        # Converged when the log-likelihood stops moving: on a boundary (a zero margin) a coefficient drifts to
-        # -inf for ever while the fitted means and the likelihood have long settled.
-        if abs(ll - previous) < 1e-10 * (1 + abs(ll)):
-            return mu, True
-        previous = ll
-        grad = x.T @ (y - mu)
-        hess = (x * mu[:, None]).T @ x
+    loglik: float
+    params: np.ndarray | None
+
+
+def _accepted(res: object) -> bool:
+    """A statsmodels fit we use: IRLS converged and every coefficient is finite."""
+    params = np.asarray(getattr(res, "params", [math.nan]), dtype=float)
+    return bool(getattr(res, "converged", False)) and bool(np.all(np.isfinite(params)))
+
+
+def _fit_complete(x: np.ndarray, y: np.ndarray, start: np.ndarray | None) -> object | None:
+    """Fit from ``start`` (a warm start); when that fails, refit cold (statsmodels' own start)."""
+    starts = [start, None] if start is not None and len(start) == x.shape[1] else [None]
+    for s in starts:
         try:
-            step = np.linalg.solve(hess, grad)
-        except np.linalg.LinAlgError:
-            step = np.linalg.lstsq(hess, grad, rcond=None)[0]
-        beta += step
-    return np.exp(np.minimum(x @ beta, 700.0)), False
+            res = _glm(x, y, s)
+        except (ValueError, np.linalg.LinAlgError, FloatingPointError):
+            continue
+        if _accepted(res):
+            return res
+    return None
 
 
-def _profile_loglik(tab: Table, x_full: np.ndarray, n0: float, beta: np.ndarray, cold: np.ndarray) -> float:
+def profile_loglik(tab: Table, pairs: Sequence[tuple[int, int]], n0: float,
+                   start: np.ndarray | None = None) -> ProfilePoint:
     """Multinomial log-likelihood of N = n + n0, maximised over the log-linear model's cell probabilities.
 
-    Fitting the Poisson model to the complete table (the unobserved cell set to n0) gives fitted means that sum
-    to N; the multinomial log-likelihood is then lgamma(N+1) - sum lgamma(n_w+1) + sum n_w log(mu_w/N).
-    ``beta`` is the warm start (updated on success); ``cold`` the fallback start when the warm one fails.
+    Fitting the Poisson model (statsmodels' GLM) to the complete table, its unobserved cell set to ``n0``, gives
+    fitted means that sum to N; the multinomial log-likelihood is then
+    ``lgamma(N+1) - sum lgamma(n_w+1) + sum n_w log(mu_w/N)``. A fit counts only when it converged with finite
+    coefficients (a warm ``start`` that fails is retried cold) and its log-likelihood is not positive: a
+    probability cannot exceed 1, so a positive value means means that do not sum to N, i.e. a diverged fit.
+    Darroch's heterogeneity coefficient is a variance: where the unconstrained fit makes it negative it is held
+    at its boundary 0 (the Poisson log-likelihood is concave, so that is the constrained maximum). ``loglik`` is
+    NaN when no acceptable fit exists.
     """
-    y = np.append(tab.counts, n0)
-    trial = beta.copy()
-    mu, ok = _poisson_mle(x_full, y, trial)
-    if not ok:
-        trial = cold.copy()
-        mu, ok = _poisson_mle(x_full, y, trial)
-    if ok:
-        beta[:] = trial
-    total = y.sum()
+    y = np.append(tab.counts, max(n0, 0.0))
+    terms = list(pairs)
+    while True:
+        x = design(np.vstack([tab.patterns, np.zeros((1, len(tab.lists)), int)]), terms)
+        res = _fit_complete(x, y, start)
+        if res is None:
+            return ProfilePoint(math.nan, None)
+        params = np.asarray(res.params, dtype=float)  # type: ignore[attr-defined]
+        if HETEROGENEITY in terms and params[1 + len(tab.lists) + terms.index(HETEROGENEITY)] < 0:
+            terms.remove(HETEROGENEITY)
+            continue
+        break
+    mu = np.asarray(res.fittedvalues, dtype=float)  # type: ignore[attr-defined]
+    total = float(y.sum())
     with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(y > 0, y * np.log(mu / total), 0.0)
-    lg = sum(math.lgamma(v + 1) for v in y.tolist())
-    value = math.lgamma(total + 1) - lg + float(terms.sum())
-    return value if math.isfinite(value) else -math.inf
+        kernel = np.where(y > 0, y * np.log(mu / total), 0.0)
+    value = math.lgamma(total + 1) - sum(math.lgamma(v + 1) for v in y.tolist()) + float(kernel.sum())
+    if not math.isfinite(value) or value > 1e-9 * total:
+        return ProfilePoint(math.nan, None)
+    if len(terms) < len(pairs):  # the variance held at 0: report it in the model's own layout
+        params = np.insert(params, 1 + len(tab.lists) + list(pairs).index(HETEROGENEITY), 0.0)
+    return ProfilePoint(value, params)
 
 
-def profile_interval(tab: Table, fit: Fit, alpha: float = 0.05) -> tuple[float, float]:
-    """Profile-likelihood interval for N under the fitted model (Cormack 1992)."""
-    x_full = np.vstack([design(tab.patterns, fit.pairs), design(np.zeros((1, len(tab.lists)), int), fit.pairs)])
-    n = tab.counts.sum()
-    cold = fit.params.copy()
-    beta = fit.params.copy()
+@dataclass(frozen=True)
+class Interval:
+    """A profile-likelihood interval for N; ``note`` says why an end was left open, if one was."""
+
+    lower: float
+    upper: float
+    note: str = ""
+
+
+class _FitFailed(Exception):
+    def __init__(self, n0: float):
+        super().__init__(f"no fit converged at N = observed + {n0:,.1f}")
+        self.n0 = n0
+
+
+def profile_interval(tab: Table, fit: Fit, alpha: float = 0.05) -> Interval:
+    """Profile-likelihood interval for N under the fitted model (Cormack 1992).
+
+    Every point is a statsmodels fit checked by :func:`profile_loglik`, warm-started from its neighbour. Where no
+    acceptable fit can be found at a point the search needs, the end it was looking for is left open (the
+    observed count below, unbounded above) and ``note`` says so: an interval that may be too wide, never one that
+    is too narrow.
+    """
+    n = float(tab.counts.sum())
+    warm: list[np.ndarray | None] = [fit.params.copy()]
 
     def ll(n0: float) -> float:
-        return _profile_loglik(tab, x_full, max(n0, 0.0), beta, cold)
+        point = profile_loglik(tab, fit.pairs, n0, warm[0])
+        if point.params is None:
+            raise _FitFailed(n0)
+        warm[0] = point.params
+        return point.loglik
+
+    def ll_or_nan(n0: float) -> float:
+        try:
+            return ll(n0)
+        except _FitFailed:
+            return math.nan
 
     # Locate the maximum on a geometric grid (extended while the likelihood still rises), then refine it. Counts
     # need no more precision than a hundredth of an individual.
-    hi = max(10.0, 4 * fit.dark + 10)
-    grid = list(np.geomspace(FLOOR, hi, 25))
-    values = [ll(v) for v in grid]
-    while int(np.argmax(values)) == len(grid) - 1 and grid[-1] < 1e9 * max(n, 1):
+    grid = list(np.geomspace(FLOOR, max(10.0, 4 * fit.dark + 10), 25))
+    values = [ll_or_nan(v) for v in grid]
+    if all(math.isnan(v) for v in values):
+        return Interval(n, math.inf, "no profile fit converged")
+    while int(np.nanargmax(values)) == len(grid) - 1 and grid[-1] < 1e9 * max(n, 1):
         grid.append(grid[-1] * 2)
-        values.append(ll(grid[-1]))
-    k = int(np.argmax(values))
-    lo_b, hi_b = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
-    opt = optimize.minimize_scalar(lambda v: -ll(v), bounds=(lo_b, hi_b), method="bounded", options={"xatol": 0.01})
-    n0_hat, ll_max = float(opt.x), -float(opt.fun)
-    if values[k] > ll_max:
-        n0_hat, ll_max = grid[k], values[k]
+        values.append(ll_or_nan(grid[-1]))
+    k = int(np.nanargmax(values))
+    n0_hat, ll_max = grid[k], values[k]
+    try:
+        opt = optimize.minimize_scalar(lambda v: -ll(v), bounds=(grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]),
+                                       method="bounded", options={"xatol": 0.01})
+        if -float(opt.fun) > ll_max:
+            n0_hat, ll_max = float(opt.x), -float(opt.fun)
+    except _FitFailed:
+        pass  # the grid's best point stands
     cut = ll_max - stats.chi2.ppf(1 - alpha, 1) / 2
+    notes = []
 
     def g(v: float) -> float:
         return ll(v) - cut
@@ -413,20 +464,20 @@ def profile_interval(tab: Table, fit: Fit, alpha: float = 0.05) -> tuple[float, 
     floor = min(FLOOR, n0_hat / 2)
     try:
         lower = 0.0 if g(floor) > 0 else optimize.brentq(g, floor, n0_hat, xtol=0.01)
-    except ValueError:
+    except _FitFailed as exc:
         lower = 0.0
-    top = max(2 * n0_hat + 10, 10.0)
-    for _ in range(60):  # widen until the likelihood has dropped below the cut
-        if g(top) < 0:
-            break
-        top *= 2
-    else:
-        return n + lower, math.inf
+        notes.append(f"lower end left at the observed count: {exc}")
+    upper = math.inf
     try:
-        upper = optimize.brentq(g, n0_hat, top, xtol=0.01)
-    except ValueError:
-        return n + lower, math.inf
-    return n + lower, n + upper
+        top = max(2 * n0_hat + 10, 10.0)
+        for _ in range(60):  # widen until the likelihood has dropped below the cut
+            if g(top) < 0:
+                upper = optimize.brentq(g, n0_hat, top, xtol=0.01)
+                break
+            top *= 2
+    except _FitFailed as exc:
+        notes.append(f"upper end left unbounded: {exc}")
+    return Interval(n + lower, n + upper, "; ".join(notes))
 
 
 def _term_names(lists: Sequence[str], pairs: Iterable[tuple[int, int]]) -> tuple[str, ...]:
@@ -487,19 +538,21 @@ def loglinear(
             pairs.append(HETEROGENEITY)
         chosen = fit_model(tab, pairs)
         if chosen is None:
-            raise ValueError(f"model {_term_names(tab.lists, pairs)} is not identifiable for this table")
+            raise ValueError(f"model {_term_names(tab.lists, pairs)} is not identifiable for this table (or its "
+                             "heterogeneity variance is negative)")
         fit = chosen
     estimate = n + fit.dark
-    if ci == "profile":
-        lower, upper = profile_interval(tab, fit, alpha)
-        how = "profile likelihood (given the chosen model)"
-    else:
+    if ci == "bootstrap":
         lower, upper = _bootstrap_interval(tab, fit, interactions, criterion, pthresh, alpha, n_boot, seed,
                                            heterogeneity)
         how = f"parametric bootstrap, {n_boot} replicates, seed {seed}, model choice repeated"
-        if not (math.isfinite(lower) and math.isfinite(upper)):  # too few replicates could be fitted
-            lower, upper = profile_interval(tab, fit, alpha)
-            how = "profile likelihood (the bootstrap failed in most replicates)"
+    if ci != "bootstrap" or not (math.isfinite(lower) and math.isfinite(upper)):
+        # (the bootstrap falls back on the profile when too few replicates could be fitted)
+        prof = profile_interval(tab, fit, alpha)
+        lower, upper = prof.lower, prof.upper
+        how = ("profile likelihood (given the chosen model)" if ci != "bootstrap"
+               else "profile likelihood (the bootstrap failed in most replicates)")
+        how += f"; {prof.note}" if prof.note else ""
     return PopulationEstimate(
         observed=round(n),
         estimate=float(estimate),
@@ -555,12 +608,14 @@ def _bootstrap_interval(
 
 
 def estimate(histories: Histories | Table, **kwargs: object) -> PopulationEstimate:
-    """Chapman for two lists, log-linear for three or more, the observed count alone for one list."""
+    """Chapman for two lists, log-linear for three or more; for one list (or nobody seen) the observed count with
+    the interval [observed, unbounded)."""
     tab = table(histories)
     if len(tab.lists) == 1 or tab.observed == 0:
+        # One list says nothing about who it missed: [observed, unbounded), not a point claimed as certain.
         n = tab.observed
-        return PopulationEstimate(n, float(n), float(n), float(n), "observed", lists=tab.lists,
-                                  interval="no overlap information: observed count only")
+        return PopulationEstimate(n, float(n), float(n), math.inf, "observed", lists=tab.lists,
+                                  interval="none: no overlap information, the interval is [observed, unbounded)")
     if len(tab.lists) == 2:
         return chapman_histories(tab)
     return loglinear(tab, **kwargs)  # type: ignore[arg-type]
@@ -590,6 +645,7 @@ __all__ = [
     "histories_from_sets",
     "loglinear",
     "profile_interval",
+    "profile_loglik",
     "read_histories_csv",
     "select_model",
     "table",

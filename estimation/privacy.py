@@ -37,31 +37,51 @@ def _e164(text: str) -> str | None:
     return normalise_linkage("phone", text)
 
 
+def sketch_periods(con: duckdb.DuckDBPyConnection, store: KeyStore) -> dict[str, bool]:
+    """Every linkage period the warehouse holds advertiser sketches of -> whether that period's key still exists.
+
+    The audit is about those periods' keys: a key of another period (e.g. the current one, never used on these
+    sketches) can never match them, so auditing with it would prove nothing.
+    """
+    rows = con.execute("SELECT DISTINCT linkage_period FROM cell_sketches WHERE advertisers_sketch IS NOT NULL "
+                       "ORDER BY 1").fetchall()
+    out = {}
+    for (period,) in rows:
+        try:
+            store.key(period, create=False)
+            out[period] = True
+        except KeyError:
+            out[period] = False
+    return out
+
+
 def linkable(con: duckdb.DuckDBPyConnection, store: KeyStore, phones: Iterable[str]) -> list[Match]:
-    """Hash every phone with every key still on disk and test it against every stored advertiser sketch.
+    """Hash every phone with the key of each linkage period the warehouse holds sketches of (where that key still
+    exists) and test it against every stored advertiser sketch of that period.
 
     Returns every (phone, key, cell) that matches. Empty means: with the keys that exist now, none of these
-    numbers can be found in the warehouse.
+    numbers can be found in the warehouse; ``sketch_periods`` says which periods' keys were available to try.
     """
-    keys = {info.period: store.key(info.period, create=False) for info in store.list()}
+    keys = {period: store.key(period, create=False) for period, ok in sketch_periods(con, store).items() if ok}
     if not keys:
         return []
-    wanted: dict[int, list[tuple[str, str]]] = {}  # sketch hash of the keyed hash -> [(phone, key period)]
+    wanted: dict[tuple[str, int], list[str]] = {}  # (period, sketch hash of the keyed hash) -> [phone]
     for phone in phones:
         e164 = _e164(phone)
         if e164 is None:
             continue
         for period, key in keys.items():
             hashed = Pseudonymiser(key).advertiser("phone", e164)
-            wanted.setdefault(item_hash(hashed), []).append((phone, period))
+            wanted.setdefault((period, item_hash(hashed)), []).append(phone)
     rows = con.execute(
         "SELECT run_id, platform, region_level, region_code, category, linkage_period, advertisers_sketch "
-        "FROM cell_sketches WHERE advertisers_sketch IS NOT NULL"
+        "FROM cell_sketches WHERE advertisers_sketch IS NOT NULL AND list_contains(?, linkage_period)",
+        [list(keys)],
     ).fetchall()
     matches = []
     for run_id, platform, level, code, category, period, blob in rows:
         # Same test as a theta intersection with a one-item sketch, done for every wanted item at once.
-        for value in retained(sketches.from_bytes(blob)) & wanted.keys():
-            matches.extend(Match(phone, key_period, run_id, platform, level, code, category, period)
-                           for phone, key_period in wanted[value])
+        for value in retained(sketches.from_bytes(blob)):
+            matches.extend(Match(phone, period, run_id, platform, level, code, category, period)
+                           for phone in wanted.get((period, value), ()))
     return matches

@@ -8,7 +8,8 @@ called, so the whole stage after the crawl is exercised; the HTTP crawl itself i
 
 Then, per seed, against ``sandbox.truth``:
 
-- window counts (``run``, ``7d``, ``period``) must equal the truth's distinct advertisers on card platforms;
+- window counts (``run``, ``7d``, ``period``) must equal the truth's distinct linked advertisers on card platforms
+  (at least one card showing their phone; cards without one are unlinked listings, not advertisers);
 - each population estimate (scope ``run``) is compared with the true number of advertisers visible that day:
   coverage of the 95% interval, relative bias, interval width.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -60,20 +62,30 @@ def simulated_result(pop: object, platform: str, day: int, key: bytes, run_id: s
     pseudo = Pseudonymiser(key)
     phones = pool.render("e164", pop.phone[advs])  # type: ignore[attr-defined]
     refs = pop.l_ref[lids]  # type: ignore[attr-defined]
+    shows = pop.l_shows_phone[lids]  # type: ignore[attr-defined]
     listing_h = [pseudo.listing(platform, str(r)) for r in refs]
-    advert_h = [pseudo.advertiser("phone", str(p)) for p in phones]
+    # A card without a phone is an unlinked listing, never an advertiser (the units contract of issue 13).
+    advert_h = [pseudo.advertiser("phone", str(p)) if s else None for p, s in zip(phones, shows, strict=True)]
     codes = {"national": [NATIONAL_CODE] * len(lids), "itl1": pl.itl1[towns].tolist(), "lad": pl.lad[towns].tolist()}
     listings: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     adverts: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    unlinked: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     for level, region in codes.items():
         for i, code in enumerate(region):
             cell = (level, str(code), str(cats[i]))
             listings[cell].add(listing_h[i])
-            adverts[cell].add(advert_h[i])
+            if advert_h[i] is None:
+                unlinked[cell].add(listing_h[i])
+            else:
+                adverts[cell].add(advert_h[i])  # type: ignore[arg-type]
+
+    def b64(hashes: set[str]) -> str:
+        return sketches.to_b64(sketches.from_hashes(hashes, lg_k))
+
     cells = [
         Cell(region_level=lv, region_code=rc, category=cat,  # type: ignore[arg-type]
-             listings_sketch=sketches.to_b64(sketches.from_hashes(listings[(lv, rc, cat)], lg_k)),
-             advertisers_sketch=sketches.to_b64(sketches.from_hashes(adverts[(lv, rc, cat)], lg_k)))
+             listings_sketch=b64(listings[(lv, rc, cat)]), advertisers_sketch=b64(adverts[(lv, rc, cat)]),
+             unlinked_sketch=b64(unlinked[(lv, rc, cat)]))
         for lv, rc, cat in sorted(listings)
     ]
     started = datetime.combine(day_date(day), dtime(5, 0), tzinfo=UTC)
@@ -137,7 +149,8 @@ def check_seed(seed: int, n: int, days: list[int], membership: str, workdir: Pat
     for r in windows.itertuples():
         truth_cell = spans[r.span].get(r.region_level, {}).get(r.region_code, {}).get(r.category, {})
         wrows.append({"seed": seed, "span": r.span, "level": r.region_level, "region": r.region_code,
-                      "category": r.category, "estimate": r.estimate, "truth": truth_cell.get("on_card_platforms"),
+                      "category": r.category, "estimate": r.estimate,
+                      "truth": truth_cell.get("linked_on_card_platforms"),
                       "exact": r.exact})
     erows = []
     for r in estimates.itertuples():
@@ -148,7 +161,7 @@ def check_seed(seed: int, n: int, days: list[int], membership: str, workdir: Pat
         erows.append({"seed": seed, "scope": r.scope, "level": r.region_level, "region": r.region_code,
                       "category": r.category,
                       "method": r.method, "observed": r.observed, "estimate": r.estimate, "lower": r.lower,
-                      "upper": r.upper, "truth": true_n,
+                      "upper": r.upper, "truth": true_n, "flags": r.flags, "unstable": bool(r.unstable),
                       "covered": r.lower <= true_n and (pd.isna(r.upper) or true_n <= r.upper)})
     return pd.DataFrame(wrows), pd.DataFrame(erows)
 
@@ -170,7 +183,7 @@ def coverage_from_truth(seeds: list[int], n: int, day: int, membership: str,
                         continue
                     tab = capture.table(hist, t["capture_histories"]["platforms"])
                     # heterogeneity=True: exactly what estimate_run stores; False: the plain stepwise rule.
-                    est = estimate_cell(tab, ci)[0] if heterogeneity else capture.estimate(tab, ci=ci)
+                    est = estimate_cell(tab, ci).estimate if heterogeneity else capture.estimate(tab, ci=ci)
                     rows.append({"seed": seed, "level": level, "region": region, "category": category,
                                  "observed": est.observed, "estimate": est.estimate, "lower": est.lower,
                                  "upper": est.upper, "truth": cell["population"],
@@ -179,12 +192,13 @@ def coverage_from_truth(seeds: list[int], n: int, day: int, membership: str,
     return pd.DataFrame(rows)
 
 
-def summarise(frame: pd.DataFrame) -> pd.DataFrame:
-    """Coverage, relative bias and width of the estimates by level and category."""
+def summarise(frame: pd.DataFrame, by: tuple[str, ...] = ("scope", "level", "category")) -> pd.DataFrame:
+    """Coverage, relative bias and width of the estimates by level and category (or ``by``). An open upper end
+    covers anything above the lower end and has no width (rel_width is the mean over bounded intervals)."""
     f = frame.assign(rel_error=(frame["estimate"] - frame["truth"]) / frame["truth"],
                      rel_width=(frame["upper"] - frame["lower"]) / frame["truth"],
                      observed_share=frame["observed"] / frame["truth"])
-    keys = [k for k in ("scope", "level", "category") if k in f.columns]
+    keys = [k for k in by if k in f.columns]
     return (f.groupby(keys)
             .agg(cells=("truth", "size"), mean_truth=("truth", "mean"), observed_share=("observed_share", "mean"),
                  coverage=("covered", "mean"), rel_bias=("rel_error", "mean"),
@@ -194,11 +208,14 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from sandbox.population import MEMBERSHIPS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--n", type=int, default=1000, help="sandbox stock of advertisers")
     parser.add_argument("--days", type=int, default=8, help="daily runs from day 0; the last one is compared")
-    parser.add_argument("--membership", choices=("independent", "realistic"), default="independent")
+    parser.add_argument("--membership", choices=MEMBERSHIPS, default="independent")
+    parser.add_argument("--out", type=Path, help="also write the summaries as JSON here (bench/results/...)")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     days = list(range(args.days))
@@ -210,14 +227,33 @@ def main(argv: list[str] | None = None) -> None:
             estimates.append(e)
     w = pd.concat(windows, ignore_index=True)
     e = pd.concat(estimates, ignore_index=True)
-    matched = (w["estimate"].round() == w["truth"]).mean()
-    print(f"seeds={args.seeds} n={args.n} days={args.days} membership={args.membership} "
-          f"elapsed={time.perf_counter() - t0:.1f}s")
+    elapsed = time.perf_counter() - t0
+    matched = float((w["estimate"].round() == w["truth"]).mean())
+    national = {scope: e[(e["level"] == "national") & (e["category"] == "all") & (e["scope"] == scope)]
+                for scope in ("run", "period")}
+    tables = {
+        "by_level_and_category": summarise(e),
+        # What publish would show: estimates not flagged unstable, and those it marks or withholds.
+        "by_stability": summarise(e, ("scope", "level", "unstable")),
+    }
+    print(f"seeds={args.seeds} n={args.n} days={args.days} membership={args.membership} elapsed={elapsed:.1f}s")
     print(f"window cells compared: {len(w)}, equal to the truth: {matched:.4%}, all exact: {bool(w['exact'].all())}")
-    for scope in ("run", "period"):
-        national = e[(e["level"] == "national") & (e["category"] == "all") & (e["scope"] == scope)]
-        print(f"scope {scope}, national/all: seeds covered {int(national['covered'].sum())}/{len(national)}")
-    print(summarise(e).to_markdown(index=False, floatfmt=".3f") if _has_tabulate() else summarise(e).to_string())
+    for scope, frame in national.items():
+        print(f"scope {scope}, national/all: seeds covered {int(frame['covered'].sum())}/{len(frame)}")
+    for name, table in tables.items():
+        print(f"\n{name}")
+        print(table.to_markdown(index=False, floatfmt=".3f") if _has_tabulate() else table.to_string())
+    if args.out:
+        import json
+        import platform
+
+        out = {"command": "python -m estimation.validate " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "seeds": args.seeds, "n": args.n, "days": args.days, "membership": args.membership,
+               "elapsed_s": round(elapsed, 1), "python": platform.python_version(),
+               "window_cells": len(w), "window_cells_equal_to_truth": matched,
+               "national_all_covered": {s: [int(f["covered"].sum()), len(f)] for s, f in national.items()},
+               **{name: table.to_dict(orient="records") for name, table in tables.items()}}
+        args.out.write_text(json.dumps(out, indent=2, default=float) + "\n")
 
 
 def _has_tabulate() -> bool:

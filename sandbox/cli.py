@@ -17,7 +17,8 @@ from sandbox.server import Sandbox
 app = typer.Typer(help="Synthetic sandbox platforms on loopback, with ground truth.", no_args_is_help=True,
                   add_completion=False)
 
-MEMBERSHIP_HELP = "realistic (correlated overlap) or independent (for capture-recapture checks)"
+MEMBERSHIP_HELP = ("realistic (correlated overlap), independent (for capture-recapture checks) or mixture (a "
+                   "mechanism no estimation model assumes: docs/sandbox.md)")
 
 
 @app.command()

@@ -155,15 +155,21 @@ def _population(pop: Population, mask: np.ndarray) -> dict[str, Any]:
 
 
 def _window(pop: Population, start: int, end: int) -> dict[str, Any]:
-    """Distinct advertisers visible on any day of [start, end]: all of them, and those on card platforms."""
+    """Distinct advertisers visible on any day of [start, end]: all of them, those on card platforms, and those
+    linked there (at least one card showing their phone: what the warehouse's advertiser sketches can count)."""
     mask = pop.visible_between(start, end)
     frame = _advertiser_frame(pop, mask)
     card = pop.member[:, [PLATFORMS.index(p) for p in CARD_PLATFORMS]].any(axis=1)
+    shown = np.isin(pop.l_platform, [PLATFORMS.index(p) for p in CARD_PLATFORMS]) & pop.l_shows_phone
+    linked = np.zeros(len(card), dtype=bool)
+    linked[pop.l_adv[shown]] = True
     total = _count(frame, "adv")
     observed = _count(frame[card[frame["adv"].to_numpy()]], "adv")
+    seen_linked = _count(frame[linked[frame["adv"].to_numpy()]], "adv")
     return {
         "start": start, "end": end, "days": end - start + 1,
-        "cells": _nest({k: {"advertisers": total.get(k, 0), "on_card_platforms": observed.get(k, 0)}
+        "cells": _nest({k: {"advertisers": total.get(k, 0), "on_card_platforms": observed.get(k, 0),
+                            "linked_on_card_platforms": seen_linked.get(k, 0)}
                         for k in _keys(total)}),
     }
 

@@ -43,6 +43,17 @@ LN_SIGMA = float(np.sqrt(2 * np.log(DURATION_MEAN / DURATION_MEDIAN)))
 # Marginal membership probabilities: the big directory holds most advertisers, the others fewer.
 MEMBERSHIP_P = np.array([0.75, 0.40, 0.30, 0.35])
 MEMBERSHIP_RHO = 0.5  # latent correlation in "realistic" mode: visible on one platform -> likelier on others
+# "mixture" mode (issue 13): a mechanism none of the estimation models assumes, so validation can fail.
+# Catchability is a skewed two-class mixture (a busy fifth of advertisers), each platform responds to it with its
+# own slope (not the common effect Darroch's model assumes), the API favours men and trans advertisers, and the
+# load-more board is a substitute for the directory in the north and Midlands (TLC-TLG) but a complement
+# elsewhere: list dependence that varies by region. Intercepts are solved so the marginals stay MEMBERSHIP_P.
+MIXTURE_BUSY_SHARE = 0.2
+MIXTURE_CLASSES = ((1.6, 0.4), (-0.4, 0.7))  # (mean, sd) of the latent activity: busy, ordinary
+MIXTURE_SLOPES = np.array([0.4, 1.6, 0.9, 1.0])  # per platform (directory, API, load-more, counts)
+MIXTURE_API_CATEGORY = np.array([-0.4, 1.0, 1.0, 0.0])  # API offset by category (women, men, trans, couples)
+MIXTURE_SUBSTITUTE_REGIONS = ("TLC", "TLD", "TLE", "TLF", "TLG")
+MIXTURE_DEPENDENCE = 1.2  # load-more log-odds shift for directory members: minus in those regions, plus elsewhere
 P_TOURING = 0.10
 P_DUPLICATE = 0.05  # a second listing on the same platform with the same phone
 P_AGENCY = 0.02  # one listing and phone covering several workers
@@ -56,7 +67,8 @@ P_NO_PHONE = 0.04  # cards that show no phone (contact by form only): unlinked l
 DEFAULT_N = 10_000
 DEFAULT_HORIZON = 42
 
-Membership = Literal["realistic", "independent"]
+Membership = Literal["realistic", "independent", "mixture"]
+MEMBERSHIPS: tuple[str, ...] = ("realistic", "independent", "mixture")
 
 FIRST_NAMES = (
     "Amber", "Bella", "Chloe", "Daisy", "Ella", "Faye", "Grace", "Holly", "Isla", "Jade", "Kara", "Lola",
@@ -208,6 +220,40 @@ def _churn(rng: np.random.Generator, n: int, horizon: int) -> tuple[np.ndarray, 
     return arrive[seen], leave[seen]
 
 
+def _solve_intercept(offsets: np.ndarray, p: float) -> float:
+    """The intercept a with mean(sigmoid(a + offsets)) = p (bisection: the mean is increasing in a)."""
+    lo, hi = -30.0, 30.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        if np.mean(1 / (1 + np.exp(-(mid + offsets)))) < p:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def _mixture_membership(rng: np.random.Generator, category: np.ndarray, home_region: np.ndarray) -> np.ndarray:
+    """Platform membership under the "mixture" mechanism (see MIXTURE_* above)."""
+    n = len(category)
+    busy = rng.random(n) < MIXTURE_BUSY_SHARE
+    (m1, s1), (m0, s0) = MIXTURE_CLASSES
+    activity = np.where(busy, rng.normal(m1, s1, n), rng.normal(m0, s0, n))
+    member = np.zeros((n, len(PLATFORMS)), dtype=bool)
+    api, lm = PLATFORMS.index("sandbox-api"), PLATFORMS.index("sandbox-loadmore")
+    directory = PLATFORMS.index("sandbox-directory")
+    order = [k for k in range(len(PLATFORMS)) if k != lm] + [lm]  # load-more depends on the directory draw
+    substitute = np.isin(np.array(ITL1)[home_region], MIXTURE_SUBSTITUTE_REGIONS)
+    for k in order:
+        offsets = MIXTURE_SLOPES[k] * activity
+        if k == api:
+            offsets = offsets + MIXTURE_API_CATEGORY[category]
+        if k == lm:
+            offsets = offsets + np.where(substitute, -1.0, 1.0) * MIXTURE_DEPENDENCE * member[:, directory]
+        a = _solve_intercept(offsets, float(MEMBERSHIP_P[k]))
+        member[:, k] = rng.random(n) < 1 / (1 + np.exp(-(a + offsets)))
+    return member
+
+
 def generate(
     seed: int = 0,
     n_advertisers: int = DEFAULT_N,
@@ -215,8 +261,8 @@ def generate(
     membership: Membership = "realistic",
 ) -> Population:
     """Build the population deterministically from ``seed`` (numpy Generator; same inputs, same output)."""
-    if membership not in ("realistic", "independent"):
-        raise ValueError(f"membership must be 'realistic' or 'independent', not {membership!r}")
+    if membership not in MEMBERSHIPS:
+        raise ValueError(f"membership must be one of {', '.join(MEMBERSHIPS)}, not {membership!r}")
     if n_advertisers < 1 or horizon_days < 1:
         raise ValueError("n_advertisers and horizon_days must be positive")
     rng = np.random.default_rng([seed, 20221])
@@ -248,6 +294,8 @@ def generate(
 
     if membership == "independent":
         member = rng.random((n, len(PLATFORMS))) < MEMBERSHIP_P
+    elif membership == "mixture":
+        member = _mixture_membership(rng, category, home_region)
     else:
         z = rng.standard_normal((n, 1))
         e = rng.standard_normal((n, len(PLATFORMS)))

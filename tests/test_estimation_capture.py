@@ -75,14 +75,101 @@ def test_artificial_3_guards_match_the_published_diagnosis() -> None:
         loglinear(ARTIFICIAL_3, [("A", "C")])  # A and C never overlap: its MLE is -inf
 
 
-def test_statsmodels_and_profile_newton_agree() -> None:
-    tab = table(KOREA)
-    fit = fit_model(tab, [(0, 1)])
-    assert fit is not None
-    x = capture.design(tab.patterns, fit.pairs)
-    mu, converged = capture._poisson_mle(x, tab.counts.copy(), np.zeros(x.shape[1]))
-    assert converged
-    np.testing.assert_allclose(mu, fit.fitted, rtol=1e-7)
+# Issue 13: 300 seen only on each of three lists, 20 on each pair, 12 on all three (972 seen). Many more on all
+# three than independent lists would give: Darroch's heterogeneity term is chosen, and the dark figure is large.
+THREE_LISTS = {"100": 300, "010": 300, "001": 300, "110": 20, "101": 20, "011": 20, "111": 12}
+
+
+def _brute_force_profile(counts: dict[str, int], alpha: float = 0.05) -> tuple[float, float, float]:
+    """(MLE, lower, upper) of N for the model A + B + C + Darroch's k^2/2, written out independently of
+    estimation.capture: the complete 2^3 table (unobserved cell = N - n) fitted by statsmodels' Poisson GLM at
+    every N of a fine geometric grid, the variance held at 0 where the fit makes it negative, the multinomial
+    log-likelihood computed from the fitted means, and the interval read off where it is within chi2(1)/2."""
+    import statsmodels.api as sm
+    from scipy import stats
+
+    pats = [*counts, "000"]
+    pattern = np.array([[int(c) for c in p] for p in pats], dtype=float)
+    obs = np.array(list(counts.values()), dtype=float)
+    k = pattern.sum(axis=1)
+    x = np.column_stack([np.ones(len(pats)), pattern, k**2 / 2])
+    grid = np.unique(np.round(np.geomspace(obs.sum() + 1, 50 * obs.sum() * 10, 3000)))
+    values = []
+    for n_total in grid:
+        y = np.append(obs, n_total - obs.sum())
+        res = sm.GLM(y, x, family=sm.families.Poisson()).fit(tol=1e-10, maxiter=200)
+        if res.params[-1] < 0:
+            res = sm.GLM(y, x[:, :-1], family=sm.families.Poisson()).fit(tol=1e-10, maxiter=200)
+        assert res.converged
+        mu = res.fittedvalues
+        values.append(math.lgamma(n_total + 1) - sum(math.lgamma(v + 1) for v in y) + float(y @ np.log(mu / n_total)))
+    ll = np.array(values)
+    inside = grid[ll >= ll.max() - stats.chi2.ppf(1 - alpha, 1) / 2]
+    return float(grid[ll.argmax()]), float(inside.min()), float(inside.max())
+
+
+def test_three_list_heterogeneity_profile_interval_is_bounded_and_matches_a_brute_force_profile() -> None:
+    """Regression (issue 13): this table answered "972.0 to unbounded" (diverged fits near the boundary were
+    read as likelihoods). Expected values from a brute-force grid profile, not from the function under test."""
+    mle, lo, hi = _brute_force_profile(THREE_LISTS)
+    est = loglinear(THREE_LISTS, heterogeneity=True)
+    assert est.terms == ("A", "B", "C", "H(Darroch)") and est.observed == 972
+    # Hand-derived: the model is saturated on the pattern sizes k = 1, 2, 3, so h = ln(12*300/400) and
+    # N = 972 + 300 exp(-b - h/2) with b = ln(20/300) - 1.5 h: 41,472.
+    h = math.log(12 * 300 / 20**2)
+    assert est.estimate == pytest.approx(972 + 300 * math.exp(-(math.log(20 / 300) - 1.5 * h) - h / 2), rel=1e-6)
+    assert est.estimate == pytest.approx(mle, rel=0.005)  # the grid's step is 0.2 %
+    assert est.lower == pytest.approx(lo, rel=0.005) and est.upper == pytest.approx(hi, rel=0.005)
+    # The issue's "roughly 15,000 to 95,000": we get about 16,200 to 108,000 (see docs/estimation.md).
+    assert 14_000 < est.lower < 17_000 and 90_000 < est.upper < 115_000
+    assert "left" not in est.interval  # no end left open
+
+
+def test_profile_refits_cold_when_the_warm_start_diverges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warm start that does not converge is refitted cold; a fit that never converges leaves the end open
+    rather than entering the search as a likelihood (positive control: every fit refused)."""
+    good = loglinear(THREE_LISTS, heterogeneity=True)
+    real = capture._glm
+    calls = {"warm": 0}
+
+    def warm_fails(x, y, start=None):  # type: ignore[no-untyped-def]
+        if start is not None and len(y) == 8:  # profile fits (complete table), warm-started
+            calls["warm"] += 1
+            res = real(x, y, start)
+            res.converged = False
+            return res
+        return real(x, y, start)
+
+    monkeypatch.setattr(capture, "_glm", warm_fails)
+    cold = loglinear(THREE_LISTS, heterogeneity=True)
+    assert calls["warm"] > 10
+    assert (cold.lower, cold.upper) == pytest.approx((good.lower, good.upper), rel=1e-4)
+
+    def positive_loglik(x, y, start=None):  # type: ignore[no-untyped-def]
+        res = real(x, y, start)
+        if len(y) == 8 and y[-1] < 5000:  # fits below N ~ 6,000 "converge" to means that do not sum to N
+            res.fittedvalues = res.fittedvalues * 3
+        return res
+
+    monkeypatch.setattr(capture, "_glm", positive_loglik)
+    point = capture.profile_loglik(table(THREE_LISTS), [capture.HETEROGENEITY], 1000.0)
+    assert point.params is None and math.isnan(point.loglik)  # refused: the "log-likelihood" was positive
+    opened = loglinear(THREE_LISTS, heterogeneity=True)
+    assert opened.lower == 972 and "lower end left at the observed count" in opened.interval
+    assert opened.upper == pytest.approx(good.upper, rel=1e-4)
+
+
+def test_heterogeneity_needs_a_non_negative_variance() -> None:
+    """Fewer on all three lists than independence predicts: the unconstrained Darroch coefficient is negative,
+    which describes no population; the term is refused, by the stepwise rule too (its LR test alone would take
+    it: deviance 9.3 on 1 df)."""
+    tab = table({"100": 100, "010": 100, "001": 100, "110": 30, "101": 30, "011": 30, "111": 1})
+    x = capture.design(tab.patterns, [capture.HETEROGENEITY])
+    assert capture._glm(x, tab.counts).params[-1] < 0  # the guard is really exercised
+    assert fit_model(tab, [capture.HETEROGENEITY]) is None
+    assert "H(Darroch)" not in loglinear(tab, heterogeneity=True).terms
+    with pytest.raises(ValueError, match="heterogeneity variance is negative"):
+        loglinear(tab, "none", heterogeneity=True)
 
 
 def test_profile_interval_brackets_and_tightens_with_more_data() -> None:
@@ -164,6 +251,10 @@ def test_cli_estimate(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert "268.8" in out.output and "b:c" in out.output
     out = runner.invoke(app, ["estimate", "--histories", str(path), "--interactions", "none", "--json"])
     assert out.exit_code == 0 and '"estimate": 141.99' in out.output
+    three = tmp_path / "three.csv"
+    three.write_text("A,B,C,count\n" + "".join(f"{','.join(k)},{v}\n" for k, v in THREE_LISTS.items()))
+    out = runner.invoke(app, ["estimate", "--histories", str(three), "--heterogeneity"])
+    assert out.exit_code == 0 and "41,472.0" in out.output and "unbounded" not in out.output, out.output
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,0\n")
     out = runner.invoke(app, ["estimate", "--histories", str(bad)])

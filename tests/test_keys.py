@@ -95,24 +95,34 @@ def test_keys_cli_shows_and_rotates(tmp_path: Path) -> None:
     assert out.exit_code == 2
 
 
-def test_destroyed_key_unlinks_sketches_from_canaries(tmp_path: Path) -> None:
-    """Load a sandbox day hashed with November's key; the canary phones are found in the stored sketches with that
-    key, and after rotation (November destroyed, December's key on disk) the same attack finds nothing."""
-    from estimation.privacy import linkable
+def _load_november(tmp_path: Path, store: KeyStore):  # type: ignore[no-untyped-def]
+    """A warehouse holding one sandbox day hashed with November's key, and the sandbox's canary phones."""
     from estimation.validate import BASE_DATE, simulated_result
     from sandbox import truth
     from sandbox.population import CARD_PLATFORMS, cached
     from warehouse import Warehouse
 
     assert period_id(BASE_DATE, "month") == "2026-11"
-    store = KeyStore(tmp_path / "keys", destroy_after_days=7)
     key = store.key("2026-11", today=BASE_DATE)
     pop = cached(5, 300, 1, "independent")
     canaries = truth(5, 0, 300, membership="independent", horizon_days=1)["canaries"]["phones"]
-    with Warehouse(tmp_path / "wh.duckdb") as wh:
-        wh.start_run("r1", datetime(2026, 11, 1, 5), "h", None, "test")
-        wh.load_results("r1", BASE_DATE, [simulated_result(pop, p, 0, key, "r1") for p in CARD_PLATFORMS])
-        wh.finish_run("r1", "complete", [])
+    wh = Warehouse(tmp_path / "wh.duckdb")
+    wh.start_run("r1", datetime(2026, 11, 1, 5), "h", None, "test")
+    wh.load_results("r1", BASE_DATE, [simulated_result(pop, p, 0, key, "r1") for p in CARD_PLATFORMS])
+    wh.finish_run("r1", "complete", [])
+    return wh, key, canaries
+
+
+def test_destroyed_key_unlinks_sketches_from_canaries(tmp_path: Path) -> None:
+    """Load a sandbox day hashed with November's key; the canary phones are found in the stored sketches with that
+    key, and after rotation the audit of November's sketches -- with November's key, the destroyed key's period,
+    not December's, which never touched them -- finds no key and nothing linkable."""
+    from estimation.privacy import linkable, sketch_periods
+
+    store = KeyStore(tmp_path / "keys", destroy_after_days=7)
+    wh, key, canaries = _load_november(tmp_path, store)
+    with wh:
+        assert sketch_periods(wh.con, store) == {"2026-11": True}
         before = linkable(wh.con, store, canaries)
         assert before, "with the key on disk the canaries must be found (otherwise this test proves nothing)"
         assert {m.key_period for m in before} == {"2026-11"}
@@ -121,9 +131,30 @@ def test_destroyed_key_unlinks_sketches_from_canaries(tmp_path: Path) -> None:
 
         rotation = store.rotate("month", date(2026, 12, 9))
         assert rotation.destroyed == ["2026-11"] and [i.period for i in store.list()] == ["2026-12"]
+        assert sketch_periods(wh.con, store) == {"2026-11": False}  # the audited period is the destroyed one
         assert linkable(wh.con, store, canaries) == []
+    for path in (tmp_path / "keys").iterdir():  # the key's bytes are nowhere in the key folder
+        assert key not in path.read_bytes()
     raw = (tmp_path / "wh.duckdb").read_bytes()
     assert key not in raw  # the key never reached the warehouse
+
+
+def test_the_destruction_audit_can_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Positive control for the test above: a faulty destruction (tombstone written, key file left in place)
+    must make the same audit find the canaries after rotation."""
+    from estimation.privacy import linkable, sketch_periods
+
+    def faulty_destroy(self: KeyStore, pid: str, today: date | None = None) -> bool:
+        self._tombstone(pid).write_text(f"{pid} {(today or date.today()).isoformat()}\n")
+        return True
+
+    monkeypatch.setattr(KeyStore, "destroy", faulty_destroy)
+    store = KeyStore(tmp_path / "keys", destroy_after_days=7)
+    wh, _, canaries = _load_november(tmp_path, store)
+    with wh:
+        assert store.rotate("month", date(2026, 12, 9)).destroyed == ["2026-11"]
+        assert sketch_periods(wh.con, store) == {"2026-11": True}
+        assert len(linkable(wh.con, store, canaries)) > 100
 
 
 def _e164s(phones: list[str]) -> set[str]:

@@ -334,6 +334,24 @@ def test_membership_modes() -> None:
     assert np.all(corr_real > 0.1)
 
 
+def test_mixture_membership_keeps_the_marginals_and_varies_dependence_by_region() -> None:
+    """The mechanism no estimation model assumes: same platform sizes, but the directory/load-more dependence
+    is negative in the substitute regions and positive elsewhere, and the API leans towards men."""
+    from sandbox.population import CATEGORIES, MIXTURE_SUBSTITUTE_REGIONS, places
+
+    pop = generate(5, 8000, 1, "mixture")
+    m = pop.member.astype(float)
+    assert np.allclose(m.mean(axis=0), MEMBERSHIP_P, atol=0.03)
+    substitute = np.isin(places().itl1[pop.home], MIXTURE_SUBSTITUTE_REGIONS)
+    d, lm = 0, 2  # directory, load-more
+    assert np.corrcoef(m[substitute][:, [d, lm]].T)[0, 1] < -0.05
+    assert np.corrcoef(m[~substitute][:, [d, lm]].T)[0, 1] > 0.1
+    men = pop.category == CATEGORIES.index("men")
+    assert m[men, 1].mean() > m[~men, 1].mean() + 0.1
+    with pytest.raises(ValueError, match="mixture"):
+        generate(5, 100, 1, "bogus")  # type: ignore[arg-type]
+
+
 def test_capture_histories_sum_to_the_true_population() -> None:
     t = truth(SEED, 2, N, horizon_days=HORIZON, membership="independent", canaries=False)
     ch = t["capture_histories"]
