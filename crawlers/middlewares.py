@@ -38,6 +38,7 @@ for ``ConsentMiddleware``.
 
 Stats: ``pointcount/requests``, ``pointcount/responses/<status>``, ``pointcount/errors/<exception>``,
 ``pointcount/blocks``, ``pointcount/retry_after/pauses``, ``pointcount/retry_after/seconds``,
+``pointcount/retry_after/resume_at`` (epoch the last pause ends: handed to the host's next crawl),
 ``pointcount/delay_s``, ``pointcount/crawl_delay_s``, ``pointcount/never_fetch_blocked``,
 ``pointcount/offsite_blocked``, ``pointcount/budget_refused``, ``pointcount/robots_unreadable``,
 ``pointcount/consent/requests``, ``pointcount/consent/cookies``, ``pointcount/consent/failed``.
@@ -398,6 +399,8 @@ class PolitenessMiddleware:
         # Pause even when giving up, so nothing else goes out inside the window while the spider closes.
         resume = time.monotonic() + seconds
         self.pause_until[key] = max(self.pause_until.get(key, 0.0), resume)
+        # Wall clock, for the next crawl on this host (crawlers/hostlock.py): the pause outlives this process.
+        self.stats.max_value("pointcount/retry_after/resume_at", round(time.time() + seconds, 3))
         if slot is not None:
             slot.lastseen = max(slot.lastseen, resume - slot.delay)
         self.stats.inc_value("pointcount/retry_after/pauses")

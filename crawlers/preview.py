@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -359,7 +360,7 @@ def try_live(config: LoadedConfig, platform: Platform, region: str, category: st
 
     from crawlers import settings as project_settings
     from crawlers.hostlock import host_turn
-    from crawlers.run import install_log_scrubbing
+    from crawlers.run import crawl_ending, install_log_scrubbing
 
     walk = _cell(platform, region, category)
     settings = Settings()
@@ -371,7 +372,13 @@ def try_live(config: LoadedConfig, platform: Platform, region: str, category: st
     process = CrawlerProcess(settings, install_root_handler=True)
     crawler = process.create_crawler(PreviewSpider)
     process.crawl(crawler, platform=platform, edge=_edge(platform, config.run.geography), walk=walk, pages=pages)
-    with host_turn(config.state_path / "hosts", platform.hosts, platform.politeness.delay_s):  # not beside a run
+    margin = settings.getfloat("POINTCOUNT_DELAY_MARGIN_S", 0.005)
+    p = platform.politeness
+    # Not beside a run: the host's queue, with what a run would keep and leave (Crawl-delay, Retry-After).
+    with host_turn(config.state_path / "hosts", platform.hosts, p.delay_s + margin,
+                   lambda: crawl_ending(crawler, p.delay_s, margin), latest=time.time() + p.max_retry_after_s) as turn:
+        if turn.refused:
+            raise ValueError(f"not fetched: {turn.refused}")
         process.start()
     spider: PreviewSpider = crawler.spider  # type: ignore[assignment]
     return TryReport(platform, walk.label, spider.observer.reports, _verdict(spider, walk),

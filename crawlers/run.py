@@ -204,15 +204,30 @@ def crawl_platform(
 # --------------------------------------------------------------------------- child side
 
 
-def _failed_result(platform: Any, run_id: str, snapshot_date: date, config: LoadedConfig, reason: str) -> CrawlResult:
+def _failed_result(platform: Any, run_id: str, snapshot_date: date, config: LoadedConfig, reason: str,
+                   health: str = "failed") -> CrawlResult:
     now = datetime.now(UTC)
     return CrawlResult(
         platform=platform.name, run_id=run_id, snapshot_date=snapshot_date, mode=platform.mode,
-        health="failed", health_reason=reason,
+        health=health, health_reason=reason,
         has_linkage=platform.cards is not None and platform.cards.linkage is not None,
         linkage_period=period_id(snapshot_date, config.run.keys.linkage_period),
         sketch_lg_k=config.run.crawl.sketch_lg_k, started_at=now, finished_at=now,
     )  # fmt: skip
+
+
+def crawl_ending(crawler: Any, delay_s: float, margin: float) -> Any:
+    """What a finished crawl leaves the next crawl of its host (:class:`crawlers.hostlock.Ending`): the delay it
+    kept (a robots.txt Crawl-delay may have raised ``delay_s``), the end of the host's last Retry-After pause, and
+    whether it ended blocked."""
+    from crawlers.hostlock import Ending
+
+    spider = crawler.spider
+    return Ending(
+        delay_s=float(crawler.stats.get_value("pointcount/delay_s", delay_s)) + margin,
+        resume_at=float(crawler.stats.get_value("pointcount/retry_after/resume_at", 0.0)),
+        blocked=bool(spider is not None and spider.health.blocked),
+    )
 
 
 def run_child(
@@ -251,7 +266,10 @@ def run_child(
     margin = settings.getfloat("POINTCOUNT_DELAY_MARGIN_S", 0.005)
     # Platforms sharing a host take turns (one politeness queue per host across processes).
     with host_turn(config.state_path / "hosts", platform.hosts, platform.politeness.delay_s + margin,
-                   lambda: float(crawler.stats.get_value("pointcount/delay_s", platform.politeness.delay_s)) + margin):
+                   lambda: crawl_ending(crawler, platform.politeness.delay_s, margin), run_id=run_id,
+                   latest=deadline) as turn:
+        if turn.refused:
+            return _failed_result(platform, run_id, snapshot_date, config, turn.refused, health="blocked")
         process.start()
     finished = datetime.now(UTC)
 
