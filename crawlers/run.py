@@ -46,7 +46,7 @@ ALWAYS_STATS = (
     "pointcount/unmapped", "pointcount/linkage_invalid", "pointcount/never_fetch_blocked", "pointcount/offsite_blocked",
     "pointcount/blocks",
     "pointcount/retry_after/pauses", "pointcount/retry_after/seconds", "pointcount/cells/done",
-    "pointcount/cells/failed", "pointcount/cells/churn_tolerated",
+    "pointcount/cells/failed", "pointcount/cells/churn_tolerated", "pointcount/cells/cross_region_cards",
 )  # fmt: skip
 WATCHDOG_GRACE_S = 600.0
 FORWARD_MAX_LINES = 200  # child log lines passed on to this process's logging per crawl

@@ -190,6 +190,39 @@ def test_cells_count_a_listing_once_per_region_and_nationally() -> None:
     assert all(c.listings_sketch and c.advertisers_sketch and c.unlinked_sketch for c in cells.values())
 
 
+def test_a_failed_walk_leaves_every_cell_it_fed_unmeasured() -> None:
+    """Hand-built: the London walk is fine; the South East walk fails after one UNMAPPED card and one card
+    located in London (a radius search). Not measured: the SE cells, its LADs, national, both UNMAPPED cells and
+    the London cells the SE walk fed; measured: the other category and nothing the failed walk touched."""
+    agg = CellAggregator(lg_k=12)
+    city, camden, sevenoaks = Location("TLI", "E09000001"), Location("TLI", "E09000007"), Location("TLJ", "E07000111")
+    unmapped = Location(UNMAPPED, UNMAPPED)
+    walks = [("TLI", ListingItem(f"L{i}", f"A{i}", "women", (city,), False)) for i in range(3)]
+    walks += [("TLI", ListingItem("LU", "AU", "women", (unmapped,), False)),
+              ("TLJ", ListingItem("SU", "SAU", "women", (unmapped,), False)),
+              ("TLJ", ListingItem("SX", "SAX", "women", (camden,), False)),
+              ("TLJ", ListingItem("SS", "SAS", "women", (sevenoaks,), False)),
+              ("TLJ", ListingItem("M1", "MA1", "men", (sevenoaks,), False))]
+    cross = 0
+    for walk_itl1, item in walks:
+        cross += agg.note_walk(walk_itl1, item)
+        agg.add(item)
+    assert cross == 1  # only the London-located card of the SE walk
+    cells = agg.cells("cards", ["TLI", "TLJ"], ["women", "men"])
+    measured, failed = agg.split(cells, {("TLJ", "women"): ("site_changed", "HTTP 404 on a next page")},
+                                 {"TLJ": ["E07000111", "E07000112"], "TLI": ["E09000001", "E09000007"]})
+    assert {(f.region_level, f.region_code, f.category) for f in failed} == {
+        ("itl1", "TLJ", "women"), ("national", NATIONAL_CODE, "women"),
+        ("lad", "E07000111", "women"), ("lad", "E07000112", "women"),
+        ("itl1", UNMAPPED, "women"), ("lad", UNMAPPED, "women"),
+        ("itl1", "TLI", "women"), ("lad", "E09000007", "women")}
+    assert {(c.region_level, c.region_code, c.category) for c in measured} == {
+        ("lad", "E09000001", "women"),  # only the London walk's own cards: still exact
+        ("itl1", "TLI", "men"), ("itl1", "TLJ", "men"), ("national", NATIONAL_CODE, "men"),
+        ("lad", "E07000111", "men")}
+    assert all(f.kind == "site_changed" for f in failed)
+
+
 def test_count_mode_cells_have_stated_only() -> None:
     agg = CellAggregator()
     agg.add_stated("TLC", "men", 3)

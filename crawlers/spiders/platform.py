@@ -16,7 +16,7 @@ showed (:class:`crawlers.verdicts.PageSeen`: counts and flags only) and ends in 
 (:func:`crawlers.verdicts.cell_verdict`): a 404 or a redesigned page fails that cell only. An empty later page
 ends a walk (adverts withdrawn while it ran). Stats (``pointcount/...``):
 ``pages``, ``cards``, ``stated_totals``, ``unmapped``, ``linkage_invalid``, ``cells/done``, ``cells/failed``,
-``site_changed/<reason>``.
+``site_changed/<reason>``, ``cells/cross_region_cards`` (cards naming another ITL1 than their walk's).
 """
 
 from __future__ import annotations
@@ -301,6 +301,8 @@ class PlatformSpider(scrapy.Spider):
             item, unmapped, invalid = self.edge.card(ref, p.categories[walk.category], towns, codes, link)
             del ref, towns, codes, link  # raw strings end here
             walk.keys.add(item.listing)
+            if self.cells.note_walk(p.regions[walk.region], item):
+                stats.inc_value("pointcount/cells/cross_region_cards")
             if unmapped:
                 stats.inc_value("pointcount/unmapped", unmapped)
             if invalid:
