@@ -41,10 +41,26 @@ def test_links_are_printed_without_ids_or_cursors() -> None:
     p = load_platform(PLATFORMS / "sandbox-loadmore.yaml")
     base = p.base_url
     assert safe_link(p, f"{base}/ads/yh/ladies?after=0a1b2c") == "/ads/yh/ladies?after=••••••"
-    assert safe_link(p, f"{base}/ads/yh/after/FAKE0123AB/page-2") == "/ads/yh/after/••••••••••/page-2"
+    assert safe_link(p, f"{base}/ads/yh/after/FAKE0123AB/page-2") == "/ads/yh/•••••/••••••••••/••••-•"
     assert safe_link(p, f"{base}/profile/FAKE0123AB") == "a never-fetch path: the crawl would not follow it"
-    assert safe_link(p, "https://elsewhere.example/ads/FAKE0123AB").startswith("off the platform's origins")
-    assert "FAKE" not in safe_link(p, "https://elsewhere.example/ads/FAKE0123AB")
+    assert safe_link(p, "https://elsewhere.example/ads/FAKE0123AB") == (
+        "off the platform's origins: the crawl would not follow it")
+
+
+def test_links_print_only_the_definitions_own_words() -> None:
+    """A selector that wrongly picks an advertiser's link must not print a name: a slug-only profile path, or
+    a personal subdomain off the origin. Readable: listing_url's literal parts, region/category keys, numbers."""
+    p = load_platform(PLATFORMS / "sandbox-loadmore.yaml")
+    base = p.base_url
+    region, category = next(iter(p.regions)), next(iter(p.categories))
+    assert safe_link(p, f"{base}/girls/amber-kensington") == "/•••••/•••••-••••••••••"
+    assert safe_link(p, f"{base}/ads/{region}/amber%20kensington") == f"/ads/{region}/••••• ••••••••••"
+    assert safe_link(p, f"{base}/ads/{region}/{category}/2") == f"/ads/{region}/{category}/2"  # all readable
+    off = safe_link(p, "https://amber-kensington.example.net/ads")
+    assert "amber" not in off and "kensington" not in off and off.startswith("off the platform's origins")
+    search = load_platform(PLATFORMS / "sandbox-directory.yaml")  # listing_url /search/{region}/{category}?page=
+    key = next(iter(search.regions))
+    assert safe_link(search, f"{search.base_url}/search/{key}/amber?page=2") == f"/search/{key}/•••••?page=•"
 
 
 @pytest.fixture(scope="module")
