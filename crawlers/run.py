@@ -54,7 +54,12 @@ logger = logging.getLogger("crawlers")
 
 
 class CrawlChildError(RuntimeError):
-    """The crawl process crashed or refused to run; the message carries a scrubbed tail of its stderr."""
+    """The crawl process crashed or refused to run; the message carries a scrubbed tail of its stderr.
+    ``requests``: what the child had sent by its last progress event (so a retry keeps to the run's budget)."""
+
+    def __init__(self, message: str, requests: int = 0):
+        super().__init__(message)
+        self.requests = requests
 
 
 class CrawlRefused(CrawlChildError):
@@ -149,6 +154,7 @@ def crawl_platform(
     tail: deque[str] = deque(maxlen=60)
     out: list[str] = []
     forwarded = [0]
+    sent = 0  # requests the child reported in its progress events
 
     def on_err(line: str) -> None:
         if line.startswith('{"event"'):
@@ -179,11 +185,13 @@ def crawl_platform(
             if time.time() > kill_at:
                 proc.kill()
                 raise CrawlChildError(f"crawl of {platform_name} still running {WATCHDOG_GRACE_S:.0f} s after the "
-                                      "end of the crawl window; killed")  # fmt: skip
+                                      "end of the crawl window; killed", sent)  # fmt: skip
             try:
                 ev = events.get(timeout=0.1)
             except queue.Empty:
                 continue
+            if ev.get("event") == "progress":
+                sent = max(sent, int(ev.get("requests") or 0))
             if progress is not None:
                 progress(ev)
         rc = proc.wait()
@@ -194,11 +202,11 @@ def crawl_platform(
     text = "".join(out).strip()
     if rc != 0 or not text:
         kind = CrawlRefused if rc == EXIT_REFUSED else CrawlChildError
-        raise kind(f"crawl of {platform_name} exited with status {rc}:\n" + "\n".join(tail)[-4000:])
+        raise kind(f"crawl of {platform_name} exited with status {rc}:\n" + "\n".join(tail)[-4000:], sent)
     try:
         return CrawlResult.model_validate_json(text.splitlines()[-1])
     except ValueError as exc:
-        raise CrawlChildError(f"crawl of {platform_name} printed no valid result: {exc}") from exc
+        raise CrawlChildError(f"crawl of {platform_name} printed no valid result: {exc}", sent) from exc
 
 
 # --------------------------------------------------------------------------- child side
