@@ -312,6 +312,9 @@ class PolitenessMiddleware:
         self.requests = 0
         self.blocks = 0
         self.blocks_in_a_row = 0
+        # Retries of a refused request: not counted in the share's denominator, so a server that refuses every
+        # page once and answers the retry (half of all requests) is sustained refusal, not a busy answer now and then.
+        self.block_retries = 0
         self.successes = 0
         self.consecutive_failures = 0
         self.pause_until: dict[str, float] = {}  # slot key -> monotonic time when requests may resume
@@ -339,6 +342,10 @@ class PolitenessMiddleware:
         engine = self.crawler.engine
         if engine is not None and engine.spider is not None:
             deferred_from_coro(engine.close_spider_async(reason=reason))
+
+    def _asked(self) -> int:
+        """Requests sent, less retries of refused requests (the share of refusals is over these)."""
+        return self.requests - self.block_retries
 
     def _effective_delay(self) -> float:
         return self.delay + self.margin
@@ -391,9 +398,9 @@ class PolitenessMiddleware:
             self.health.blocked = (
                 f"{self.blocks_in_a_row} refusals (429/503) in a row exceed max_blocks = {self.max_blocks}"
             )
-        elif self.blocks > self.max_blocks and self.blocks > self.max_block_share * self.requests:
+        elif self.blocks > self.max_blocks and self.blocks > self.max_block_share * self._asked():
             self.health.blocked = (
-                f"{self.blocks} of {self.requests} requests refused (429/503), over max_block_share = "
+                f"{self.blocks} of {self._asked()} requests refused (429/503), over max_block_share = "
                 f"{self.max_block_share:g}"
             )
         # Pause even when giving up, so nothing else goes out inside the window while the spider closes.
@@ -422,6 +429,7 @@ class PolitenessMiddleware:
             self._stop("budget_exhausted")
             raise IgnoreRequest("request budget spent")
         self.requests += 1
+        self.block_retries += bool(request.meta.get("pointcount_block_retry"))
         self.stats.inc_value("pointcount/requests")
 
     def process_response(self, request: Request, response: Response) -> Request | Response:
@@ -449,6 +457,7 @@ class PolitenessMiddleware:
         # Same request again; the slot holds it back until the Retry-After window has passed.
         retry = request.replace(dont_filter=True)
         retry.meta.pop("pointcount_block", None)
+        retry.meta["pointcount_block_retry"] = True
         return retry
 
     def process_exception(self, request: Request, exception: Exception) -> None:

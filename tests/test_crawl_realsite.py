@@ -68,8 +68,13 @@ def test_links_to_the_sites_other_origin_are_followed_with_its_own_robots_txt(tm
         control = crawl(tmp_path / "control", platform_copy(name, base))
         # Each cell whose walk needed the alias fails (never a smaller count); the others are measured.
         assert control.health in ("partial", "site_changed") and control.failed_cells
-        assert {f.reason for f in control.failed_cells if f.region_level == "itl1"} == {
+        # (cells only fed by a failed walk's cards say so: "fed by a walk that failed (TLE): <its reason>")
+        assert {f.reason.rsplit(": ", 1)[-1] for f in control.failed_cells if f.region_level == "itl1"} == {
             "pagination points off the platform's origin"}
+        assert control.stats["pointcount/cells/cross_region_cards"] > 0  # adverts naming several regions
+        failed_cats = {f.category for f in control.failed_cells if f.region_level == "itl1"}
+        assert {(f.region_level, f.category) for f in control.failed_cells if f.region_code == "UNMAPPED"} == {
+            (level, c) for level in ("itl1", "lad") for c in failed_cats}  # every walk of the category fed them
         assert control.stats["pointcount/offsite_blocked"] == control.stats["pointcount/cells/failed"] > 0
         sb.clear_log(name)
         result = crawl(tmp_path / "alias", platform_copy(name, base, aliases=[alias]))

@@ -207,3 +207,28 @@ def test_saved_pages_are_judged_with_the_run_configs_tolerance(tmp_path: Path) -
     code, out, _ = _try(*args, "--config", str(tmp_path / "run.yaml"))
     assert code == 0  # every selector found something ...
     assert "failed (site_changed): pages short of the stated total" in out  # ... but the cell is not measured
+
+
+@pytest.mark.slow
+def test_live_try_hands_the_robots_crawl_delay_to_the_next_crawl(tmp_path: Path) -> None:
+    """sandbox-counts' robots.txt says Crawl-delay 0.25 (its definition here: 0.02 s): the host's lock record
+    after a live try keeps the 0.25 s, as a run's crawl would, so the next crawl of the host waits that long."""
+    import json
+
+    from conftest import run_cli
+
+    name = "sandbox-counts"
+    with Sandbox(seed=SEED, n_advertisers=N, bind={name: ("127.0.0.71", 0)}, platforms=(name,)) as sb:
+        data = yaml.safe_load((PLATFORMS / f"{name}.yaml").read_text())
+        data["base_url"] = sb.base_urls[name]
+        data["politeness"] = {**data["politeness"], "delay_s": 0.02}
+        (tmp_path / "p.yaml").write_text(yaml.safe_dump(data))
+        run = {"ethics": {"contact": "try-tests@example.org"}, "platforms": ["p.yaml"],
+               "keys": {"dir": str(tmp_path / "keys")}, "state_dir": str(tmp_path / "state")}
+        (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+        proc = run_cli("platforms", "try", str(tmp_path / "p.yaml"), "--live", "--region", "north-east",
+                       "--category", "women", "--config", str(tmp_path / "run.yaml"))
+        log = sb.request_log(name)
+    assert len(log) >= 2 and log[0]["path"] == "/robots.txt", proc.stdout + proc.stderr
+    record = json.loads((tmp_path / "state" / "hosts" / "127.0.0.71.lock").read_text())
+    assert record["state"] == "ended" and record["delay"] >= 0.25
