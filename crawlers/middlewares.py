@@ -38,6 +38,7 @@ for ``ConsentMiddleware``.
 
 Stats: ``pointcount/requests``, ``pointcount/responses/<status>``, ``pointcount/errors/<exception>``,
 ``pointcount/blocks``, ``pointcount/retry_after/pauses``, ``pointcount/retry_after/seconds``,
+``pointcount/retry_after/resume_at`` (epoch the last pause ends: handed to the host's next crawl),
 ``pointcount/delay_s``, ``pointcount/crawl_delay_s``, ``pointcount/never_fetch_blocked``,
 ``pointcount/offsite_blocked``, ``pointcount/budget_refused``, ``pointcount/robots_unreadable``,
 ``pointcount/consent/requests``, ``pointcount/consent/cookies``, ``pointcount/consent/failed``.
@@ -311,6 +312,9 @@ class PolitenessMiddleware:
         self.requests = 0
         self.blocks = 0
         self.blocks_in_a_row = 0
+        # Retries of a refused request: not counted in the share's denominator, so a server that refuses every
+        # page once and answers the retry (half of all requests) is sustained refusal, not a busy answer now and then.
+        self.block_retries = 0
         self.successes = 0
         self.consecutive_failures = 0
         self.pause_until: dict[str, float] = {}  # slot key -> monotonic time when requests may resume
@@ -338,6 +342,10 @@ class PolitenessMiddleware:
         engine = self.crawler.engine
         if engine is not None and engine.spider is not None:
             deferred_from_coro(engine.close_spider_async(reason=reason))
+
+    def _asked(self) -> int:
+        """Requests sent, less retries of refused requests (the share of refusals is over these)."""
+        return self.requests - self.block_retries
 
     def _effective_delay(self) -> float:
         return self.delay + self.margin
@@ -390,14 +398,16 @@ class PolitenessMiddleware:
             self.health.blocked = (
                 f"{self.blocks_in_a_row} refusals (429/503) in a row exceed max_blocks = {self.max_blocks}"
             )
-        elif self.blocks > self.max_blocks and self.blocks > self.max_block_share * self.requests:
+        elif self.blocks > self.max_blocks and self.blocks > self.max_block_share * self._asked():
             self.health.blocked = (
-                f"{self.blocks} of {self.requests} requests refused (429/503), over max_block_share = "
+                f"{self.blocks} of {self._asked()} requests refused (429/503), over max_block_share = "
                 f"{self.max_block_share:g}"
             )
         # Pause even when giving up, so nothing else goes out inside the window while the spider closes.
         resume = time.monotonic() + seconds
         self.pause_until[key] = max(self.pause_until.get(key, 0.0), resume)
+        # Wall clock, for the next crawl on this host (crawlers/hostlock.py): the pause outlives this process.
+        self.stats.max_value("pointcount/retry_after/resume_at", round(time.time() + seconds, 3))
         if slot is not None:
             slot.lastseen = max(slot.lastseen, resume - slot.delay)
         self.stats.inc_value("pointcount/retry_after/pauses")
@@ -419,6 +429,7 @@ class PolitenessMiddleware:
             self._stop("budget_exhausted")
             raise IgnoreRequest("request budget spent")
         self.requests += 1
+        self.block_retries += bool(request.meta.get("pointcount_block_retry"))
         self.stats.inc_value("pointcount/requests")
 
     def process_response(self, request: Request, response: Response) -> Request | Response:
@@ -446,6 +457,7 @@ class PolitenessMiddleware:
         # Same request again; the slot holds it back until the Retry-After window has passed.
         retry = request.replace(dont_filter=True)
         retry.meta.pop("pointcount_block", None)
+        retry.meta["pointcount_block_retry"] = True
         return retry
 
     def process_exception(self, request: Request, exception: Exception) -> None:

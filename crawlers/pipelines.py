@@ -20,7 +20,7 @@ import datasketches as ds
 
 from crawlers.edge import ListingItem
 from pointcount import sketches
-from pointcount.geography import NATIONAL_CODE
+from pointcount.geography import NATIONAL_CODE, UNMAPPED
 from pointcount.results import Cell, FailedCell, FailureKind
 
 if TYPE_CHECKING:
@@ -39,6 +39,10 @@ class CellAggregator:
         self._unlinked: dict[CellKey, ds.update_theta_sketch] = {}
         self._stated: dict[tuple[str, str], int] = {}  # (itl1, category) -> total
         self._lad_parents: dict[str, set[str]] = {}  # LAD code -> ITL1 codes it was seen under
+        # In memory only, for split(): (walk's ITL1, category) -> the listing hashes its walk read, and -> (ITL1,
+        # LAD) named outside the walk's own ITL1 -> the listing hashes that named them.
+        self._listed: dict[tuple[str, str], set[str]] = {}
+        self._elsewhere: dict[tuple[str, str], dict[tuple[str, str], set[str]]] = {}
 
     def _update(self, key: CellKey, item: ListingItem) -> None:
         if key not in self._listings:
@@ -57,6 +61,16 @@ class CellAggregator:
             self._lad_parents.setdefault(loc.lad, set()).add(loc.itl1)
             self._update(("itl1", loc.itl1, item.category), item)
             self._update(("lad", loc.lad, item.category), item)
+
+    def note_walk(self, walk_itl1: str, item: ListingItem) -> bool:
+        """Remember which walk read a card and the regions it named outside the walk's own ITL1 (UNMAPPED aside);
+        True when it named one (a cross-region card: a touring advert, a radius search)."""
+        key = (walk_itl1, item.category)
+        self._listed.setdefault(key, set()).add(item.listing)
+        other = {(loc.itl1, loc.lad) for loc in item.locations if loc.itl1 not in (walk_itl1, UNMAPPED)}
+        for place in other:
+            self._elsewhere.setdefault(key, {}).setdefault(place, set()).add(item.listing)
+        return bool(other)
 
     def add_stated(self, itl1: str, category: str, total: int) -> None:
         # Several platform regions may map to one ITL1 region: their totals add up.
@@ -100,7 +114,12 @@ class CellAggregator:
         """Measured cells and the cells failed walks leave unmeasured. ``failed``: (ITL1, category) -> (kind,
         reason) of the walks that failed; ``lads_of``: ITL1 -> its LAD codes (the gazetteer's; cards mode). Not
         measured: that ITL1 cell, the national cell of the category (a sum with a hole) and every LAD cell of that
-        ITL1 (the gazetteer's and any seen under it, UNMAPPED included): none of them is silently absent."""
+        ITL1 (the gazetteer's and any seen under it, UNMAPPED included): none of them is silently absent. Cards
+        mode also: the category's UNMAPPED cells (every walk feeds them) and the ITL1 and LAD cells that the
+        failed walk's cards named outside its own region, unless that region's own walk listed those very cards
+        too (see :meth:`note_walk`): a site that lists a card under each region it names leaves those cells
+        whole. Cards a failed walk never read are assumed to follow the same pattern;
+        ``pointcount/cells/cross_region_cards`` says how many cards named another region than their walk's."""
         out: dict[CellKey, tuple[FailureKind, str]] = {}
         for (itl1, category), why in sorted(failed.items()):
             out.setdefault(("itl1", itl1, category), why)
@@ -110,6 +129,13 @@ class CellAggregator:
                 seen = {lad for lad, parents in self._lad_parents.items() if itl1 in parents}
                 for lad in sorted({*lads_of.get(itl1, ()), *seen}):
                     out.setdefault(("lad", lad, category), why)
+                fed = (why[0], f"fed by a walk that failed ({itl1}): {why[1]}")
+                for level in ("itl1", "lad"):
+                    out.setdefault((level, UNMAPPED, category), fed)
+                for (other, lad), listings in sorted(self._elsewhere.get((itl1, category), {}).items()):
+                    if listings - self._listed.get((other, category), set()):  # only the failed walk had them
+                        out.setdefault(("itl1", other, category), fed)
+                        out.setdefault(("lad", lad, category), fed)
         measured = [c for c in cells if (c.region_level, c.region_code, c.category) not in out]
         missing = [FailedCell(region_level=k[0], region_code=k[1], category=k[2], kind=kind, reason=reason)  # type: ignore[arg-type]
                    for k, (kind, reason) in sorted(out.items())]

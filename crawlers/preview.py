@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import scrapy
 from scrapy.http import HtmlResponse, Response, TextResponse
@@ -156,17 +157,34 @@ class TryReport:
         return out
 
 
+def _readable_segments(platform: Platform) -> re.Pattern[str]:
+    """Path segments ``try`` may print as they are: the literal parts of ``listing_url``, the declared region and
+    category keys (in the template's own segments too, e.g. ``page-{page}``), numbers. Anything else (a slug
+    such as ``amber-kensington``, an id, a cursor) may name a person and is shaped."""
+    keys = "|".join(re.escape(k.casefold()) for k in sorted({*platform.regions, *platform.categories}, key=len,
+                                                                  reverse=True))
+    fill = {"region": f"(?:{keys})", "category": f"(?:{keys})", "page": r"\d+"}
+    forms = [r"\d+", f"(?:{keys})"]
+    for seg in urlsplit(platform.listing_url).path.split("/"):
+        if "{cursor}" in seg:
+            continue  # a cursor is opaque: never readable
+        parts = re.split(r"\{(\w+)\}", seg.casefold())
+        forms.append("".join(fill.get(x, "(?!)") if i % 2 else re.escape(x) for i, x in enumerate(parts)))
+    return re.compile("|".join(f"(?:{f})" for f in forms))
+
+
 def safe_link(platform: Platform, url: str) -> str:
-    """A next link fit to print: on the platform's origins and not never-fetch, with its query values shaped."""
+    """A next link fit to print: on the platform's origins and not never-fetch, its query values shaped and its
+    path segments shaped unless :func:`_readable_segments` allows them. Off the origins: not even the host (a
+    personal subdomain is a name)."""
     if is_offsite(url, platform.base_url, platform.aliases):
-        return f"off the platform's origins ({urlsplit(url).hostname or '?'}): the crawl would not follow it"
+        return "off the platform's origins: the crawl would not follow it"
     if is_never_fetch(url, platform.never_fetch):
         return "a never-fetch path: the crawl would not follow it"
     parts = urlsplit(url)
     query = "&".join(f"{k}={shape(v)}" for k, v in parse_qsl(parts.query, keep_blank_values=True))
-    # A long path segment with a digit may be an id or a cursor (/after/A1B2C3D4E5): shaped; slugs and page
-    # numbers stay readable.
-    path = "/".join(shape(seg) if len(seg) >= 8 and any(c.isdigit() for c in seg) else seg
+    readable = _readable_segments(platform)
+    path = "/".join(seg if readable.fullmatch(unquote(seg).casefold()) else shape(unquote(seg))
                     for seg in parts.path.split("/"))
     return path + (f"?{query}" if query else "")
 
@@ -359,7 +377,7 @@ def try_live(config: LoadedConfig, platform: Platform, region: str, category: st
 
     from crawlers import settings as project_settings
     from crawlers.hostlock import host_turn
-    from crawlers.run import install_log_scrubbing
+    from crawlers.run import crawl_ending, install_log_scrubbing
 
     walk = _cell(platform, region, category)
     settings = Settings()
@@ -371,7 +389,13 @@ def try_live(config: LoadedConfig, platform: Platform, region: str, category: st
     process = CrawlerProcess(settings, install_root_handler=True)
     crawler = process.create_crawler(PreviewSpider)
     process.crawl(crawler, platform=platform, edge=_edge(platform, config.run.geography), walk=walk, pages=pages)
-    with host_turn(config.state_path / "hosts", platform.hosts, platform.politeness.delay_s):  # not beside a run
+    margin = settings.getfloat("POINTCOUNT_DELAY_MARGIN_S", 0.005)
+    p = platform.politeness
+    # Not beside a run: the host's queue, with what a run would keep and leave (Crawl-delay, Retry-After).
+    with host_turn(config.state_path / "hosts", platform.hosts, p.delay_s + margin,
+                   lambda: crawl_ending(crawler, p.delay_s, margin), latest=time.time() + p.max_retry_after_s) as turn:
+        if turn.refused:
+            raise ValueError(f"not fetched: {turn.refused}")
         process.start()
     spider: PreviewSpider = crawler.spider  # type: ignore[assignment]
     return TryReport(platform, walk.label, spider.observer.reports, _verdict(spider, walk),

@@ -46,7 +46,7 @@ ALWAYS_STATS = (
     "pointcount/unmapped", "pointcount/linkage_invalid", "pointcount/never_fetch_blocked", "pointcount/offsite_blocked",
     "pointcount/blocks",
     "pointcount/retry_after/pauses", "pointcount/retry_after/seconds", "pointcount/cells/done",
-    "pointcount/cells/failed", "pointcount/cells/churn_tolerated",
+    "pointcount/cells/failed", "pointcount/cells/churn_tolerated", "pointcount/cells/cross_region_cards",
 )  # fmt: skip
 WATCHDOG_GRACE_S = 600.0
 FORWARD_MAX_LINES = 200  # child log lines passed on to this process's logging per crawl
@@ -54,7 +54,12 @@ logger = logging.getLogger("crawlers")
 
 
 class CrawlChildError(RuntimeError):
-    """The crawl process crashed or refused to run; the message carries a scrubbed tail of its stderr."""
+    """The crawl process crashed or refused to run; the message carries a scrubbed tail of its stderr.
+    ``requests``: what the child had sent by its last progress event (so a retry keeps to the run's budget)."""
+
+    def __init__(self, message: str, requests: int = 0):
+        super().__init__(message)
+        self.requests = requests
 
 
 class CrawlRefused(CrawlChildError):
@@ -149,6 +154,7 @@ def crawl_platform(
     tail: deque[str] = deque(maxlen=60)
     out: list[str] = []
     forwarded = [0]
+    sent = 0  # requests the child reported in its progress events
 
     def on_err(line: str) -> None:
         if line.startswith('{"event"'):
@@ -179,11 +185,13 @@ def crawl_platform(
             if time.time() > kill_at:
                 proc.kill()
                 raise CrawlChildError(f"crawl of {platform_name} still running {WATCHDOG_GRACE_S:.0f} s after the "
-                                      "end of the crawl window; killed")  # fmt: skip
+                                      "end of the crawl window; killed", sent)  # fmt: skip
             try:
                 ev = events.get(timeout=0.1)
             except queue.Empty:
                 continue
+            if ev.get("event") == "progress":
+                sent = max(sent, int(ev.get("requests") or 0))
             if progress is not None:
                 progress(ev)
         rc = proc.wait()
@@ -194,25 +202,40 @@ def crawl_platform(
     text = "".join(out).strip()
     if rc != 0 or not text:
         kind = CrawlRefused if rc == EXIT_REFUSED else CrawlChildError
-        raise kind(f"crawl of {platform_name} exited with status {rc}:\n" + "\n".join(tail)[-4000:])
+        raise kind(f"crawl of {platform_name} exited with status {rc}:\n" + "\n".join(tail)[-4000:], sent)
     try:
         return CrawlResult.model_validate_json(text.splitlines()[-1])
     except ValueError as exc:
-        raise CrawlChildError(f"crawl of {platform_name} printed no valid result: {exc}") from exc
+        raise CrawlChildError(f"crawl of {platform_name} printed no valid result: {exc}", sent) from exc
 
 
 # --------------------------------------------------------------------------- child side
 
 
-def _failed_result(platform: Any, run_id: str, snapshot_date: date, config: LoadedConfig, reason: str) -> CrawlResult:
+def _failed_result(platform: Any, run_id: str, snapshot_date: date, config: LoadedConfig, reason: str,
+                   health: str = "failed") -> CrawlResult:
     now = datetime.now(UTC)
     return CrawlResult(
         platform=platform.name, run_id=run_id, snapshot_date=snapshot_date, mode=platform.mode,
-        health="failed", health_reason=reason,
+        health=health, health_reason=reason,
         has_linkage=platform.cards is not None and platform.cards.linkage is not None,
         linkage_period=period_id(snapshot_date, config.run.keys.linkage_period),
         sketch_lg_k=config.run.crawl.sketch_lg_k, started_at=now, finished_at=now,
     )  # fmt: skip
+
+
+def crawl_ending(crawler: Any, delay_s: float, margin: float) -> Any:
+    """What a finished crawl leaves the next crawl of its host (:class:`crawlers.hostlock.Ending`): the delay it
+    kept (a robots.txt Crawl-delay may have raised ``delay_s``), the end of the host's last Retry-After pause, and
+    whether it ended blocked."""
+    from crawlers.hostlock import Ending
+
+    spider = crawler.spider
+    return Ending(
+        delay_s=float(crawler.stats.get_value("pointcount/delay_s", delay_s)) + margin,
+        resume_at=float(crawler.stats.get_value("pointcount/retry_after/resume_at", 0.0)),
+        blocked=bool(spider is not None and spider.health.blocked),
+    )
 
 
 def run_child(
@@ -251,7 +274,10 @@ def run_child(
     margin = settings.getfloat("POINTCOUNT_DELAY_MARGIN_S", 0.005)
     # Platforms sharing a host take turns (one politeness queue per host across processes).
     with host_turn(config.state_path / "hosts", platform.hosts, platform.politeness.delay_s + margin,
-                   lambda: float(crawler.stats.get_value("pointcount/delay_s", platform.politeness.delay_s)) + margin):
+                   lambda: crawl_ending(crawler, platform.politeness.delay_s, margin), run_id=run_id,
+                   latest=deadline) as turn:
+        if turn.refused:
+            return _failed_result(platform, run_id, snapshot_date, config, turn.refused, health="blocked")
         process.start()
     finished = datetime.now(UTC)
 

@@ -11,8 +11,9 @@ marker alone suffices) or **failed** with a reason and a kind:
   listing or next page, truncated or unparseable pages, a missing total on a page with cards, no cards without a
   marker or a stated 0, cards without a key, pagination that loops or leaves the origin, or churn beyond the
   tolerance);
-- ``transient``: no usable answer after the downloader's retries (5xx, timeouts, connection errors): the flow
-  re-crawls exactly these cells;
+- ``transient``: no usable answer after the downloader's retries (5xx, timeouts, connection errors): the crawl
+  tries that page once more, later in the same crawl (``crawl.cell_retries``); the flow retries only a whole
+  ``unreachable`` platform, never single cells;
 - ``blocked``: a 401/403/451 on the cell's pages;
 - ``stopped``: the crawl stopped before the walk ended (budget, window, max_pages, a block elsewhere).
 

@@ -17,7 +17,8 @@ Retries: a crawl is retried only when the failure is transient (its child proces
 ``unreachable``); never for ``site_changed``, ``blocked``, ``budget_exhausted`` or a spider error, which a retry
 would only repeat (and a ``blocked`` platform must not be hit again). A cell whose page failed transiently is
 already tried again inside the crawl (``crawl.cell_retries``); a retried platform crawl gets what is left of the
-platform's ``politeness.budget`` after the run's earlier attempts: one request budget per run, not per attempt.
+platform's ``politeness.budget`` after the run's earlier attempts: one request budget per run, not per attempt
+(a crashed child's requests count to its last progress event, at most a second before the crash).
 
 No ``from __future__ import annotations`` here: Prefect validates flow parameters against the real ``date`` type
 when a runner or worker loads the flow from its entrypoint, and postponed annotations break that.
@@ -212,7 +213,10 @@ def crawl_task(config_path: str, platform: str, run_id: str, snapshot_date: date
     except CrawlRefused:
         raise  # refused on ethics grounds: a retry would be refused again
     except CrawlChildError as exc:
-        # The child process crashed or could not be started: transient. Only the type goes to the log.
+        # The child process crashed or could not be started: transient. Only the type goes to the log. What it
+        # sent (to its last progress event) counts against the run's budget all the same.
+        with _ATTEMPTS_LOCK:
+            _SPENT[(run_id, platform)] += exc.requests
         emit(platform, {"event": "retry"})
         raise TransientCrawlFailure(platform, f"crawl process failed ({type(exc).__name__})") from None
     with _ATTEMPTS_LOCK:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import posixpath
 import re
 import string
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 from croniter import croniter
@@ -70,6 +71,31 @@ def is_loopback_url(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+_SLASHES = re.compile(r"/+")
+
+
+def normalise_path(path: str) -> str:
+    """A URL path as a server may read it, for prefix checks: percent-decoded (until stable, so ``%2570`` cannot
+    hide ``p`` from a server that decodes twice), backslashes as slashes, repeated slashes collapsed, dot segments
+    resolved (``posixpath.normpath``), case-folded (``/Profile`` is ``/profile`` on a case-insensitive server)."""
+    for _ in range(4):
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    path = _SLASHES.sub("/", "/" + path.replace("\\", "/"))
+    return posixpath.normpath(path).casefold()
+
+
+def is_never_fetch(url: str, prefixes: list[str]) -> bool:
+    """Whether ``url``'s path falls under one of ``prefixes``, both compared in :func:`normalise_path` form.
+
+    A prefix matches whole path segments and anything longer (``/profile`` covers ``/profile/x`` and
+    ``/profiles``): erring towards not fetching."""
+    path = normalise_path(urlsplit(url).path or "/")
+    return any(path.startswith(normalise_path(p)) for p in prefixes if p.strip())
 
 
 # --------------------------------------------------------------------------- platform definitions
@@ -179,9 +205,18 @@ class Politeness(Strict):
     obey_robots: bool = True
 
 
-# Path words of pages a consent step must never touch: a consent is one GET that sets a cookie, never a login.
-_ACCOUNT_WORDS = re.compile(r"log-?in|log-?on|sign-?in|sign-?up|register|account|password|auth|checkout|payment",
+# Path words of pages a consent step must never touch: a consent is one GET that sets a cookie, never a login or an
+# account, profile or contact page. Matched on the normalised path (decoded, case-folded), any separator between
+# word parts.
+_SEP = r"[-_ .]?"
+_ACCOUNT_WORDS = re.compile(
+    rf"log{_SEP}(?:in|on|out)|sign{_SEP}(?:in|on|up)|register|account|passw(?:or)?d|auth|checkout|payment|session"
+    rf"|profile|contact|member|(?:^|/)(?:users?|me|my)(?:/|$)|my{_SEP}(?:page|details|ads)")
+# Query keys that would carry a person's data: a GET with them is a form submission in all but method.
+_PERSONAL_KEYS = re.compile(r"mail|phone|tel|mobile|name|dob|birth|user|login|pass|token|address|post.?code|id$",
                             re.IGNORECASE)
+_QUERY_VALUE = re.compile(r"[A-Za-z0-9_.-]{1,16}")
+MAX_CONSENT_PARAMS = 3
 _COOKIE_TOKEN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -222,8 +257,18 @@ class Consent(Strict):
             return None
         if not value.startswith("/") or value.startswith("//") or _AMBIGUOUS_URL.search(value):
             raise ValueError("expected a path on the platform's origin, such as /age-check?accept=1")
-        if _ACCOUNT_WORDS.search(value) or "@" in value:
-            raise ValueError("a consent URL must not be a login, account or payment page")
+        parts = urlsplit(value)
+        if _ACCOUNT_WORDS.search(normalise_path(parts.path)) or "@" in unquote(value):
+            raise ValueError("a consent URL must not be a login, account, profile, contact or payment page")
+        params = parse_qsl(parts.query, keep_blank_values=True)
+        if len(params) > MAX_CONSENT_PARAMS:
+            raise ValueError(f"a consent URL takes at most {MAX_CONSENT_PARAMS} query parameters (a flag, not a form)")
+        for key, val in params:
+            if _PERSONAL_KEYS.search(key) or not _QUERY_VALUE.fullmatch(key) or not _QUERY_VALUE.fullmatch(val) \
+                    or sum(ch.isdigit() for ch in val) > 3:
+                raise ValueError("consent URL query parameters are short flags (e.g. accept=1): no personal keys "
+                                 "(email, phone, name, dob, user, ...), values of at most 16 letters, digits, _ . - "
+                                 "with at most 3 digits")
         return value
 
 
@@ -308,6 +353,9 @@ class Platform(Strict):
             problem = alias_problem(self.base_url, alias)
             if problem:
                 raise ValueError(f"alias {alias}: {problem}")
+        if self.consent is not None and self.consent.url is not None and is_never_fetch(
+                self.base_url + self.consent.url, self.never_fetch):
+            raise ValueError("consent.url lies under never_fetch: the crawl would refuse it")
         return self
 
     @property

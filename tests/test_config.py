@@ -158,6 +158,17 @@ BAD_CASES: list[tuple[str, dict[str, object], str, tuple[str, ...]]] = [
      ("alias", "loopback")),
     ("consent-login-url", {"p.yaml": platform(consent={"url": "/login?next=/search"})}, "p.yaml",
      ("consent.url", "login")),
+    *((f"consent-url-{i}", {"p.yaml": platform(consent={"url": url})}, "p.yaml", ("consent.url", why))
+      for i, (url, why) in enumerate([
+          ("/log%69n", "login"), ("/sign_in", "login"), ("/Sign.In", "login"), ("/session/new", "login"),
+          ("/users/me", "login"), ("/my-profile", "login"), ("/contact", "login"), ("/members/area", "login"),
+          ("/signup", "login"), ("/%2561ccount", "login"),
+          ("/age-check?email=jane.doe%40example.org&phone=07700900123", "login"),  # the @, once decoded
+          ("/age-check?phone=07700900123", "flags"), ("/age?dob=1990-01-01&name=Jane", "flags"),
+          ("/age?confirm=1990-01-01", "flags"), ("/age?a=1&b=1&c=1&d=1", "at most"),
+          ("/age?ok=jane%20doe", "flags"), ("/enter?uid=x1", "flags")])),
+    ("consent-url-never-fetch", {"p.yaml": platform(consent={"url": "/gate/age"}, never_fetch=["/Gate"])}, "p.yaml",
+     ("never_fetch",)),
     ("consent-cookie-with-personal-value", {"p.yaml": platform(consent={"cookies": {"email": "a@b.org"}})},
      "p.yaml", ("consent.cookies", "token")),
     ("consent-both-ways", {"p.yaml": platform(consent={"cookies": {"age": "1"}, "url": "/age"})}, "p.yaml",
@@ -270,3 +281,12 @@ def test_valid_files_pass_with_exit_0() -> None:
     result = runner.invoke(app, ["platforms", "validate", *map(str, SHIPPED_PLATFORMS)])
     assert result.exit_code == 0, result.output
     assert result.stdout.count("ok ") == len(SHIPPED_PLATFORMS)
+
+
+def test_plain_consent_urls_still_pass() -> None:
+    """Positive control for the consent-url refusals above: age gates and consent flags as real sites spell them."""
+    from pointcount.config import Consent
+
+    for url in ("/age-check?accept=1", "/enter?over18=yes", "/consent/accept?v=2&lang=en-GB", "/age-verification",
+                "/disclaimer?agree=true", "/gate"):
+        assert Consent(url=url).url == url

@@ -68,8 +68,13 @@ def test_links_to_the_sites_other_origin_are_followed_with_its_own_robots_txt(tm
         control = crawl(tmp_path / "control", platform_copy(name, base))
         # Each cell whose walk needed the alias fails (never a smaller count); the others are measured.
         assert control.health in ("partial", "site_changed") and control.failed_cells
-        assert {f.reason for f in control.failed_cells if f.region_level == "itl1"} == {
+        # (cells only fed by a failed walk's cards say so: "fed by a walk that failed (TLE): <its reason>")
+        assert {f.reason.rsplit(": ", 1)[-1] for f in control.failed_cells if f.region_level == "itl1"} == {
             "pagination points off the platform's origin"}
+        assert control.stats["pointcount/cells/cross_region_cards"] > 0  # adverts naming several regions
+        failed_cats = {f.category for f in control.failed_cells if f.region_level == "itl1"}
+        assert {(f.region_level, f.category) for f in control.failed_cells if f.region_code == "UNMAPPED"} == {
+            (level, c) for level in ("itl1", "lad") for c in failed_cats}  # every walk of the category fed them
         assert control.stats["pointcount/offsite_blocked"] == control.stats["pointcount/cells/failed"] > 0
         sb.clear_log(name)
         result = crawl(tmp_path / "alias", platform_copy(name, base, aliases=[alias]))
@@ -180,3 +185,31 @@ def test_two_platforms_on_one_host_take_turns(tmp_path: Path) -> None:
     # Control: without the shared lock directory the two crawls interleave and the sandbox sees them too soon.
     assert min(gaps(control_log)) < delay or any(e["reason"] != "ok" for e in control_log)
     assert all(r.requests > 0 for r in together)
+
+
+def test_a_hosts_pause_and_block_reach_the_next_platform_on_it(tmp_path: Path) -> None:
+    """Section A meets a Retry-After longer than it accepts and ends blocked. Section B on the same host, same run:
+    refused without a request. Section B in the next run: its first request (robots.txt) only after the pause."""
+    name, pause = "sandbox-counts", 3
+    with Sandbox(seed=7, n_advertisers=N, bind={name: ("127.0.0.66", 0)}, platforms=(name,),
+                 faults={name: Faults(block_status=429, block_requests=1, block_retry_after_s=pause)},
+                 min_interval_s={name: DELAY}) as sb:
+        base = sb.base_urls[name]
+        a = platform_copy(name, base, "section-a")
+        a["politeness"]["max_retry_after_s"] = 1  # the 3 s Retry-After is a block for A
+        b = platform_copy(name, base, "section-b")
+        config = load_config(run_config(tmp_path, [a, b]))
+        ra = crawl_platform(config, "section-a", "run-1", SNAPSHOT)
+        refused_at = sb.request_log(name)[-1]["t"]
+        n_after_a = len(sb.request_log(name))
+        rb = crawl_platform(config, "section-b", "run-1", SNAPSHOT)
+        n_after_b = len(sb.request_log(name))
+        rb2 = crawl_platform(config, "section-b", "run-2", SNAPSHOT)
+        log = sb.request_log(name)
+    assert ra.health == "blocked" and "Retry-After" in (ra.health_reason or "")
+    assert [e["reason"] for e in log[:n_after_a]][-1] == "fault_block"
+    assert rb.health == "blocked" and rb.requests == 0 and n_after_b == n_after_a  # nothing sent
+    assert "another platform" in (rb.health_reason or "")
+    assert rb2.health == "ok", rb2.health_reason
+    first_b2 = log[n_after_a]
+    assert first_b2["path"] == "/robots.txt" and first_b2["t"] >= refused_at + pause - 0.01

@@ -190,6 +190,41 @@ def test_cells_count_a_listing_once_per_region_and_nationally() -> None:
     assert all(c.listings_sketch and c.advertisers_sketch and c.unlinked_sketch for c in cells.values())
 
 
+def test_a_failed_walk_leaves_every_cell_it_fed_unmeasured() -> None:
+    """Hand-built: the London walk is fine; the South East walk fails after one UNMAPPED card and one card
+    located in London (a radius search), and a touring card the London walk listed too. Not measured: the SE
+    cells, its LADs, national, both UNMAPPED cells and the London cells only the SE walk fed; measured: the other
+    category and the London LAD whose card the London walk listed itself."""
+    agg = CellAggregator(lg_k=12)
+    city, camden, sevenoaks = Location("TLI", "E09000001"), Location("TLI", "E09000007"), Location("TLJ", "E07000111")
+    unmapped = Location(UNMAPPED, UNMAPPED)
+    walks = [("TLI", ListingItem(f"L{i}", f"A{i}", "women", (city,), False)) for i in range(3)]
+    walks += [("TLI", ListingItem("LU", "AU", "women", (unmapped,), False)),
+              ("TLJ", ListingItem("SU", "SAU", "women", (unmapped,), False)),
+              ("TLJ", ListingItem("SX", "SAX", "women", (camden,), False)),
+              ("TLJ", ListingItem("SS", "SAS", "women", (sevenoaks,), False)),
+              ("TLJ", ListingItem("L0", "A0", "women", (city, sevenoaks), False)),  # touring: listed under both
+              ("TLJ", ListingItem("M1", "MA1", "men", (sevenoaks,), False))]
+    cross = 0
+    for walk_itl1, item in walks:
+        cross += agg.note_walk(walk_itl1, item)
+        agg.add(item)
+    assert cross == 2  # the SE walk's London-located cards
+    cells = agg.cells("cards", ["TLI", "TLJ"], ["women", "men"])
+    measured, failed = agg.split(cells, {("TLJ", "women"): ("site_changed", "HTTP 404 on a next page")},
+                                 {"TLJ": ["E07000111", "E07000112"], "TLI": ["E09000001", "E09000007"]})
+    assert {(f.region_level, f.region_code, f.category) for f in failed} == {
+        ("itl1", "TLJ", "women"), ("national", NATIONAL_CODE, "women"),
+        ("lad", "E07000111", "women"), ("lad", "E07000112", "women"),
+        ("itl1", UNMAPPED, "women"), ("lad", UNMAPPED, "women"),
+        ("itl1", "TLI", "women"), ("lad", "E09000007", "women")}
+    assert {(c.region_level, c.region_code, c.category) for c in measured} == {
+        ("lad", "E09000001", "women"),  # the SE walk's card there was listed by the London walk too: whole
+        ("itl1", "TLI", "men"), ("itl1", "TLJ", "men"), ("national", NATIONAL_CODE, "men"),
+        ("lad", "E07000111", "men")}
+    assert all(f.kind == "site_changed" for f in failed)
+
+
 def test_count_mode_cells_have_stated_only() -> None:
     agg = CellAggregator()
     agg.add_stated("TLC", "men", 3)
@@ -569,6 +604,30 @@ def test_blocked_means_sustained_refusal_not_a_busy_answer_now_and_then() -> Non
     spider, mw = politeness()
     for status in (503, 503, 200, 503, 503):  # never more than 2 in a row, but 4 of 5 requests refused
         answer(mw, status)
+    assert spider.health.blocked == "4 of 5 requests refused (429/503), over max_block_share = 0.5"
+    # Alternating: every page refused once, its retry answered. Half of all requests refused (never over 0.5 of
+    # them, never more than 1 in a row), yet every page was refused: sustained refusal.
+    spider, mw = politeness()
+    mw.process_request(Request(f"{BASE}/robots.txt", meta={"dont_obey_robotstxt": True}))  # counted, answered
+    refused = 0
+    for page in range(1, 11):
+        req = Request(f"{BASE}/search/london/female?page={page}")
+        for status in (429, 200):
+            mw.process_request(req)
+            resp = HtmlResponse(req.url, status=status, headers={"Retry-After": "0"} if status == 429 else {},
+                                body=b"<html></html>", request=req)
+            mw.response_downloaded(resp, req)
+            try:
+                nxt = mw.process_response(req, resp)
+            except IgnoreRequest:
+                break
+            if status == 429:
+                assert isinstance(nxt, Request)
+                refused += 1
+                req = nxt  # the retry the middleware hands back
+        if spider.health.blocked:
+            break
+    assert refused == 3 and mw.blocks == 4  # the 4th refusal (4 pages and robots.txt asked): over both limits
     assert spider.health.blocked == "4 of 5 requests refused (429/503), over max_block_share = 0.5"
 
 

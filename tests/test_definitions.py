@@ -3,6 +3,9 @@ origin guard with aliases, and the per-host lock that makes platforms sharing a 
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -13,7 +16,7 @@ from scrapy import Request
 from scrapy.utils.test import get_crawler
 
 from crawlers import extract
-from crawlers.hostlock import host_turn, lock_path
+from crawlers.hostlock import Ending, host_turn, lock_path
 from crawlers.middlewares import GuardMiddleware
 from crawlers.spiders.platform import Refused, is_offsite
 from pointcount.config import Extract
@@ -98,7 +101,7 @@ def test_crawls_sharing_a_host_take_turns_and_keep_the_delay(tmp_path: Path) -> 
         first_in.wait(5)
         with host_turn(tmp_path, ["example.org", "www.example.org"], 0.3, sleep=lambda s: waited.append(s)) as w:
             order.append("b-start")
-            assert w == waited[0]
+            assert w.waited == waited[0]
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
     for t in threads:
@@ -108,8 +111,71 @@ def test_crawls_sharing_a_host_take_turns_and_keep_the_delay(tmp_path: Path) -> 
     assert order == ["a-start", "a-end", "b-start"]  # never together
     assert len(waited) == 1 and 0.2 < waited[0] <= 0.3  # the first crawl's delay after its last response
     assert lock_path(tmp_path, "Example.org.") == tmp_path / "example.org.lock"
-    ended, kept = (float(x) for x in (tmp_path / "www.example.org.lock").read_text().split())
-    assert kept == 0.3 and ended <= time.time()
+    record = json.loads((tmp_path / "example.org.lock").read_text())
+    assert record["state"] == "ended" and record["delay"] == 0.3 and record["at"] <= time.time()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["example.org.lock"]  # www. is the same queue
+
+
+def test_spellings_of_one_host_share_one_queue(tmp_path: Path) -> None:
+    assert {lock_path(tmp_path, h).name for h in ("example.org", "WWW.example.org.", "www.example.org")} == {
+        "example.org.lock"}
+    assert {lock_path(tmp_path, h).name for h in ("localhost", "127.0.0.1", "::1")} == {"127.0.0.1.lock"}
+    assert lock_path(tmp_path, "127.0.0.2").name == "127.0.0.2.lock"  # another loopback address: another host
+    with host_turn(tmp_path, ["localhost"], 0.5):
+        pass
+    waited: list[float] = []
+    with host_turn(tmp_path, ["127.0.0.1"], 0.5, sleep=waited.append):
+        pass
+    assert len(waited) == 1 and 0.3 < waited[0] <= 0.5
+
+
+def test_the_hosts_pause_and_block_outlive_the_crawl_that_met_them(tmp_path: Path) -> None:
+    """A Retry-After one crawl met holds the next crawl of the host back; a block refuses the rest of the run."""
+    pause = time.time() + 600
+    with host_turn(tmp_path, ["example.org"], 0.1, ending=lambda: Ending(0.1, resume_at=pause), run_id="r1"):
+        pass
+    waited: list[float] = []
+    with host_turn(tmp_path, ["www.example.org"], 0.1, sleep=waited.append, run_id="r1") as turn:
+        assert turn.refused is None
+    assert len(waited) == 1 and 599 < waited[0] <= 600  # the pause, not the 0.1 s delay
+    with host_turn(tmp_path, ["example.org"], 0.1, sleep=waited.append, latest=time.time() + 60) as turn:
+        assert turn.refused and "pause" in turn.refused and turn.waited == 0  # past the window: refused, no sleep
+    assert len(waited) == 1
+    # A blocked crawl: every later crawl of the same run is refused (a crawl outside any run leaves that be) ...
+    with host_turn(tmp_path, ["example.org"], 0.0, ending=lambda: Ending(0.0, blocked=True), run_id="r2",
+                   sleep=waited.append):
+        pass
+    with host_turn(tmp_path, ["example.org"], 0.0, sleep=waited.append):
+        pass
+    for _ in range(2):
+        with host_turn(tmp_path, ["example.org"], 0.0, run_id="r2", sleep=waited.append) as turn:
+            assert turn.refused and "blocked" in turn.refused
+    # ... and the next run may try again (the pause still applies).
+    with host_turn(tmp_path, ["example.org"], 0.0, run_id="r3", sleep=waited.append) as turn:
+        assert turn.refused is None
+    assert 590 < waited[-1] <= 600
+    with host_turn(tmp_path, ["example.org"], 0.0, run_id="r2", sleep=waited.append) as turn:
+        assert turn.refused is None  # r3 crawled cleanly: the block is over
+
+
+def test_a_killed_holder_still_hands_over_its_delay(tmp_path: Path) -> None:
+    """SIGKILL skips the holder's release, but the next holder still keeps the delay from when it got the lock."""
+    (tmp_path / "127.0.0.1.lock").write_text(json.dumps({"state": "ended", "at": time.time() - 100, "delay": 5.0}))
+    pid = os.fork()
+    if pid == 0:  # the holder: gets the lock, "receives its last response", dies without cleaning up
+        try:
+            with host_turn(tmp_path, ["127.0.0.1"], 5.0):
+                time.sleep(0.3)  # crawling: its last request is later than when it got the lock
+                os.kill(os.getpid(), signal.SIGKILL)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert json.loads((tmp_path / "127.0.0.1.lock").read_text())["state"] == "running"
+    waited: list[float] = []
+    with host_turn(tmp_path, ["127.0.0.1"], 5.0, sleep=waited.append):
+        pass
+    assert len(waited) == 1 and 4.9 < waited[0] <= 5.0
 
 
 def test_other_hosts_are_not_held_up(tmp_path: Path) -> None:

@@ -249,3 +249,46 @@ def test_retried_crawls_share_one_request_budget_per_run(tmp_path: Path, monkeyp
     assert given == [None, 3]  # first attempt: the whole budget; second: what the first left
     third = pipeline.crawl_task.fn(str(cfg_path), name, "run-b", snap)  # nothing left: no crawl at all
     assert given == [None, 3] and third.health == "budget_exhausted" and third.requests == 0
+
+
+def test_a_crashed_child_still_spends_the_runs_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child that reports 40 requests in its progress events and then dies: the CrawlChildError carries the 40,
+    and the retry of the same run is given the budget less those 40 (not the whole budget again)."""
+    import subprocess
+    import sys
+    from datetime import date
+
+    import crawlers.run
+    from flows import pipeline
+
+    name = "sandbox-api"
+    cfg_path = sandbox_config(tmp_path, {name: "http://127.0.0.3:9"}, only=[name])
+    cfg = load_config(cfg_path)
+    budget = cfg.platform(name).politeness.budget
+    child = ("import json, sys\n"
+             "for n in (10, 40):\n"
+             "    sys.stderr.write(json.dumps({'event': 'progress', 'requests': n}) + '\\n')\n"
+             "sys.exit(1)\n")
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(crawlers.run.subprocess, "Popen",
+                        lambda cmd, **kw: real_popen([sys.executable, "-c", child], **kw))
+    with pytest.raises(crawlers.run.CrawlChildError) as err:
+        crawlers.run.crawl_platform(cfg, name, "run-c", date(2026, 11, 29))
+    assert err.value.requests == 40
+    monkeypatch.setattr(crawlers.run.subprocess, "Popen", real_popen)
+
+    given: list[int | None] = []
+
+    def fake_crawl(cfg: Any, platform: str, run_id: str, snapshot: Any, progress: Any = None,
+                   budget: int | None = None) -> Any:
+        given.append(budget)
+        if len(given) == 1:
+            raise crawlers.run.CrawlChildError("crawl exited with status -9", requests=40)
+        return pipeline.failed_result(cfg, platform, run_id, snapshot, "done", health="ok")
+
+    monkeypatch.setattr(crawlers.run, "crawl_platform", fake_crawl)
+    monkeypatch.setattr(pipeline, "get_run_logger", lambda: __import__("logging").getLogger("test"))
+    with pytest.raises(pipeline.TransientCrawlFailure):
+        pipeline.crawl_task.fn(str(cfg_path), name, "run-c", date(2026, 11, 29))
+    pipeline.crawl_task.fn(str(cfg_path), name, "run-c", date(2026, 11, 29))
+    assert given == [None, budget - 40]

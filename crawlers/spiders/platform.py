@@ -16,18 +16,16 @@ showed (:class:`crawlers.verdicts.PageSeen`: counts and flags only) and ends in 
 (:func:`crawlers.verdicts.cell_verdict`): a 404 or a redesigned page fails that cell only. An empty later page
 ends a walk (adverts withdrawn while it ran). Stats (``pointcount/...``):
 ``pages``, ``cards``, ``stated_totals``, ``unmapped``, ``linkage_invalid``, ``cells/done``, ``cells/failed``,
-``site_changed/<reason>``.
+``site_changed/<reason>``, ``cells/cross_region_cards`` (cards naming another ITL1 than their walk's).
 """
 
 from __future__ import annotations
 
 import math
-import posixpath
-import re
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 import scrapy
 from scrapy.exceptions import CloseSpider, IgnoreRequest
@@ -40,7 +38,7 @@ from crawlers.edge import PrivacyEdge
 from crawlers.health import HealthState
 from crawlers.pipelines import CellAggregator
 from crawlers.verdicts import PageSeen, Tolerance, WalkEnd, WalkSeen, cell_verdict, page_failure
-from pointcount.config import Platform
+from pointcount.config import Platform, is_never_fetch
 
 ROBOTS_FORBIDDEN = "Forbidden by robots.txt"
 
@@ -77,30 +75,7 @@ class Refused(IgnoreRequest):
         super().__init__(f"refused: {kind.replace('_', '-')} request")
 
 
-_SLASHES = re.compile(r"/+")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def normalise_path(path: str) -> str:
-    """A URL path as a server may read it, for prefix checks: percent-decoded (until stable, so ``%2570`` cannot
-    hide ``p`` from a server that decodes twice), backslashes as slashes, repeated slashes collapsed, dot segments
-    resolved (``posixpath.normpath``), case-folded (``/Profile`` is ``/profile`` on a case-insensitive server)."""
-    for _ in range(4):
-        decoded = unquote(path)
-        if decoded == path:
-            break
-        path = decoded
-    path = _SLASHES.sub("/", "/" + path.replace("\\", "/"))
-    return posixpath.normpath(path).casefold()
-
-
-def is_never_fetch(url: str, prefixes: list[str]) -> bool:
-    """Whether ``url``'s path falls under one of ``prefixes``, both compared in :func:`normalise_path` form.
-
-    A prefix matches whole path segments and anything longer (``/profile`` covers ``/profile/x`` and
-    ``/profiles``): erring towards not fetching."""
-    path = normalise_path(urlsplit(url).path or "/")
-    return any(path.startswith(normalise_path(p)) for p in prefixes if p.strip())
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
@@ -301,6 +276,8 @@ class PlatformSpider(scrapy.Spider):
             item, unmapped, invalid = self.edge.card(ref, p.categories[walk.category], towns, codes, link)
             del ref, towns, codes, link  # raw strings end here
             walk.keys.add(item.listing)
+            if self.cells.note_walk(p.regions[walk.region], item):
+                stats.inc_value("pointcount/cells/cross_region_cards")
             if unmapped:
                 stats.inc_value("pointcount/unmapped", unmapped)
             if invalid:
