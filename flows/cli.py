@@ -168,10 +168,11 @@ def purge(
     """Delete the sketches (keyed hashes) of linkage periods that are final and reclaim their space; every run
     does this after key rotation (docs/privacy.md)."""
     from flows.lock import RunInProgress, run_lock
-    from warehouse.retention import RetentionError, parse_as_of, purge_configured
+    from warehouse.retention import RetentionError, check_as_of, parse_as_of, purge_configured
+    from warehouse.store import MigrationError, WarehouseError
 
     try:
-        when = parse_as_of(as_of) if as_of is not None else None
+        when = check_as_of(parse_as_of(as_of)) if as_of is not None else None
         cfg = config_or_exit(config)
         if not cfg.warehouse_path.exists():
             console.print(f"no warehouse at {cfg.warehouse_path}: nothing to purge", highlight=False)
@@ -184,8 +185,14 @@ def purge(
     except RunInProgress as exc:
         err_console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(3) from exc
+    except (WarehouseError, MigrationError, OSError) as exc:  # a lock timeout, a refused swap, a full disk
+        err_console.print(f"purge failed: {type(exc).__name__}: {exc}".replace("\n", " "), markup=False,
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
     for line in report.lines():
         console.print(line, markup=False, highlight=False, soft_wrap=True)
+    for warning in report.warnings():
+        err_console.print(f"WARNING {warning}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
