@@ -621,3 +621,22 @@ def test_purge_command_errors_are_one_line(world, tmp_path: Path) -> None:
     proc = run_cli("purge", "--config", str(cfg_path), "--as-of", "2025-11-03")
     assert proc.returncode == 1, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "MigrationError" in proc.stderr, proc.stderr
+
+
+def test_reestimate_clears_the_hold_of_a_run_without_window_counts(world, tmp_path: Path) -> None:
+    """H2: `pointcount reestimate RUN_ID` stores the missing window counts, so the period is no longer held."""
+    path, store, _ = world
+    cfg_path = config_copy(DEMO_CONFIG, tmp_path / "cfg", outputs_dir=tmp_path / "out")
+    cfg = load_config(cfg_path)
+    cfg.warehouse_path.parent.mkdir(parents=True)
+    shutil.copy(path, cfg.warehouse_path)
+    con = duckdb.connect(str(cfg.warehouse_path))
+    con.execute("DELETE FROM window_counts WHERE run_id = 's2'")
+    con.close()
+    as_of = date(2025, 10, 10)  # September final but for s2, within the hold cap
+    assert not purge(cfg.warehouse_path, store, as_of, dry_run=True).purged
+    proc = run_cli("reestimate", "s2", "--config", str(cfg_path))
+    assert proc.returncode == 0, proc.stderr
+    assert [p.period for p in purge(cfg.warehouse_path, store, as_of, dry_run=True).purged] == ["2025-09"]
+    proc = run_cli("reestimate", "nope", "--config", str(cfg_path))
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
