@@ -305,6 +305,9 @@ def test_every_run_purges_after_key_rotation(world, prefect_server: str, tmp_pat
     cfg.warehouse_path.parent.mkdir(parents=True)
     shutil.copy(path, cfg.warehouse_path)
     shutil.copytree(store.dir, cfg.keys_path)
+    con = duckdb.connect(str(cfg.warehouse_path))  # s2's estimate "failed": the hold cap has long passed
+    con.execute("DELETE FROM window_counts WHERE run_id = 's2'")
+    con.close()
     proc = run_cli("run", "--config", str(cfg_path), "--retries", "0")
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # no platform healthy: failed run
     assert (cfg.keys_path / "2025-10.destroyed").exists()
@@ -313,6 +316,12 @@ def test_every_run_purges_after_key_rotation(world, prefect_server: str, tmp_pat
     assert con.execute("SELECT linkage_period FROM purged_periods ORDER BY 1").fetchall() == [("2025-09",),
                                                                                                 ("2025-10",)]
     assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 4  # the three old runs and this one
+    # The lost windows are on record and an alarm of the run (pointcount status shows the latest run's alarms).
+    assert con.execute("SELECT unestimated_runs FROM purged_periods WHERE linkage_period = '2025-09'"
+                       ).fetchone()[0] == ["s2"]
+    alarms = con.execute("SELECT alarms FROM runs WHERE run_id NOT IN ('s1', 's2', 'o1')").fetchone()[0]
+    assert "retention: 2025-09 purged without window counts of run(s) s2: past the retention.max_hold_days " \
+           "cap, their estimation windows are lost" in alarms
     con.close()
     assert _found(needles["sept"] | needles["oct"], cfg.warehouse_path.parent) == 0
 
