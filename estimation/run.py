@@ -104,14 +104,16 @@ def _run_info(con: duckdb.DuckDBPyConnection, run_id: str) -> RunInfo | None:
 
 def _load_cells(con: duckdb.DuckDBPyConnection, info: RunInfo, start: date) -> pd.DataFrame:
     """Card-platform cells of this run and of visible runs of the same period dated ``start .. snapshot``."""
+    from warehouse import retention  # WINDOW_INPUT: retention holds sketches by the same definition
+
     return con.execute(
-        """
+        f"""
         SELECT c.run_id, c.snapshot_date, r.started_at, c.platform, c.region_level, c.region_code, c.category,
                c.advertisers_sketch, c.unlinked_sketch, p.has_linkage, p.sketch_lg_k
         FROM cell_sketches c
         JOIN platform_runs p USING (run_id, platform)
         JOIN runs r USING (run_id)
-        WHERE p.mode = 'cards' AND p.health = 'ok'
+        WHERE {retention.WINDOW_INPUT}
           AND c.linkage_period = ?
           AND (c.run_id = ? OR (r.status IN ('complete', 'partial')
                                 AND c.snapshot_date BETWEEN ? AND ?

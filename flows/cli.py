@@ -168,10 +168,11 @@ def purge(
     """Delete the sketches (keyed hashes) of linkage periods that are final and reclaim their space; every run
     does this after key rotation (docs/privacy.md)."""
     from flows.lock import RunInProgress, run_lock
-    from warehouse.retention import RetentionError, parse_as_of, purge_configured
+    from warehouse.retention import RetentionError, check_as_of, parse_as_of, purge_configured
+    from warehouse.store import MigrationError, WarehouseError
 
     try:
-        when = parse_as_of(as_of) if as_of is not None else None
+        when = check_as_of(parse_as_of(as_of)) if as_of is not None else None
         cfg = config_or_exit(config)
         if not cfg.warehouse_path.exists():
             console.print(f"no warehouse at {cfg.warehouse_path}: nothing to purge", highlight=False)
@@ -184,8 +185,46 @@ def purge(
     except RunInProgress as exc:
         err_console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(3) from exc
+    except (WarehouseError, MigrationError, OSError) as exc:  # a lock timeout, a refused swap, a full disk
+        err_console.print(f"purge failed: {type(exc).__name__}: {exc}".replace("\n", " "), markup=False,
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
     for line in report.lines():
         console.print(line, markup=False, highlight=False, soft_wrap=True)
+    for warning in report.warnings():
+        err_console.print(f"WARNING {warning}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def reestimate(
+    run_id: str = typer.Argument(..., help="A stored run whose window counts are missing (its estimate failed)."),
+    config: Path = ConfigOption,
+) -> None:
+    """Estimate a stored run again (window counts, churn, estimates), e.g. to clear the retention hold its missing
+    window counts put on its period's sketches (docs/privacy.md)."""
+    from estimation import estimate_run
+    from flows.lock import RunInProgress, run_lock
+    from warehouse import Warehouse
+    from warehouse.store import MigrationError, WarehouseError
+
+    cfg = config_or_exit(config)
+    if not cfg.warehouse_path.exists():
+        err_console.print(f"no warehouse at {cfg.warehouse_path}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    try:
+        with run_lock(cfg.state_path, f"reestimate {run_id}"), Warehouse(cfg.warehouse_path) as wh:
+            if not wh.con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]:
+                raise ValueError(f"no run {run_id!r} in {cfg.warehouse_path}")
+            estimate_run(wh, run_id)
+    except RunInProgress as exc:
+        err_console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(3) from exc
+    except (ValueError, WarehouseError, MigrationError, OSError) as exc:  # e.g. an unknown or purged run
+        err_console.print(f"reestimate failed: {exc}".replace("\n", " "), markup=False, highlight=False,
+                          soft_wrap=True)
+        raise typer.Exit(1) from exc
+    console.print(f"run {run_id}: window counts and estimates stored; a retention hold on its period clears at "
+                  "the next purge", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

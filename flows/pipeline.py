@@ -245,11 +245,13 @@ def start_run_task(config_path: str, run_id: str, started_at: datetime) -> None:
 
 
 @task(name="purge", **TASK_OPTIONS)
-def purge_task(config_path: str) -> list[str]:
-    """Retention after key rotation: delete the sketches of final linkage periods (warehouse/retention.py)."""
+def purge_task(config_path: str) -> tuple[list[str], list[str]]:
+    """Retention after key rotation: delete the sketches of final linkage periods (warehouse/retention.py).
+    Returns the report's lines and its warnings (windows lost to the hard cap, periods held past their date)."""
     from warehouse.retention import purge_configured
 
-    return purge_configured(load_config(config_path)).lines()
+    report = purge_configured(load_config(config_path))
+    return report.lines(), report.warnings()
 
 
 @task(name="load", **TASK_OPTIONS)
@@ -386,9 +388,14 @@ def pipeline(
         start_run_task(config_path, run_id, started.replace(tzinfo=None))
         # Right after key rotation. A failed purge is reported, not fatal: the count still runs.
         purged = purge_task(config_path, return_state=True)
+        retention_alarms: list[str] = []
         if purged.is_completed():
-            for line in purged.result():
+            lines, retention_alarms = purged.result()
+            for line in lines:
                 logger.info("retention: %s", line)
+            # Stored with the run's alarms (pointcount status, exit summary): a lost window or an overdue hold
+            # must not sit in an INFO line.
+            summary.alarms = list(retention_alarms)
         else:
             exc = purged.result(raise_on_failure=False)
             summary.errors.append(f"retention purge failed: {type(exc).__name__}: {str(exc)[:300]}")
@@ -398,7 +405,7 @@ def pipeline(
             summary.platforms = [_summarise(r, attempts.get(r.platform, 1)) for r in results]
             load_task(config_path, run_id, snapshot, results)
             summary.status = run_status(results)
-            summary.alarms = alarms_task(config_path, run_id)
+            summary.alarms = [*retention_alarms, *alarms_task(config_path, run_id)]
         except Exception as exc:
             summary.status = "failed"
             summary.errors.append(f"{type(exc).__name__}: {str(exc)[:300]}")

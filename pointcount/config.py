@@ -512,6 +512,17 @@ class Retention(Strict):
     # Extra days after the key's destruction, e.g. to re-estimate a period with a fixed model. Capped: the
     # sketches still hold a per-person trail of districts, days and platforms, so "forever" is not an option.
     grace_days: int = Field(default=0, ge=0, le=31)
+    # Hard cap: a run without window counts (its estimate failed) holds its period's sketches, but never longer
+    # than this many days after the key's destruction; then they are purged anyway, recorded in purged_periods
+    # and reported as an alarm (those runs' windows are lost). At least grace_days.
+    max_hold_days: int = Field(default=7, ge=0, le=31)
+
+    @model_validator(mode="after")
+    def _hold_covers_grace(self) -> Retention:
+        if self.max_hold_days < self.grace_days:
+            raise ValueError(f"retention.max_hold_days ({self.max_hold_days}) must be at least grace_days "
+                             f"({self.grace_days})")
+        return self
 
 
 class Crawl(Strict):

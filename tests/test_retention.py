@@ -10,7 +10,9 @@ results, not from the warehouse), scanned for in the raw files.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -33,9 +35,9 @@ from pointcount import sketches
 from pointcount.config import DEMO_CONFIG, load_config
 from pointcount.keys import KeyStore
 from pointcount.results import CrawlResult
-from warehouse import Warehouse
+from warehouse import Warehouse, retention
 from warehouse.retention import RetentionError, parse_as_of, plan, purge
-from warehouse.store import HASH_BEARING
+from warehouse.store import ANALYST_TABLES, HASH_BEARING, MIGRATIONS_DIR
 from warehouse.synthetic import crawl_results, random_world
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +49,7 @@ RUNS = (  # run id, snapshot date, world seed, key
 )
 AS_OF = date(2025, 11, 3)  # September is final; October has ended but its key is kept until 2025-11-08
 KEPT_TABLES = ("runs", "platform_runs", "platform_region_counts", "region_counts", "window_counts",
-               "capture_histories", "region_estimates", "schema_migrations")
+               "capture_histories", "region_estimates", "cell_failures", "schema_migrations")
 
 
 def _hashes(results: list[CrawlResult]) -> set[bytes]:
@@ -214,7 +216,7 @@ def test_the_policy_holds_back_what_a_window_still_needs(world) -> None:
         con = wh.con
 
         def states(as_of: date, grace: int = 0) -> dict[str, tuple[bool, str]]:
-            return {p.period: (p.due, p.reason) for p in plan(con, store, as_of, grace)}
+            return {p.period: (p.due, p.reason) for p in plan(con, store, as_of, grace, max_hold_days=31)}
 
         assert states(date(2025, 9, 25))["2025-09"] == (False, "the period has not ended by 2025-09-25")
         # Ended, but its key was destroyed only on 2025-10-08.
@@ -229,11 +231,11 @@ def test_the_policy_holds_back_what_a_window_still_needs(world) -> None:
         assert states(date(2025, 11, 20))["2025-10"] == (True, "key destroyed on 2025-11-08")
         # A visible run without window counts holds its period: its windows have not been computed.
         con.execute("DELETE FROM window_counts WHERE run_id = 's2'")
-        due, reason = states(date(2025, 11, 20))["2025-09"]
+        due, reason = states(date(2025, 10, 20))["2025-09"]
         assert not due and "run(s) s2 have no window counts yet" in reason
         # A failed run's sketches feed no window: they do not hold the period.
         con.execute("UPDATE runs SET status = 'failed' WHERE run_id = 's2'")
-        assert states(date(2025, 11, 20))["2025-09"][0]
+        assert states(date(2025, 10, 20))["2025-09"][0]
     shutil.rmtree(store.dir)  # keys kept on another machine: go by the destruction schedule
     with Warehouse(path) as wh:
         got = {p.period: (p.due, p.reason) for p in plan(wh.con, store, date(2025, 11, 7))}
@@ -303,6 +305,9 @@ def test_every_run_purges_after_key_rotation(world, prefect_server: str, tmp_pat
     cfg.warehouse_path.parent.mkdir(parents=True)
     shutil.copy(path, cfg.warehouse_path)
     shutil.copytree(store.dir, cfg.keys_path)
+    con = duckdb.connect(str(cfg.warehouse_path))  # s2's estimate "failed": the hold cap has long passed
+    con.execute("DELETE FROM window_counts WHERE run_id = 's2'")
+    con.close()
     proc = run_cli("run", "--config", str(cfg_path), "--retries", "0")
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # no platform healthy: failed run
     assert (cfg.keys_path / "2025-10.destroyed").exists()
@@ -311,6 +316,12 @@ def test_every_run_purges_after_key_rotation(world, prefect_server: str, tmp_pat
     assert con.execute("SELECT linkage_period FROM purged_periods ORDER BY 1").fetchall() == [("2025-09",),
                                                                                                 ("2025-10",)]
     assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 4  # the three old runs and this one
+    # The lost windows are on record and an alarm of the run (pointcount status shows the latest run's alarms).
+    assert con.execute("SELECT unestimated_runs FROM purged_periods WHERE linkage_period = '2025-09'"
+                       ).fetchone()[0] == ["s2"]
+    alarms = con.execute("SELECT alarms FROM runs WHERE run_id NOT IN ('s1', 's2', 'o1')").fetchone()[0]
+    assert "retention: 2025-09 purged without window counts of run(s) s2: past the retention.max_hold_days " \
+           "cap, their estimation windows are lost" in alarms
     con.close()
     assert _found(needles["sept"] | needles["oct"], cfg.warehouse_path.parent) == 0
 
@@ -392,3 +403,249 @@ def test_purge_killed_at_any_step_is_consistent_and_the_next_purge_completes(wor
     report = purge(path, store, AS_OF)
     assert report.reclaimed or point == "shred"
     _assert_purged_clean(path, needles, before)
+
+
+# --------------------------------------------------------------------------- review fixes (14fix)
+
+
+def test_the_rewritten_file_keeps_the_mode_and_owner(world) -> None:
+    """H1: a warehouse kept owner-only stays owner-only after the purge (the copy is made under umask 077)."""
+    path, store, _ = world
+    path.chmod(0o600)
+    old_umask = os.umask(0o022)  # a usual umask: the copy must not take it
+    try:
+        before = path.stat()
+        assert purge(path, store, AS_OF).reclaimed
+    finally:
+        os.umask(old_umask)
+    after = path.stat()
+    assert after.st_ino != before.st_ino  # really a new file
+    assert (after.st_mode & 0o777, after.st_uid, after.st_gid) == (0o600, before.st_uid, before.st_gid)
+
+
+def test_a_symlinked_warehouse_is_rewritten_where_it_lives(world, tmp_path: Path) -> None:
+    """H1: data/w.duckdb -> vault/w.duckdb (e.g. an encrypted volume): the link stays a link, the real file is
+    rewritten in the vault with the kept rows, nothing of the warehouse lands beside the link."""
+    path, store, needles = world
+    vault = tmp_path / "vault"
+    vault.mkdir()
+    real = vault / "w.duckdb"
+    shutil.move(path, real)
+    path.symlink_to(real)
+    before = _tables(real)
+    report = purge(path, store, AS_OF)
+    assert report.reclaimed and [p.period for p in report.purged] == ["2025-09"]
+    assert path.is_symlink() and path.resolve() == real
+    assert [p.name for p in path.parent.iterdir()] == ["w.duckdb"]  # only the link
+    assert sorted(p.name for p in vault.iterdir()) == ["w.duckdb"]
+    after = _tables(real)
+    _assert_kept(before, after)
+    assert after["purged_periods"]["linkage_period"].tolist() == ["2025-09"]
+    assert _found(needles["oct"], vault) == len(needles["oct"])  # positive control: the kept rows are there
+    assert _found(needles["sept"], vault) == 0
+
+
+def test_a_hold_for_an_unestimated_run_is_capped_recorded_and_reported(world) -> None:
+    """H2: a run without window counts holds its period at most max_hold_days after the key's destruction
+    (2025-10-08 + 7 = 2025-10-15); past that the sketches go anyway and the loss is on record and reported."""
+    path, store, _ = world
+    with Warehouse(path) as wh:
+        wh.con.execute("DELETE FROM window_counts WHERE run_id = 's2'")
+        held = {p.period: p for p in plan(wh.con, store, date(2025, 10, 14), max_hold_days=7)}["2025-09"]
+        assert not held.due and held.overdue and held.unestimated == ("s2",)
+        assert held.reason.endswith("purged anyway on 2025-10-15")
+        capped = {p.period: p for p in plan(wh.con, store, date(2025, 10, 15), max_hold_days=7)}["2025-09"]
+        assert capped.due and capped.unestimated == ("s2",)
+    dry = purge(path, store, date(2025, 10, 14), dry_run=True, max_hold_days=7)
+    assert dry.warnings() == ["retention: 2025-09 sketches held past their due date: run(s) s2 have no window "
+                              f"counts ({held.reason})"]
+    report = purge(path, store, AS_OF, max_hold_days=7)
+    assert [p.period for p in report.purged] == ["2025-09"]
+    assert report.warnings() == ["retention: 2025-09 purged without window counts of run(s) s2: past the "
+                                 "retention.max_hold_days cap, their estimation windows are lost"]
+    con = duckdb.connect(str(path), read_only=True)
+    assert con.execute("SELECT linkage_period, unestimated_runs FROM purged_periods").fetchall() == [
+        ("2025-09", ["s2"])]
+    assert con.execute("SELECT count(*) FROM cell_sketches WHERE linkage_period = '2025-09'").fetchone()[0] == 0
+    con.close()
+
+
+def test_the_hold_cap_is_configured_with_a_safe_default(tmp_path: Path) -> None:
+    cfg = load_config(DEMO_CONFIG)
+    assert cfg.run.retention.max_hold_days == 7
+    text = (REPO / "config" / "pointcount.yaml").read_text()
+    assert load_config(REPO / "config" / "pointcount.yaml").run.retention.max_hold_days == 7
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("grace_days: 0", "grace_days: 10"))
+    with pytest.raises(Exception, match=r"max_hold_days .* must be at least grace_days"):
+        load_config(bad)
+
+
+READER = """
+import sys, duckdb
+try:
+    con = duckdb.connect(sys.argv[1], read_only=True)
+except duckdb.IOException as exc:
+    print("locked" if "lock" in str(exc).lower() else f"ERROR {exc}", flush=True)
+    sys.exit(0)
+print("open", flush=True)
+sys.stdin.readline()  # wait until the purge has finished (and shredded the old file)
+for t in ("runs", "region_counts", "platform_region_counts", "window_counts"):
+    try:
+        print(t, con.execute(f"SELECT count(*), sum(hash(run_id)) FROM {t}").fetchone()[0], flush=True)
+    except Exception as exc:
+        print(t, "ERROR", str(exc).splitlines()[0], flush=True)
+"""
+
+
+def test_a_reader_opening_during_the_swap_never_sees_a_corrupt_file(world, monkeypatch) -> None:
+    """M1: a lock-free reader (status, publish) that opens the path just before the swap is either kept out by
+    the writer's lock or reads a whole file afterwards, never the old inode being zeroed."""
+    path, store, _ = world
+    readers: list[subprocess.Popen] = []
+    first: list[str] = []
+    real_replace = os.replace
+
+    def replace(src: Path, dst: Path) -> None:
+        if Path(dst) == path:
+            proc = subprocess.Popen([sys.executable, "-c", READER, str(path)], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            readers.append(proc)
+            first.append(proc.stdout.readline().strip())  # the reader has opened (or been refused) by now
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(retention.os, "replace", replace)
+    assert purge(path, store, AS_OF).reclaimed
+    out, err = readers[0].communicate("go\n", timeout=60)
+    assert first[0] in ("locked", "open"), (first, err)
+    assert "ERROR" not in out and "orrupt" not in out + err, out + err
+    if first[0] == "open":
+        assert len(out.strip().splitlines()) == 4
+
+
+def _created_tables() -> set[str]:
+    pattern = re.compile(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?\"?(\w+)", re.I)
+    return {m.group(1) for f in MIGRATIONS_DIR.glob("*.sql") for m in pattern.finditer(f.read_text())}
+
+
+def test_every_table_is_classified_for_the_snapshot_or_retention() -> None:
+    """M2: a new table must be put in ANALYST_TABLES (copied) or HASH_BEARING (kept out, purged): not both."""
+    created = _created_tables() | {"schema_migrations"}  # the latter made by Warehouse._migrate itself
+    assert {"cell_sketches", "runs", "window_counts", "purged_periods"} <= created  # positive control: the parse
+    assert not ANALYST_TABLES & set(HASH_BEARING)
+    assert created == ANALYST_TABLES | set(HASH_BEARING)
+
+
+def test_an_unregistered_hash_table_stays_out_of_the_snapshot_and_a_registered_one_is_purged(
+    world, monkeypatch
+) -> None:
+    """M2: a hash table without BLOB columns (hashes as UBIGINT) is never copied to the analyst file."""
+    path, store, _ = world
+    analyst = path.with_name("analyst.duckdb")
+    with Warehouse(path, analyst) as wh:
+        wh.con.execute("CREATE TABLE unit_hashes (run_id VARCHAR, linkage_period VARCHAR, h UBIGINT)")
+        wh.con.execute("INSERT INTO unit_hashes VALUES ('s1', '2025-09', 11), ('o1', '2025-10', 12)")
+        wh.refresh_analyst_snapshot()
+    con = duckdb.connect(str(analyst), read_only=True)
+    tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    con.close()
+    assert "region_counts" in tables and "unit_hashes" not in tables
+    monkeypatch.setitem(HASH_BEARING, "unit_hashes", "linkage_period")
+    purge(path, store, AS_OF)
+    con = duckdb.connect(str(path), read_only=True)
+    assert con.execute("SELECT linkage_period FROM unit_hashes").fetchall() == [("2025-10",)]
+    con.close()
+
+
+def test_purge_destroys_overdue_keys_first(world, tmp_path: Path) -> None:
+    """M3: October's key is due 2025-11-08 and still on disk; `pointcount purge` (as of today) destroys it and
+    purges October too, without a `keys rotate` in between."""
+    path, store, needles = world
+    cfg_path = config_copy(DEMO_CONFIG, tmp_path / "cfg", outputs_dir=tmp_path / "out")
+    cfg = load_config(cfg_path)
+    cfg.warehouse_path.parent.mkdir(parents=True)
+    shutil.copy(path, cfg.warehouse_path)
+    shutil.copytree(store.dir, cfg.keys_path)
+    assert not (cfg.keys_path / "2025-10.destroyed").exists()
+    proc = run_cli("purge", "--config", str(cfg_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "destroyed overdue key(s) of 2025-10" in proc.stdout
+    assert "2025-10: deleted" in proc.stdout and "2025-09: deleted" in proc.stdout
+    assert (cfg.keys_path / "2025-10.destroyed").exists()
+    assert _found(needles["sept"] | needles["oct"], cfg.warehouse_path.parent) == 0
+
+
+def test_window_input_is_one_definition_for_estimation_and_retention(world, monkeypatch) -> None:
+    """M4: which cells feed the estimation windows is decided once (retention.WINDOW_INPUT). Change it (here: a
+    'partial' card platform counts) and both estimation and retention follow."""
+    from estimation.run import _load_cells, _run_info
+
+    path, store, _ = world
+    with Warehouse(path) as wh:
+        con = wh.con
+        con.execute("UPDATE platform_runs SET health = 'partial' WHERE run_id = 's2' AND mode = 'cards'")
+        con.execute("DELETE FROM window_counts WHERE run_id = 's2'")
+        info = _run_info(con, "s2")
+
+        def s2_feeds_windows() -> bool:
+            return bool((_load_cells(con, info, info.snapshot_date)["run_id"] == "s2").any())
+
+        # As it stands ('ok' only): s2's partial cells feed no window, so they hold nothing.
+        assert not s2_feeds_windows() and "2025-09" not in retention.unestimated_runs(con)
+        monkeypatch.setattr(retention, "WINDOW_INPUT", retention.WINDOW_INPUT.replace(
+            "p.health = 'ok'", "p.health IN ('ok', 'partial')"))
+        assert s2_feeds_windows() and retention.unestimated_runs(con)["2025-09"] == ["s2"]
+        held = {p.period: p for p in plan(con, store, AS_OF, max_hold_days=31)}["2025-09"]
+        assert not held.due and held.unestimated == ("s2",)
+
+
+def test_dry_run_writes_nothing_and_applies_no_migration(world) -> None:
+    """L3: with a migration pending, a dry run refuses (one line) and the file is byte for byte unchanged."""
+    path, store, _ = world
+    con = duckdb.connect(str(path))
+    con.execute("DELETE FROM schema_migrations WHERE version = 8")
+    con.execute("ALTER TABLE purged_periods DROP COLUMN unestimated_runs")
+    con.close()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    names = sorted(p.name for p in path.parent.iterdir())
+    with pytest.raises(RetentionError, match="pending migrations \\(008_retention_holds\\)"):
+        purge(path, store, AS_OF, dry_run=True)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert sorted(p.name for p in path.parent.iterdir()) == names
+
+
+def test_purge_command_errors_are_one_line(world, tmp_path: Path) -> None:
+    """L4: a future date is refused before looking for the warehouse; a warehouse error is one line, exit 1."""
+    path, _, _ = world
+    cfg_path = config_copy(DEMO_CONFIG, tmp_path / "cfg", outputs_dir=tmp_path / "out")
+    cfg = load_config(cfg_path)
+    proc = run_cli("purge", "--config", str(cfg_path), "--as-of", "2999-01-01")  # no warehouse yet
+    assert proc.returncode == 2 and "in the future" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    cfg.warehouse_path.parent.mkdir(parents=True)
+    shutil.copy(path, cfg.warehouse_path)
+    con = duckdb.connect(str(cfg.warehouse_path))
+    con.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
+    con.close()
+    proc = run_cli("purge", "--config", str(cfg_path), "--as-of", "2025-11-03")
+    assert proc.returncode == 1, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "MigrationError" in proc.stderr, proc.stderr
+
+
+def test_reestimate_clears_the_hold_of_a_run_without_window_counts(world, tmp_path: Path) -> None:
+    """H2: `pointcount reestimate RUN_ID` stores the missing window counts, so the period is no longer held."""
+    path, store, _ = world
+    cfg_path = config_copy(DEMO_CONFIG, tmp_path / "cfg", outputs_dir=tmp_path / "out")
+    cfg = load_config(cfg_path)
+    cfg.warehouse_path.parent.mkdir(parents=True)
+    shutil.copy(path, cfg.warehouse_path)
+    con = duckdb.connect(str(cfg.warehouse_path))
+    con.execute("DELETE FROM window_counts WHERE run_id = 's2'")
+    con.close()
+    as_of = date(2025, 10, 10)  # September final but for s2, within the hold cap
+    assert not purge(cfg.warehouse_path, store, as_of, dry_run=True).purged
+    proc = run_cli("reestimate", "s2", "--config", str(cfg_path))
+    assert proc.returncode == 0, proc.stderr
+    assert [p.period for p in purge(cfg.warehouse_path, store, as_of, dry_run=True).purged] == ["2025-09"]
+    proc = run_cli("reestimate", "nope", "--config", str(cfg_path))
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -40,6 +40,12 @@ SNAPSHOT_ALIAS = "pc_analyst_snapshot"
 # Tables holding keyed hashes (sketches), with the column naming each row's linkage period: never copied to the
 # analyst snapshot, and purged per period by warehouse.retention once the period is final.
 HASH_BEARING: dict[str, str] = {"cell_sketches": "linkage_period"}
+# The tables copied to the analyst snapshot (an allow-list: a new table stays out until it is classified here or
+# in HASH_BEARING; tests/test_retention.py checks every table the migrations create is one or the other).
+ANALYST_TABLES: frozenset[str] = frozenset({
+    "schema_migrations", "runs", "platform_runs", "platform_region_counts", "region_counts", "cell_failures",
+    "purged_periods", "window_counts", "capture_histories", "region_estimates",
+})
 
 
 class MigrationError(RuntimeError):
@@ -373,8 +379,9 @@ class Warehouse:
     # ------------------------------------------------------------------ analyst snapshot
 
     def refresh_analyst_snapshot(self) -> Path | None:
-        """Write the analyst copy and swap it in atomically. Private tables (``HASH_BEARING`` ones, and any with a
-        BLOB column) stay out, and so do views that need them. Returns the path, or None without an analyst path."""
+        """Write the analyst copy and swap it in atomically. Only ``ANALYST_TABLES`` are copied (never one with a
+        BLOB column or in ``HASH_BEARING``); views that need a table left out are dropped. Returns the path, or
+        None without an analyst path."""
         if self.analyst_path is None:
             return None
         target = self.analyst_path
@@ -393,8 +400,9 @@ class Warehouse:
             (s, t)
             for s, t in con.execute(
                 "SELECT DISTINCT schema_name, table_name FROM duckdb_columns() "
-                "WHERE database_name = ? AND (data_type = 'BLOB' OR list_contains(?, table_name))",
-                [source, list(HASH_BEARING)],
+                "WHERE database_name = ? AND (data_type = 'BLOB' OR list_contains(?, table_name) "
+                "OR NOT list_contains(?, table_name))",
+                [source, list(HASH_BEARING), sorted(ANALYST_TABLES)],
             ).fetchall()
         }
         try:
