@@ -44,14 +44,13 @@ LEVELS = ("national", "itl1", "lad")
 ALL = "all"
 
 
-def _located(frame: pd.DataFrame, town_col: str = "town") -> pd.DataFrame:
-    """One row per (row, level, region) where the row is located, from its place ids."""
-    pl = places()
-    towns = frame[town_col].to_numpy()
+def _located(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (row, level, region) where the row is located, from its place ids and page regions (the
+    sandbox's own place table: ``Places.locate``)."""
+    itl1, lad = places().locate(frame["town"].to_numpy(), frame["page_region"].to_numpy())
     parts = []
-    for level, codes in (("national", np.full(len(frame), NATIONAL_CODE)),
-                         ("itl1", pl.itl1[towns]), ("lad", pl.lad[towns])):
-        part = frame.drop(columns=[town_col]).copy()
+    for level, codes in (("national", np.full(len(frame), NATIONAL_CODE)), ("itl1", itl1), ("lad", lad)):
+        part = frame.drop(columns=["town", "page_region"]).copy()
         part["level"] = level
         part["region"] = codes
         parts.append(part)
@@ -90,14 +89,15 @@ def _advertiser_frame(pop: Population, mask: np.ndarray) -> pd.DataFrame:
     frame = pd.DataFrame({
         "adv": np.concatenate([advs, advs[has]]),
         "town": np.concatenate([pop.home[advs], tour[has]]),
+        "page_region": np.concatenate([pop.home_region[advs], pop.tour_region[advs][has]]),
     })
     frame["category"] = np.array(CATEGORIES)[pop.category[frame["adv"].to_numpy()]]
     return _located(frame)
 
 
 def _card_frame(pop: Population, name: str, day: int) -> pd.DataFrame:
-    lids, towns = listing_locations(pop, name, day)
-    frame = pd.DataFrame({"listing": lids, "town": towns})
+    lids, towns, regions = listing_locations(pop, name, day)
+    frame = pd.DataFrame({"listing": lids, "town": towns, "page_region": regions})
     advs = pop.l_adv[lids]
     frame["phone"] = pop.phone[advs]
     frame["shows_phone"] = pop.l_shows_phone[lids]
