@@ -1,0 +1,291 @@
+"""Location resolver: the free text of an advert (and its page's region) -> (ITL1, LAD or unknown, how).
+
+Data (vendored in ``pointcount/data/locations``, built by ``build_locations.py`` there; see its SOURCE.md):
+
+- ``places.csv``: GeoNames GB/NI populated places (population >= 500 or listed, with English/Welsh/Gaelic
+  alternate names), each put into its ITL1 region and 2021 LAD by a spatial join with the shipped boundaries.
+- ``outcodes.csv``: every postcode district (outcode) of the ONS National Statistics Postcode Lookup with the
+  ITL1 / LAD holding at least 95 % of its postcodes (empty when no LAD or region holds that share).
+- ``areas.csv`` (hand-made): counties, nations, regions, London localities, short forms ("Newcastle"), each with
+  its ITL1 (and LAD when it lies in one). A row whose ``itl1`` lists several codes ("TLI|TLJ") never places a
+  text alone; it only qualifies another place or agrees with a page region.
+- ``phrases.csv`` (hand-made): words that are not places ("outcall", "city centre") and places outside the UK.
+
+Evidence, strongest first (docs/geography.md has the full rules and the measured accuracy):
+
+1. a full postcode or a postcode district in the text ("Manchester M1", "LS1 4DY");
+2. an explicit qualifier in another part of the text ("Newport, South Wales", "Richmond, North Yorkshire");
+3. the page's region hint, when the named place exists in several regions;
+4. population dominance: the largest candidate has at least ``DOMINANCE`` times the population of every other;
+5. otherwise nothing: UNMAPPED without a hint, "page region" with one. Never a guess.
+
+``how`` is one of :data:`HOWS`. ``"page region"`` means the text did not place the advert (no place, a non-UK
+place, a name ambiguous across regions none of which is the hinted one, or an area spanning regions that include
+the hinted one): it counts in the hinted ITL1 with LAD unknown. Without a hint that case is ``"unmapped"``.
+A text that names one unambiguous UK place outside the hinted region is placed by the text, not by the hint.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+DATA_DIR = Path(__file__).resolve().parent / "data" / "locations"
+ITL1_CODES = ("TLC", "TLD", "TLE", "TLF", "TLG", "TLH", "TLI", "TLJ", "TLK", "TLL", "TLM", "TLN")
+# The largest candidate wins an ambiguous name only with >= 10x the population of the next one: Preston, Lancs
+# (313k) over the Prestons of a few hundred; Newcastle upon Tyne over Newcastle, Co. Down; not Newport, Wales
+# (162k) over Newport, Isle of Wight (25k), which adverts name just as plainly.
+DOMINANCE = 10.0
+# n-grams inside a longer phrase ("Manchester Piccadilly") are only trusted for places of this size or curated
+# areas: small places named like words ("Street", "Hope") would otherwise match ordinary text.
+NGRAM_MIN_POPULATION = 5000
+HOWS = ("postcode", "qualified", "place", "hinted", "dominant", "county", "nation", "region", "london area",
+        "page region", "unmapped")
+ATTRIBUTION = (
+    "Place names: GeoNames (geonames.org), CC BY 4.0. Postcode districts: Office for National Statistics, "
+    "National Statistics Postcode Lookup (May 2025), licensed under the Open Government Licence v.3.0; contains "
+    "OS data © Crown copyright and database right 2025; contains Royal Mail data © Royal Mail copyright and "
+    "database right 2025."
+)
+
+
+@dataclass(frozen=True)
+class Placement:
+    itl1: str | None  # ITL1 code (TLC..TLN); None = UNMAPPED
+    lad: str | None  # 2021 LAD code; None = unknown within the ITL1 region (always None when itl1 is None)
+    how: str  # one of HOWS: the evidence that placed it
+
+
+UNMAPPED_PLACEMENT = Placement(None, None, "unmapped")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    itl1: frozenset[str]  # one code, or several for an area that spans regions (qualifier / hint only)
+    also: frozenset[str]  # further codes a historic area covers: they count only when it qualifies another place
+    lad: str | None
+    population: int
+    how: str  # "place" for gazetteer places and short forms, else the area kind
+
+
+class LocationError(ValueError):
+    pass
+
+
+# --------------------------------------------------------------------------- text normalisation
+
+_POSTCODE = re.compile(r"\b([A-Z]{1,2}[0-9][A-Z0-9]?)\s*([0-9][A-Z]{2})\b", re.I)
+_OUTCODE = re.compile(r"\b([A-Z]{1,2}[0-9][A-Z0-9]?)\b", re.I)
+# A motorway junction is not a postcode district: "off M6 J10", "M1 junction 25".
+_MOTORWAY = re.compile(r"\b[AM][0-9]{1,3}\s*(?:j|jct|junction)\s*[0-9]", re.I)
+_SPLIT = re.compile(r"[,;/|()\[\]{}:+!?\n]|\s[-–—]+\s|\s[-–—]+$|^[-–—]+\s|\b(?:nr|near|or)\b\.?", re.I)
+
+
+def normalise(text: str) -> str:
+    """Lower-case ASCII words: accents, punctuation, '&' and 'St.'/'Saint' folded; '-' is a space."""
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    text = text.replace("&", " and ").replace("'", "")
+    words = re.sub(r"[^a-z0-9]+", " ", text).split()
+    # "St" before another word is Saint ("St Albans", "St. Helens"); as the last word it is Street.
+    words = ["saint" if w == "st" and i < len(words) - 1 else w for i, w in enumerate(words)]
+    if words and words[0] == "the" and len(words) > 1:
+        words = words[1:]
+    return " ".join(words)
+
+
+# --------------------------------------------------------------------------- the resolver
+
+
+class LocationResolver:
+    """Resolves location strings; results are memoised per (text, hint)."""
+
+    def __init__(self, data_dir: Path = DATA_DIR):
+        self.index: dict[str, list[Candidate]] = {}
+        self.outcodes: dict[str, tuple[str | None, str | None]] = {}
+        self.noise: list[tuple[str, ...]] = []
+        self.foreign: set[str] = set()
+        self.stopwords: set[str] = set()
+        self._load(data_dir)
+        self._max_words = max((len(k.split()) for k in self.index), default=1)
+        self._memo: dict[tuple[str, str | None], Placement] = {}
+
+    # ------------------------------------------------------------------ loading
+    def _load(self, data_dir: Path) -> None:
+        curated: dict[str, list[Candidate]] = {}
+        for row in _rows(data_dir / "areas.csv"):
+            codes = frozenset(row["itl1"].split("|"))
+            also = frozenset(filter(None, row["also"].split("|")))
+            unknown = (codes | also) - set(ITL1_CODES)
+            if unknown:
+                raise LocationError(f"areas.csv: {row['name']!r} has unknown ITL1 code(s) {sorted(unknown)}")
+            cand = Candidate(codes, also, row["lad"] or None, int(row["population"] or 0), row["how"])
+            curated.setdefault(normalise(row["name"]), []).append(cand)
+        for row in _rows(data_dir / "places.csv"):
+            key = row["key"]
+            pop = int(row["population"] or 0)
+            cand = Candidate(frozenset((row["itl1"],)), frozenset(), row["lad"] or None, pop, "place")
+            # A curated row refines the gazetteer's points of the same name in its own region ("London" is
+            # region-wide, not the Westminster point); the gazetteer's places elsewhere stay candidates.
+            if any(cand.itl1 <= c.itl1 for c in curated.get(key, ())):
+                continue
+            self.index.setdefault(key, []).append(cand)
+        for key, cands in curated.items():
+            self.index.setdefault(key, []).extend(cands)
+        for row in _rows(data_dir / "outcodes.csv"):
+            self.outcodes[row["outcode"]] = (row["itl1"] or None, row["lad"] or None)
+        for row in _rows(data_dir / "phrases.csv"):
+            phrase = normalise(row["phrase"])
+            if row["kind"] == "noise":
+                self.noise.append(tuple(phrase.split()))
+            elif row["kind"] == "foreign":
+                self.foreign.add(phrase)
+            elif row["kind"] == "word":
+                self.stopwords.add(phrase)
+            else:
+                raise LocationError(f"phrases.csv: unknown kind {row['kind']!r} for {row['phrase']!r}")
+        self.noise.sort(key=len, reverse=True)  # longest phrase first: "outcall only" before "outcall"
+
+    # ------------------------------------------------------------------ public API
+    def resolve(self, text: str, region_hint: str | None = None) -> Placement:
+        if region_hint is not None and region_hint not in ITL1_CODES:
+            raise LocationError(f"unknown region hint {region_hint!r}; expected an ITL1 code (TLC..TLN)")
+        key = (text, region_hint)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = self._resolve(text, region_hint)
+        return hit
+
+    def resolve_many(
+        self, texts: Sequence[str], region_hints: Sequence[str | None] | None = None
+    ) -> list[Placement]:
+        if region_hints is None:
+            return [self.resolve(t) for t in texts]
+        if len(region_hints) != len(texts):
+            raise LocationError(f"{len(texts)} texts but {len(region_hints)} region hints")
+        return [self.resolve(t, h) for t, h in zip(texts, region_hints, strict=True)]
+
+    # ------------------------------------------------------------------ internals
+    def _resolve(self, text: str, hint: str | None) -> Placement:
+        postcode, rest = self._postcode(text)
+        groups = [g for g in (self._lookup(seg) for seg in _SPLIT.split(rest) if seg) if g]
+        if postcode is not None:
+            itl1, lad = postcode
+            # The postcode places the advert unless the text names places none of which is in its region.
+            if all(any(itl1 in c.itl1 for c in g) for g in groups):
+                return Placement(itl1, lad, "postcode")
+            return self._fallback(hint)
+        if not groups:
+            return self._fallback(hint)
+        candidates, qualified = groups[0], False
+        for group in groups[1:]:  # later parts qualify the first: "Newport, South Wales"
+            regions = set().union(*(c.itl1 | c.also for c in group))
+            lads = {c.lad for c in group}
+            narrowed = [c for c in candidates if c.itl1 & regions]
+            if None not in lads:  # the qualifier is a district or town: keep candidates in its LADs if any
+                narrowed = [c for c in narrowed if c.lad in lads] or narrowed
+            if not narrowed:
+                return self._fallback(hint)  # contradictory parts: "Leeds, Cornwall"
+            qualified = qualified or len(narrowed) < len(candidates)
+            candidates = narrowed
+        return self._decide(candidates, hint, qualified)
+
+    def _decide(self, candidates: list[Candidate], hint: str | None, qualified: bool) -> Placement:
+        single = [c for c in candidates if len(c.itl1) == 1]
+        spanning = [c for c in candidates if len(c.itl1) > 1]
+        if not single:  # only areas spanning regions ("England", "Midlands"): the page decides, or nothing
+            if hint is not None and any(hint in c.itl1 for c in spanning):
+                return Placement(hint, None, "page region")
+            return self._fallback(hint)
+        regions = {next(iter(c.itl1)) for c in single}
+        if len(regions) == 1:
+            return _place(single, "qualified" if qualified else None)
+        if hint is not None and hint in regions:
+            return _place([c for c in single if hint in c.itl1], "hinted")
+        top = max(single, key=lambda c: c.population)
+        rest = [c for c in single if c.itl1 != top.itl1]
+        if top.population > 0 and all(top.population >= DOMINANCE * c.population for c in rest):
+            return _place([c for c in single if c.itl1 == top.itl1], "dominant")
+        return self._fallback(hint)
+
+    @staticmethod
+    def _fallback(hint: str | None) -> Placement:
+        return Placement(hint, None, "page region") if hint is not None else UNMAPPED_PLACEMENT
+
+    def _postcode(self, text: str) -> tuple[tuple[str, str | None] | None, str]:
+        """The first known postcode district in the text (full postcode or outcode) and the text without it."""
+        for pattern in (_POSTCODE, _OUTCODE):
+            for m in pattern.finditer(text):
+                outcode = m.group(1).upper()
+                hit = self.outcodes.get(outcode)
+                if hit is None or hit[0] is None or _MOTORWAY.match(text, m.start()):
+                    continue
+                return (hit[0], hit[1]), text[: m.start()] + " " + text[m.end():]
+        return None, text
+
+    def _lookup(self, segment: str) -> list[Candidate]:
+        words = normalise(segment).split()
+        words = self._strip_noise(words)
+        if not words:
+            return []
+        key = " ".join(words)
+        if key in self.foreign:
+            return []
+        if key in self.index:
+            return self.index[key]
+        # Longest n-grams first, left to right; only sizeable places and curated areas.
+        for n in range(min(len(words) - 1, self._max_words), 0, -1):
+            for i in range(len(words) - n + 1):
+                gram = " ".join(words[i : i + n])
+                if gram in self.stopwords or gram in self.foreign:
+                    continue
+                cands = [c for c in self.index.get(gram, ()) if c.how != "place"
+                         or c.population >= NGRAM_MIN_POPULATION]
+                if cands:
+                    return cands
+        return []
+
+    def _strip_noise(self, words: list[str]) -> list[str]:
+        out: list[str] = []
+        i = 0
+        while i < len(words):
+            for phrase in self.noise:
+                if tuple(words[i : i + len(phrase)]) == phrase:
+                    i += len(phrase)
+                    break
+            else:
+                out.append(words[i])
+                i += 1
+        while out and out[0] in ("in", "at"):  # "Escorts in Leeds" -> "leeds"
+            out = out[1:]
+        return out
+
+
+def _place(cands: list[Candidate], how: str | None) -> Placement:
+    """All candidates share one ITL1: the LAD when they share one too (or one is dominant), else unknown."""
+    itl1 = next(iter(cands[0].itl1))
+    lads = {c.lad for c in cands}
+    label = how or cands[0].how
+    if len(lads) == 1:
+        return Placement(itl1, cands[0].lad, label)
+    top = max(cands, key=lambda c: c.population)
+    if top.lad is not None and top.population > 0 and all(
+        top.population >= DOMINANCE * c.population for c in cands if c.lad != top.lad
+    ):
+        return Placement(itl1, top.lad, label)
+    return Placement(itl1, None, label)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        return [row for row in csv.DictReader(fh) if not next(iter(row.values()), "").startswith("#")]
+
+
+@cache
+def location_resolver() -> LocationResolver:
+    """The shared resolver over the vendored data (loaded once per process)."""
+    return LocationResolver()
