@@ -14,8 +14,8 @@ Everything here is synthetic. Parameters and their sources (see docs/sandbox.md)
 
 from __future__ import annotations
 
-import statistics
 import csv
+import statistics
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
