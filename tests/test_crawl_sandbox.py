@@ -68,8 +68,9 @@ def count(b64: str | None) -> int:
     return sketches.estimate(sketches.from_b64(b64)).count
 
 
-def assert_exact(result: CrawlResult, truth: dict[str, Any]) -> int:
-    """Every cell of the result equals the truth and every non-empty truth cell is in the result."""
+def differences(result: CrawlResult, truth: dict[str, Any]) -> tuple[list[tuple[Any, ...]], int]:
+    """(cells where the result and the truth differ, values checked): every non-empty truth cell must be in the
+    result with the same numbers, and every result cell must be in the truth."""
     got: dict[tuple[str, str, str], dict[str, int | None]] = {}
     for c in result.cells:
         row: dict[str, int | None] = {"stated": c.stated}
@@ -78,7 +79,7 @@ def assert_exact(result: CrawlResult, truth: dict[str, Any]) -> int:
             row["advertisers"] = count(c.advertisers_sketch)
             row["unlinked_listings"] = count(c.unlinked_sketch)
         got[(c.region_level, c.region_code, c.category)] = row
-    checked = 0
+    checked, diffs = 0, []
     for level, regions in truth["cells"].items():
         for code, cats in regions.items():
             for cat, want in cats.items():
@@ -87,13 +88,22 @@ def assert_exact(result: CrawlResult, truth: dict[str, Any]) -> int:
                 row = got.get((level, code, cat), {})
                 for key in ("listings", "advertisers", "unlinked_listings", "stated"):
                     if want.get(key) is not None and (want[key] or key == "stated"):
-                        assert row.get(key) == want[key], (result.platform, level, code, cat, key, row, want)
                         checked += 1
+                        if row.get(key) != want[key]:
+                            diffs.append((level, code, cat, key, row.get(key), want[key]))
     for (level, code, cat), row in got.items():
         want = truth["cells"].get(level, {}).get(code, {}).get(cat, {})
         for key in ("listings", "advertisers", "unlinked_listings"):
-            if key in row:
-                assert row[key] == want.get(key, 0), (result.platform, level, code, cat, key, row, want)
+            if key in row and row[key] != want.get(key, 0):
+                diffs.append((level, code, cat, key, row[key], want.get(key, 0)))
+    return sorted(set(diffs)), checked
+
+
+def assert_exact(result: CrawlResult, truth: dict[str, Any]) -> int:
+    """Every cell of the result equals the truth and every non-empty truth cell is in the result."""
+    diffs, checked = differences(result, truth)
+    assert not diffs, f"{result.platform}: {len(diffs)} differences (level, code, category, measure, got, want): " \
+        f"{diffs[:20]}"
     return checked
 
 
@@ -232,6 +242,39 @@ def test_counts_equal_the_truth_exactly(crawled: Crawled, name: str) -> None:
     assert result.requests == truth["expected_requests"] == len(crawled.logs[name])
     assert result.stats["pointcount/requests"] == result.requests
     assert result.unmapped == 0 and result.linkage_period == "2026-11"
+
+
+# The crawl child with a resolver that ignores the page's region, as if the spider did not pass it.
+HINTLESS_CHILD = """
+import sys
+import pointcount.locations as locations
+resolve = locations.LocationResolver.resolve
+locations.LocationResolver.resolve = lambda self, text, region_hint=None: resolve(self, text, None)
+from crawlers.run import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_wrong_resolver_is_caught_by_the_truth(crawled: Crawled) -> None:
+    """Positive control for the exact match above: the sandbox truth comes from its own place table, not from the
+    resolver, so a resolver that ignores the page's region ("Newport" on the Wales page, "Outcall only" on any
+    region page) gives a crawl that differs from the truth, at ITL1 and LAD level."""
+    name = "sandbox-api"
+    proc = subprocess.run(
+        [sys.executable, "-c", HINTLESS_CHILD, "--config", str(crawled.config), "--platform", name,
+         "--run-id", "run-control", "--date", SNAPSHOT.isoformat()],
+        cwd=crawled.scratch / "cwd", env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    broken = CrawlResult.model_validate_json(proc.stdout)
+    assert broken.health == "ok" and broken.cards == crawled.results[name].cards
+    diffs, _ = differences(broken, crawled.truth["platforms"][name])
+    assert {("itl1", "UNMAPPED"), ("lad", "UNMAPPED")} <= {d[:2] for d in diffs}  # counted nowhere
+    assert any(d[0] == "itl1" and d[1] != "UNMAPPED" for d in diffs)  # their regions read too low
+    assert any(d[1].endswith("-UNALLOCATED") for d in diffs)
+    assert broken.unmapped > 0 and broken.page_region == 0
+    assert crawled.results[name].unmapped == 0 and crawled.results[name].page_region > 0
 
 
 def test_multi_town_and_duplicate_profiles_are_covered(crawled: Crawled) -> None:
