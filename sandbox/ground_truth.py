@@ -118,6 +118,16 @@ def _stated(pop: Population, name: str, day: int) -> dict[tuple[str, str, str], 
     return out
 
 
+def _placements(pop: Population, name: str, day: int) -> dict[str, int]:
+    """What a complete crawl resolves: every text on every card of every page (a card shown on two regions'
+    pages is read twice); ``page_region`` those only the page's region places (non-places); ``unmapped`` those
+    placed nowhere (none: every sandbox page is one region's, and every text is in the place table)."""
+    kind = places().kind
+    shown = np.array([t for cell in build_cells(pop, name, day).values() for towns in cell.towns for t in towns],
+                     dtype=np.int64)
+    return {"placements": len(shown), "unmapped": 0, "page_region": int((kind[shown] == "nonplace").sum())}
+
+
 def _capture(pop: Population, mask: np.ndarray) -> dict[str, Any]:
     frame = _advertiser_frame(pop, mask)
     frame = frame[frame["level"] != "lad"]
@@ -233,6 +243,7 @@ def truth(
                     "unlinked_listings": unlinked.get(k, 0)}
                 for k in _keys(listings)
             })
+            entry["locations"] = _placements(pop, name, day)
         else:
             count_stated = stated
             entry["cells"] = _nest({k: {"stated": v} for k, v in stated.items()})

@@ -236,12 +236,17 @@ def test_counts_equal_the_truth_exactly(crawled: Crawled, name: str) -> None:
     result = crawled.results[name]
     assert result.health == "ok", result.health_reason
     truth = crawled.truth["platforms"][name]
-    checked = assert_exact(result, truth)
-    assert checked > (40 if name == "sandbox-counts" else 100)
     # Exactly the requests a complete crawl needs: robots.txt + every page holding a card (or one per cell).
     assert result.requests == truth["expected_requests"] == len(crawled.logs[name])
     assert result.stats["pointcount/requests"] == result.requests
-    assert result.unmapped == 0 and result.linkage_period == "2026-11"
+    assert result.linkage_period == "2026-11"
+    # Location quality: every text placed (page region for the non-places), as the sandbox's place table says.
+    want = truth.get("locations", {"placements": 0, "unmapped": 0, "page_region": 0})
+    assert (result.placements, result.unmapped, result.page_region) == (
+        want["placements"], want["unmapped"], want["page_region"])
+    assert name == "sandbox-counts" or 0 < want["page_region"] < want["placements"]
+    checked = assert_exact(result, truth)
+    assert checked > (40 if name == "sandbox-counts" else 100)
 
 
 # The crawl child with a resolver that ignores the page's region, as if the spider did not pass it.

@@ -110,6 +110,14 @@ def test_run_equals_the_sandbox_truth_then_a_sixty_percent_drop_raises_alarms(
             assert row is not None, (platform, key)
             assert tuple(row[-len(fields):]) == values, (platform, key)
 
+    # Location quality per platform: UNMAPPED and page-region shares of placements, as the sandbox truth says.
+    shares = {p: (u, pr) for p, u, pr in _rows(
+        cfg.warehouse_path, "SELECT platform, unmapped_share, page_region_share FROM platform_runs")}
+    for platform, entry in truth["platforms"].items():
+        loc = entry.get("locations")
+        want_s = (loc["unmapped"] / loc["placements"], loc["page_region"] / loc["placements"]) if loc else (None,) * 2
+        assert shares[platform] == pytest.approx(want_s) if loc else shares[platform] == want_s, platform
+
     # Outputs: a published export for the run, the analyst snapshot, and polite crawling throughout.
     exports = [p for p in cfg.exports_path.iterdir() if p.name.endswith(run_id)]
     assert len(exports) == 1 and (exports[0] / "metadata.json").exists()
