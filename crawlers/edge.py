@@ -27,11 +27,11 @@ from datetime import date
 from functools import lru_cache
 
 import phonenumbers
-from pointcount.locations import LocationResolver, Placement, location_resolver
 
 from pointcount.config import LoadedConfig, Platform
 from pointcount.geography import UNMAPPED, Location
 from pointcount.keys import KeyStore, Pseudonymiser, period_id
+from pointcount.locations import LocationResolver, Placement, location_resolver
 from pointcount.results import unallocated
 
 UNMAPPED_LOCATION = Location(UNMAPPED, UNMAPPED)

@@ -28,8 +28,8 @@ from crawlers.verdicts import CellVerdict
 from pointcount import sketches
 from pointcount.config import Extract, LoadedConfig, Platform, RunConfig
 from pointcount.geography import NATIONAL_CODE, UNMAPPED, Location
-from pointcount.locations import location_resolver
 from pointcount.keys import Pseudonymiser
+from pointcount.locations import location_resolver
 
 KEY = b"k" * 32
 BASE = "http://127.0.0.9:8400"
