@@ -71,6 +71,7 @@ class Candidate:
     lad: str | None
     population: int
     how: str  # "place" for gazetteer places and short forms, else the area kind
+    curated: bool = False  # from areas.csv: trusted inside a longer phrase whatever its population
 
 
 class LocationError(ValueError):
@@ -123,7 +124,7 @@ class LocationResolver:
             unknown = (codes | also) - set(ITL1_CODES)
             if unknown:
                 raise LocationError(f"areas.csv: {row['name']!r} has unknown ITL1 code(s) {sorted(unknown)}")
-            cand = Candidate(codes, also, row["lad"] or None, int(row["population"] or 0), row["how"])
+            cand = Candidate(codes, also, row["lad"] or None, int(row["population"] or 0), row["how"], True)
             curated.setdefault(normalise(row["name"]), []).append(cand)
         for row in _rows(data_dir / "places.csv"):
             key = row["key"]
@@ -172,35 +173,48 @@ class LocationResolver:
     # ------------------------------------------------------------------ internals
     def _resolve(self, text: str, hint: str | None) -> Placement:
         postcode, rest = self._postcode(text)
-        groups = [g for g in (self._lookup(seg) for seg in _SPLIT.split(rest) if seg) if g]
+        groups = [g for seg in _SPLIT.split(rest) if seg for g in self._lookup(seg)]
         if postcode is not None:
             itl1, lad = postcode
             # The postcode places the advert unless the text names places none of which is in its region.
-            if all(any(itl1 in c.itl1 for c in g) for g in groups):
-                return Placement(itl1, lad, "postcode")
-            return self._fallback(hint)
+            if not all(any(itl1 in c.itl1 for c in g) for g in groups):
+                return self._fallback(hint)
+            if lad is None and groups:  # a district split between LADs: the named place may still fix the LAD
+                named = self._combine(groups, itl1)
+                if named is not None and named.itl1 == itl1:
+                    lad = named.lad
+            return Placement(itl1, lad, "postcode")
         if not groups:
             return self._fallback(hint)
-        candidates, qualified = groups[0], False
-        for group in groups[1:]:  # later parts qualify the first: "Newport, South Wales"
+        return self._combine(groups, hint) or self._fallback(hint)
+
+    def _combine(self, groups: list[list[Candidate]], hint: str | None) -> Placement | None:
+        """The first part's candidates, narrowed by every later part (a qualifier), then decided."""
+        candidates, qualified, lad_known = groups[0], False, True
+        for group in groups[1:]:
             regions = set().union(*(c.itl1 | c.also for c in group))
             lads = {c.lad for c in group}
             narrowed = [c for c in candidates if c.itl1 & regions]
-            if None not in lads:  # the qualifier is a district or town: keep candidates in its LADs if any
-                narrowed = [c for c in narrowed if c.lad in lads] or narrowed
             if not narrowed:
-                return self._fallback(hint)  # contradictory parts: "Leeds, Cornwall"
+                return None  # contradictory parts: "Leeds, Cornwall"
+            if None not in lads:  # the qualifier is a district or town: keep candidates in its LADs
+                in_lads = [c for c in narrowed if c.lad in lads]
+                # None there: two different places are named ("Leeds / Bradford"), so only the region is known.
+                narrowed, lad_known = (in_lads, lad_known) if in_lads else (narrowed, False)
             qualified = qualified or len(narrowed) < len(candidates)
             candidates = narrowed
-        return self._decide(candidates, hint, qualified)
+        placed = self._decide(candidates, hint, qualified)
+        if placed is not None and not lad_known:
+            return Placement(placed.itl1, None, placed.how)
+        return placed
 
-    def _decide(self, candidates: list[Candidate], hint: str | None, qualified: bool) -> Placement:
+    def _decide(self, candidates: list[Candidate], hint: str | None, qualified: bool) -> Placement | None:
         single = [c for c in candidates if len(c.itl1) == 1]
         spanning = [c for c in candidates if len(c.itl1) > 1]
         if not single:  # only areas spanning regions ("England", "Midlands"): the page decides, or nothing
             if hint is not None and any(hint in c.itl1 for c in spanning):
                 return Placement(hint, None, "page region")
-            return self._fallback(hint)
+            return None
         regions = {next(iter(c.itl1)) for c in single}
         if len(regions) == 1:
             return _place(single, "qualified" if qualified else None)
@@ -210,7 +224,7 @@ class LocationResolver:
         rest = [c for c in single if c.itl1 != top.itl1]
         if top.population > 0 and all(top.population >= DOMINANCE * c.population for c in rest):
             return _place([c for c in single if c.itl1 == top.itl1], "dominant")
-        return self._fallback(hint)
+        return None
 
     @staticmethod
     def _fallback(hint: str | None) -> Placement:
@@ -227,27 +241,32 @@ class LocationResolver:
                 return (hit[0], hit[1]), text[: m.start()] + " " + text[m.end():]
         return None, text
 
-    def _lookup(self, segment: str) -> list[Candidate]:
-        words = normalise(segment).split()
-        words = self._strip_noise(words)
+    def _lookup(self, segment: str) -> list[list[Candidate]]:
+        """Candidate groups named in one part of the text: the whole part, else the places inside it."""
+        words = self._strip_noise(normalise(segment).split())
         if not words:
             return []
         key = " ".join(words)
         if key in self.foreign:
             return []
         if key in self.index:
-            return self.index[key]
-        # Longest n-grams first, left to right; only sizeable places and curated areas.
+            return [self.index[key]]
+        # Longest n-grams first, left to right, not overlapping ("Newport IOW" -> Newport, qualified by IOW);
+        # only sizeable places and curated areas.
+        groups: list[tuple[int, list[Candidate]]] = []
+        taken = [False] * len(words)
         for n in range(min(len(words) - 1, self._max_words), 0, -1):
             for i in range(len(words) - n + 1):
+                if any(taken[i : i + n]):
+                    continue
                 gram = " ".join(words[i : i + n])
                 if gram in self.stopwords or gram in self.foreign:
                     continue
-                cands = [c for c in self.index.get(gram, ()) if c.how != "place"
-                         or c.population >= NGRAM_MIN_POPULATION]
+                cands = [c for c in self.index.get(gram, ()) if c.curated or c.population >= NGRAM_MIN_POPULATION]
                 if cands:
-                    return cands
-        return []
+                    groups.append((i, cands))
+                    taken[i : i + n] = [True] * n
+        return [cands for _, cands in sorted(groups, key=lambda g: g[0])]
 
     def _strip_noise(self, words: list[str]) -> list[str]:
         out: list[str] = []

