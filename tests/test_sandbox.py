@@ -638,3 +638,26 @@ def test_stop_closes_keep_alive_connections() -> None:
     finally:
         conn.close()
         sb.stop()
+
+
+def test_place_table_is_consistent_with_the_official_district_list() -> None:
+    """The hand-written place table (sandbox/data/places.csv): every LAD code is a 2021 LAD of the row's ITL1
+    region (the shipped ONS boundary list, not the resolver's gazetteer); every kind occurs; a text with rows in
+    several regions is page-dependent; every region has its own texts plus the non-places."""
+    import geopandas as gpd
+
+    from pointcount.geography import boundary_path
+
+    lads = gpd.read_file(boundary_path("builtin:lad"), columns=["code", "itl1_code"], ignore_geometry=True)
+    parent = dict(zip(lads["code"], lads["itl1_code"], strict=True))
+    pl = places()
+    for text, itl1, lad in zip(pl.names.tolist(), pl.itl1.tolist(), pl.lad.tolist(), strict=True):
+        assert not lad or parent.get(lad) == itl1, (text, itl1, lad)
+    assert set(pl.kind.tolist()) == {"town", "qualified", "postcode", "london", "county", "ambiguous", "nonplace"}
+    # Names the table gives in several regions are all marked page-dependent ("Victoria" is too: a village
+    # in Blaenau Gwent shares the name of the London area).
+    for text in set(pl.names.tolist()):
+        if len(set(pl.itl1[pl.names == text].tolist())) > 1:
+            assert set(pl.kind[pl.names == text].tolist()) == {"ambiguous"}, text
+    for r, rows in enumerate(pl.by_region):
+        assert set(pl.itl1[rows].tolist()) == {ITL1[r], ""} and len(pl.fixed_by_region[r]) >= 15
