@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TextIO
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "locations"
 ITL1_CODES = ("TLC", "TLD", "TLE", "TLF", "TLG", "TLH", "TLI", "TLJ", "TLK", "TLL", "TLM", "TLN")
@@ -302,6 +303,41 @@ def _place(cands: list[Candidate], how: str | None) -> Placement:
 def _rows(path: Path) -> list[dict[str, str]]:
     with path.open(encoding="utf-8", newline="") as fh:
         return [row for row in csv.DictReader(fh) if not next(iter(row.values()), "").startswith("#")]
+
+
+LOCATE_COLUMNS = ("text", "region_hint", "itl1", "lad", "how")
+
+
+def locate_csv(path: Path, out: TextIO, resolver: LocationResolver | None = None) -> int:
+    """``pointcount locate --input``: read ``text`` (and optional ``region_hint``) from a CSV, write one placement
+    per row in the same order; return the number of rows. Every row is checked before anything is written: a
+    problem raises :class:`LocationError` with one line naming it."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.DictReader(fh)
+            fields = reader.fieldnames or []
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise LocationError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+    if "text" not in fields:
+        raise LocationError(f"{path}: no 'text' column (columns: {', '.join(fields) or 'none'})")
+    texts = [row["text"] or "" for row in rows]
+    hints = [(row.get("region_hint") or "").strip() or None for row in rows]
+    for line, hint in enumerate(hints, start=2):
+        if hint is not None and hint not in ITL1_CODES:
+            raise LocationError(f"{path}: line {line}: unknown region hint {hint!r}; expected one of "
+                                f"{', '.join(ITL1_CODES)}")
+    placements = (resolver or location_resolver()).resolve_many(texts, hints)
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(LOCATE_COLUMNS)
+    for text, hint, p in zip(texts, hints, placements, strict=True):
+        writer.writerow((text, hint or "", p.itl1 or "", p.lad or "", p.how))
+    return len(rows)
+
+
+def describe(placement: Placement) -> str:
+    """One line for ``pointcount locate TEXT``."""
+    return f"itl1={placement.itl1 or 'UNMAPPED'} lad={placement.lad or '-'} how={placement.how}"
 
 
 @cache
