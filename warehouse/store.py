@@ -376,17 +376,17 @@ class Warehouse:
     def location_alarms(self, run_id: str, max_unmapped_share: float = 0.05) -> list[str]:
         """Platforms of this run whose share of UNMAPPED placements exceeds ``max_unmapped_share`` (run config
         ``alarms.max_unmapped_share``): their listings are missing from the regions they were in, so those regions
-        read too low. Healthy platforms only (as for the drop alarms)."""
+        read too low. Platforms whose counts load only (``HEALTHY``)."""
         if not 0 <= max_unmapped_share <= 1:
             raise ValueError("max_unmapped_share is a fraction between 0 and 1")
         self._require_run(run_id)
         rows = self.con.execute(
             """
             SELECT platform, unmapped, placements, unmapped_share FROM platform_runs
-            WHERE run_id = ? AND health = 'ok' AND unmapped_share > ?
+            WHERE run_id = ? AND list_contains(?, health) AND unmapped_share > ?
             ORDER BY platform
             """,
-            [run_id, max_unmapped_share],
+            [run_id, sorted(HEALTHY), max_unmapped_share],
         ).fetchall()
         return [
             f"{platform} · {unmapped} of {placements} placements UNMAPPED ({share:.1%} > {max_unmapped_share:.1%}): "
