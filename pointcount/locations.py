@@ -31,7 +31,7 @@ import csv
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import TextIO
@@ -73,6 +73,10 @@ class Candidate:
     population: int
     how: str  # "place" for gazetteer places and short forms, else the area kind
     curated: bool = False  # from areas.csv: trusted inside a longer phrase whatever its population
+    region: str | None = field(init=False)  # the one ITL1 code; None for an area spanning regions
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "region", next(iter(self.itl1)) if len(self.itl1) == 1 else None)
 
 
 class LocationError(ValueError):
@@ -88,14 +92,17 @@ _MOTORWAY = re.compile(r"\b[AM][0-9]{1,3}\s*(?:j|jct|junction)\s*[0-9]", re.I)
 _SPLIT = re.compile(r"[,;/|()\[\]{}:+!?\n]|\s[-–—]+\s|\s[-–—]+$|^[-–—]+\s|\b(?:nr|near|or)\b\.?", re.I)
 
 
+_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
 def normalise(text: str) -> str:
     """Lower-case ASCII words: accents, punctuation, '&' and 'St.'/'Saint' folded; '-' is a space."""
-    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
-    text = text.replace("&", " and ").replace("'", "")
-    words = re.sub(r"[^a-z0-9]+", " ", text).split()
-    # "St" before another word is Saint ("St Albans", "St. Helens"); as the last word it is Street.
-    words = ["saint" if w == "st" and i < len(words) - 1 else w for i, w in enumerate(words)]
-    if words and words[0] == "the" and len(words) > 1:
+    if not text.isascii():
+        text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    words = _NON_ALNUM.sub(" ", text.lower().replace("&", " and ").replace("'", "")).split()
+    if "st" in words:  # "St" before another word is Saint ("St Albans", "St. Helens"); last, it is Street
+        words = ["saint" if w == "st" and i < len(words) - 1 else w for i, w in enumerate(words)]
+    if len(words) > 1 and words[0] == "the":
         words = words[1:]
     return " ".join(words)
 
@@ -109,15 +116,16 @@ class LocationResolver:
     def __init__(self, data_dir: Path = DATA_DIR):
         self.index: dict[str, list[Candidate]] = {}
         self.outcodes: dict[str, tuple[str | None, str | None]] = {}
-        self.noise: list[tuple[str, ...]] = []
         self.foreign: set[str] = set()
         self.stopwords: set[str] = set()
         self._load(data_dir)
         self._max_words = max((len(k.split()) for k in self.index), default=1)
         self._memo: dict[tuple[str, str | None], Placement] = {}
+        self._segments: dict[str, list[list[Candidate]]] = {}  # normalised part of a text -> candidate groups
 
     # ------------------------------------------------------------------ loading
     def _load(self, data_dir: Path) -> None:
+        noise: list[str] = []
         curated: dict[str, list[Candidate]] = {}
         for row in _rows(data_dir / "areas.csv"):
             codes = frozenset(row["itl1"].split("|"))
@@ -143,14 +151,16 @@ class LocationResolver:
         for row in _rows(data_dir / "phrases.csv"):
             phrase = normalise(row["phrase"])
             if row["kind"] == "noise":
-                self.noise.append(tuple(phrase.split()))
+                noise.append(phrase)
             elif row["kind"] == "foreign":
                 self.foreign.add(phrase)
             elif row["kind"] == "word":
                 self.stopwords.add(phrase)
             else:
                 raise LocationError(f"phrases.csv: unknown kind {row['kind']!r} for {row['phrase']!r}")
-        self.noise.sort(key=len, reverse=True)  # longest phrase first: "outcall only" before "outcall"
+        # One pass over the normalised text; longest phrase first: "outcall only" before "outcall".
+        alternatives = "|".join(re.escape(n) for n in sorted(noise, key=len, reverse=True))
+        self._noise = re.compile(rf"(?:^| )(?:{alternatives})(?= |$)") if noise else None
 
     # ------------------------------------------------------------------ public API
     def resolve(self, text: str, region_hint: str | None = None) -> Placement:
@@ -210,21 +220,21 @@ class LocationResolver:
         return placed
 
     def _decide(self, candidates: list[Candidate], hint: str | None, qualified: bool) -> Placement | None:
-        single = [c for c in candidates if len(c.itl1) == 1]
-        spanning = [c for c in candidates if len(c.itl1) > 1]
+        single = [c for c in candidates if c.region is not None]
+        spanning = [c for c in candidates if c.region is None]
         if not single:  # only areas spanning regions ("England", "Midlands"): the page decides, or nothing
             if hint is not None and any(hint in c.itl1 for c in spanning):
                 return Placement(hint, None, "page region")
             return None
-        regions = {next(iter(c.itl1)) for c in single}
+        regions = {c.region for c in single}
         if len(regions) == 1:
             return _place(single, "qualified" if qualified else None)
         if hint is not None and hint in regions:
-            return _place([c for c in single if hint in c.itl1], "hinted")
+            return _place([c for c in single if c.region == hint], "hinted")
         top = max(single, key=lambda c: c.population)
-        rest = [c for c in single if c.itl1 != top.itl1]
+        rest = [c for c in single if c.region != top.region]
         if top.population > 0 and all(top.population >= DOMINANCE * c.population for c in rest):
-            return _place([c for c in single if c.itl1 == top.itl1], "dominant")
+            return _place([c for c in single if c.region == top.region], "dominant")
         return None
 
     @staticmethod
@@ -244,7 +254,13 @@ class LocationResolver:
 
     def _lookup(self, segment: str) -> list[list[Candidate]]:
         """Candidate groups named in one part of the text: the whole part, else the places inside it."""
-        words = self._strip_noise(normalise(segment).split())
+        norm = normalise(segment)
+        hit = self._segments.get(norm)
+        if hit is None:
+            hit = self._segments[norm] = self._lookup_words(self._strip_noise(norm))
+        return hit
+
+    def _lookup_words(self, words: list[str]) -> list[list[Candidate]]:
         if not words:
             return []
         key = " ".join(words)
@@ -269,25 +285,19 @@ class LocationResolver:
                     taken[i : i + n] = [True] * n
         return [cands for _, cands in sorted(groups, key=lambda g: g[0])]
 
-    def _strip_noise(self, words: list[str]) -> list[str]:
-        out: list[str] = []
-        i = 0
-        while i < len(words):
-            for phrase in self.noise:
-                if tuple(words[i : i + len(phrase)]) == phrase:
-                    i += len(phrase)
-                    break
-            else:
-                out.append(words[i])
-                i += 1
-        while out and out[0] in ("in", "at"):  # "Escorts in Leeds" -> "leeds"
-            out = out[1:]
-        return out
+    def _strip_noise(self, norm: str) -> list[str]:
+        if self._noise is not None:
+            # Twice: adjacent phrases share the space between them ("outcall only area").
+            norm = self._noise.sub(" ", self._noise.sub(" ", norm))
+        words = norm.split()
+        while words and words[0] in ("in", "at"):  # "Escorts in Leeds" -> "leeds"
+            words = words[1:]
+        return words
 
 
 def _place(cands: list[Candidate], how: str | None) -> Placement:
     """All candidates share one ITL1: the LAD when they share one too (or one is dominant), else unknown."""
-    itl1 = next(iter(cands[0].itl1))
+    itl1 = cands[0].region
     lads = {c.lad for c in cands}
     label = how or cands[0].how
     if len(lads) == 1:
