@@ -25,6 +25,7 @@ from markupsafe import Markup
 
 from pointcount.config import LoadedConfig
 from pointcount.geography import ATTRIBUTION, NATIONAL_CODE, UNMAPPED
+from pointcount.locations import ATTRIBUTION as LOCATIONS_ATTRIBUTION
 from publish.disclosure import SUPPRESSED_MARK, DisclosureRule
 from publish.population import POPULATION_SOURCE
 from publish.source import HEALTHY, RunData
@@ -429,4 +430,5 @@ def _ts(value: object) -> str:
 
 
 def _attribution() -> str:
-    return render("attribution.html.j2", attribution=ATTRIBUTION, population_source=POPULATION_SOURCE)
+    return render("attribution.html.j2", attribution=ATTRIBUTION, population_source=POPULATION_SOURCE,
+                  locations_attribution=LOCATIONS_ATTRIBUTION)
