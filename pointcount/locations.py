@@ -83,6 +83,9 @@ class LocationError(ValueError):
     pass
 
 
+FOREIGN: list[Candidate] = []  # the look-up's answer for a part that names a place outside the UK (by identity)
+
+
 # --------------------------------------------------------------------------- text normalisation
 
 _POSTCODE = re.compile(r"\b([A-Z]{1,2}[0-9][A-Z0-9]?)\s*([0-9][A-Z]{2})\b", re.I)
@@ -118,6 +121,7 @@ class LocationResolver:
         self.outcodes: dict[str, tuple[str | None, str | None]] = {}
         self.foreign: set[str] = set()
         self.stopwords: set[str] = set()
+        self.street_words: set[str] = set()
         self._load(data_dir)
         self._max_words = max((len(k.split()) for k in self.index), default=1)
         self._memo: dict[tuple[str, str | None], Placement] = {}
@@ -156,6 +160,8 @@ class LocationResolver:
                 self.foreign.add(phrase)
             elif row["kind"] == "word":
                 self.stopwords.add(phrase)
+            elif row["kind"] == "street":
+                self.street_words.add(phrase)
             else:
                 raise LocationError(f"phrases.csv: unknown kind {row['kind']!r} for {row['phrase']!r}")
         # One pass over the normalised text; longest phrase first: "outcall only" before "outcall".
@@ -185,6 +191,8 @@ class LocationResolver:
     def _resolve(self, text: str, hint: str | None) -> Placement:
         postcode, rest = self._postcode(text)
         groups = [g for seg in _SPLIT.split(rest) if seg for g in self._lookup(seg)]
+        if any(g is FOREIGN for g in groups):  # "Perth, Australia", "Kingston, Jamaica": a place abroad
+            return self._fallback(hint)
         if postcode is not None:
             itl1, lad = postcode
             # The postcode places the advert unless the text names places none of which is in its region.
@@ -265,6 +273,8 @@ class LocationResolver:
             return []
         key = " ".join(words)
         if key in self.foreign:
+            return [FOREIGN]
+        if key in self.stopwords:
             return []
         if key in self.index:
             return [self.index[key]]
@@ -279,6 +289,8 @@ class LocationResolver:
                 gram = " ".join(words[i : i + n])
                 if gram in self.stopwords or gram in self.foreign:
                     continue
+                if i + n < len(words) and words[i + n] in self.street_words:
+                    continue  # "York Road", "Victoria Park": a street or park named after the place
                 cands = [c for c in self.index.get(gram, ()) if c.curated or c.population >= NGRAM_MIN_POPULATION]
                 if cands:
                     groups.append((i, cands))
