@@ -92,6 +92,10 @@ _POSTCODE = re.compile(r"\b([A-Z]{1,2}[0-9][A-Z0-9]?)\s*([0-9][A-Z]{2})\b", re.I
 _OUTCODE = re.compile(r"\b([A-Z]{1,2}[0-9][A-Z0-9]?)\b", re.I)
 # A motorway junction is not a postcode district: "off M6 J10", "M1 junction 25".
 _MOTORWAY = re.compile(r"\b[AM][0-9]{1,3}\s*(?:j|jct|junction)\s*[0-9]", re.I)
+# Manchester postcode districts that are also motorway numbers: alone ("off the M25", "M6") they are the road, so
+# they count as a postcode only when the text or page is in the North West ("Manchester M1").
+MOTORWAY_DISTRICTS = frozenset(f"M{n}" for n in (1, 2, 3, 4, 5, 6, 11, 18, 20, 23, 25, 26, 27, 32, 40, 42, 45, 48,
+                                                  49, 50, 60, 61))
 _SPLIT = re.compile(r"[,;/|()\[\]{}:+!?\n]|\s[-–—]+\s|\s[-–—]+$|^[-–—]+\s|\b(?:nr|near|or)\b\.?", re.I)
 
 
@@ -193,8 +197,13 @@ class LocationResolver:
         groups = [g for seg in _SPLIT.split(rest) if seg for g in self._lookup(seg)]
         if any(g is FOREIGN for g in groups):  # "Perth, Australia", "Kingston, Jamaica": a place abroad
             return self._fallback(hint)
+        if postcode is not None and postcode[2] and hint != postcode[0] and not any(
+            postcode[0] in c.itl1 for g in groups for c in g
+        ):  # a motorway, not Manchester: look at the text without it
+            postcode, rest = None, text
+            groups = [g for seg in _SPLIT.split(rest) if seg for g in self._lookup(seg)]
         if postcode is not None:
-            itl1, lad = postcode
+            itl1, lad, _ = postcode
             # The postcode places the advert unless the text names places none of which is in its region.
             if not all(any(itl1 in c.itl1 for c in g) for g in groups):
                 return self._fallback(hint)
@@ -249,15 +258,17 @@ class LocationResolver:
     def _fallback(hint: str | None) -> Placement:
         return Placement(hint, None, "page region") if hint is not None else UNMAPPED_PLACEMENT
 
-    def _postcode(self, text: str) -> tuple[tuple[str, str | None] | None, str]:
-        """The first known postcode district in the text (full postcode or outcode) and the text without it."""
+    def _postcode(self, text: str) -> tuple[tuple[str, str | None, bool] | None, str]:
+        """The first known postcode district in the text (full postcode or outcode) as (ITL1, LAD, could be a
+        motorway), and the text without it."""
         for pattern in (_POSTCODE, _OUTCODE):
             for m in pattern.finditer(text):
                 outcode = m.group(1).upper()
                 hit = self.outcodes.get(outcode)
                 if hit is None or hit[0] is None or _MOTORWAY.match(text, m.start()):
                     continue
-                return (hit[0], hit[1]), text[: m.start()] + " " + text[m.end():]
+                road = pattern is _OUTCODE and outcode in MOTORWAY_DISTRICTS
+                return (hit[0], hit[1], road), text[: m.start()] + " " + text[m.end():]
         return None, text
 
     def _lookup(self, segment: str) -> list[list[Candidate]]:

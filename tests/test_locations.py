@@ -129,6 +129,9 @@ def test_the_scorer_counts_a_wrong_region_and_a_wrong_lad_but_not_unmapped() -> 
         ("Newport, Isle of Wight", "TLL", Placement("TLJ", "E06000046", "qualified")),  # qualifier beats hint
         ("Newcastle", None, Placement("TLC", "E08000021", "dominant")),
         ("Manchester M1", None, Placement("TLD", "E08000003", "postcode")),
+        ("Off the M25", None, Placement(None, None, "unmapped")),  # the motorway, not Manchester M25
+        ("Leeds M1", None, Placement("TLE", "E08000035", "place")),
+        ("Newcastle", "TLG", Placement("TLG", "E07000195", "hinted")),  # Newcastle-under-Lyme
         ("Soho", None, Placement("TLI", "E09000033", "london area")),
         ("Central London", None, Placement("TLI", None, "london area")),
         ("Kent", None, Placement("TLJ", None, "county")),
