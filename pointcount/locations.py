@@ -2,14 +2,15 @@
 
 Data (vendored in ``pointcount/data/locations``, built by ``build_locations.py`` there; see its SOURCE.md):
 
-- ``places.csv``: GeoNames GB/NI populated places (population >= 500 or listed, with English/Welsh/Gaelic
-  alternate names), each put into its ITL1 region and 2021 LAD by a spatial join with the shipped boundaries.
+- ``places.csv``: GeoNames cities500 places of the UK (with their Latin-script alternate names) and the 2021 LAD
+  names, each with its ITL1 region, LAD (a spatial join with the shipped boundaries) and population.
 - ``outcodes.csv``: every postcode district (outcode) of the ONS National Statistics Postcode Lookup with the
   ITL1 / LAD holding at least 95 % of its postcodes (empty when no LAD or region holds that share).
 - ``areas.csv`` (hand-made): counties, nations, regions, London localities, short forms ("Newcastle"), each with
   its ITL1 (and LAD when it lies in one). A row whose ``itl1`` lists several codes ("TLI|TLJ") never places a
   text alone; it only qualifies another place or agrees with a page region.
-- ``phrases.csv`` (hand-made): words that are not places ("outcall", "city centre") and places outside the UK.
+- ``phrases.csv`` (hand-made): noise ("outcall", "city centre"), words that are never places ("Street"), street
+  words ("Road", "Park": "York Road" is not York) and places outside the UK.
 
 Evidence, strongest first (docs/geography.md has the full rules and the measured accuracy):
 
