@@ -46,6 +46,7 @@ DOMINANCE = 10.0
 # n-grams inside a longer phrase ("Manchester Piccadilly") are only trusted for places of this size or curated
 # areas: small places named like words ("Street", "Hope") would otherwise match ordinary text.
 NGRAM_MIN_POPULATION = 5000
+MEMO_LIMIT = 200_000  # memoised (text, hint) pairs before the memo starts again (measured: 88 MB when full)
 HOWS = ("postcode", "qualified", "place", "hinted", "dominant", "county", "nation", "region", "london area",
         "page region", "unmapped")
 ATTRIBUTION = (
@@ -180,6 +181,9 @@ class LocationResolver:
         key = (text, region_hint)
         hit = self._memo.get(key)
         if hit is None:
+            if len(self._memo) >= MEMO_LIMIT:  # bounded: a long crawl meets many one-off texts
+                self._memo.clear()
+                self._segments.clear()
             hit = self._memo[key] = self._resolve(text, region_hint)
         return hit
 
