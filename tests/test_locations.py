@@ -225,3 +225,14 @@ def test_locate_csv_keeps_rows_in_order_and_refuses_bad_input(tmp_path: Path) ->
         with pytest.raises(LocationError, match=message):
             locate_csv(tmp_path / name, out)
         assert out.getvalue() == ""
+
+
+def test_the_memo_is_bounded_and_answers_stay_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pointcount import locations
+
+    monkeypatch.setattr(locations, "MEMO_LIMIT", 2)
+    resolver = LocationResolver()
+    first = resolver.resolve_many(["Leeds", "Soho", "Newport", "Leeds"], ["TLE", None, "TLL", "TLE"])
+    assert len(resolver._memo) <= 2
+    assert first == resolver.resolve_many(["Leeds", "Soho", "Newport", "Leeds"], ["TLE", None, "TLL", "TLE"])
+    assert first[0] == first[3] == Placement("TLE", "E08000035", "place")
