@@ -249,6 +249,9 @@ class LocationResolver:
                 return Placement(hint, None, "page region")
             return None
         regions = {c.region for c in single}
+        if hint is not None and hint not in regions and any(hint in c.also for c in single):
+            # "Surrey" or "Essex" on a London page: the historic county's London part, somewhere in the region.
+            return Placement(hint, None, "page region")
         if len(regions) == 1:
             return _place(single, "qualified" if qualified else None)
         if hint is not None and hint in regions:
