@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
@@ -116,12 +117,17 @@ class Places:
     fixed_by_region: tuple[np.ndarray, ...]  # ... of those, the ones that mean the same place on every page
     same_lad: tuple[np.ndarray, ...]  # per place: other places in the same district
 
-    def locate(self, towns: np.ndarray, regions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def locate(
+        self, towns: np.ndarray, regions: np.ndarray, lad_as: Mapping[str, str] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(ITL1, LAD) codes where text ``towns`` shown on pages of ITL1 index ``regions`` counts: the page's
         region for non-places (every other text is shown only on pages of its own region), and the region's
-        'unallocated' LAD row where the text names no district."""
+        'unallocated' LAD row where the text names no district. ``lad_as`` (text -> LAD code, "" for none)
+        replaces the table's LAD of those texts: a known, listed gap of a resolver under test, never the truth."""
         itl1 = np.array(ITL1)[regions]
-        lad = self.lad[towns]
+        lad = self.lad[towns].copy()
+        for text, code in (lad_as or {}).items():
+            lad[self.names[towns] == text] = code
         return itl1, np.where(lad != "", lad, np.char.add(itl1.astype(str), UNALLOCATED_SUFFIX))
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import RESOLVER_GAPS
 
 from crawlers.run import REPO_ROOT, crawl_platform
 from pointcount import sketches
@@ -227,7 +228,7 @@ def crawled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crawled]:
                 else:
                     os.environ[k] = v
             logging.getLogger("crawlers").removeHandler(collect)
-        yield Crawled(sb, sb.truth(), results, events, collect.lines, raw, scratch, config,
+        yield Crawled(sb, sb.truth(lad_as=RESOLVER_GAPS), results, events, collect.lines, raw, scratch, config,
                       {n: sb.request_log(n) for n in ALL})
 
 
@@ -384,7 +385,7 @@ def _run_scenario(i: int, sc: Scenario, tmp: Path) -> FaultRun:
                  faults={sc.platform: sc.faults or Faults()}, min_interval_s={sc.platform: DELAY}) as sb:
         config = write_config(tmp / sc.id, sb.base_urls, politeness)
         result = crawl_platform(load_config(config), sc.platform, sc.id, SNAPSHOT)
-        truth = sb.truth()["platforms"][sc.platform] if sc.expect == "ok" else None
+        truth = sb.truth(lad_as=RESOLVER_GAPS)["platforms"][sc.platform] if sc.expect == "ok" else None
         return FaultRun(result, sb.request_log(sc.platform), truth)
 
 
