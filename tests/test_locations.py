@@ -99,6 +99,38 @@ def test_gold_expectations_agree_with_the_boundaries_at_known_coordinates() -> N
         assert list(hit["code"]) == [expected[text]], text
 
 
+# Central coordinates of London localities that areas.csv (hand-made) puts into one borough: the LAD file must
+# agree. (Kennington failed this check, at the Lambeth/Southwark edge, and now has no LAD.)
+LONDON_POINTS = {
+    "Mayfair": (51.5099, -0.1478), "Marylebone": (51.5200, -0.1540), "Paddington": (51.5154, -0.1755),
+    "Bayswater": (51.5121, -0.1879), "Victoria": (51.4965, -0.1447), "Pimlico": (51.4893, -0.1334),
+    "Belgravia": (51.4975, -0.1540), "Bloomsbury": (51.5220, -0.1260), "Camden Town": (51.5390, -0.1426),
+    "Hampstead": (51.5560, -0.1780), "Highbury": (51.5520, -0.0970), "Hoxton": (51.5320, -0.0800),
+    "Dalston": (51.5460, -0.0750), "Whitechapel": (51.5170, -0.0600), "Bethnal Green": (51.5270, -0.0550),
+    "Canning Town": (51.5140, 0.0080), "Tottenham": (51.5975, -0.0680), "Golders Green": (51.5720, -0.1940),
+    "Wembley": (51.5530, -0.2970), "Hammersmith": (51.4927, -0.2240), "Fulham": (51.4730, -0.2000),
+    "Chelsea": (51.4875, -0.1687), "Notting Hill": (51.5090, -0.1960), "Brixton": (51.4613, -0.1156),
+    "Vauxhall": (51.4860, -0.1230), "Battersea": (51.4700, -0.1550), "Putney": (51.4610, -0.2160),
+    "Tooting": (51.4270, -0.1680), "Peckham": (51.4740, -0.0690), "Bermondsey": (51.4980, -0.0630),
+    "Woolwich": (51.4900, 0.0690), "Catford": (51.4450, -0.0200), "Deptford": (51.4780, -0.0260),
+    "Surbiton": (51.3940, -0.3070), "Twickenham": (51.4460, -0.3370), "Chiswick": (51.4920, -0.2570),
+    "Uxbridge": (51.5460, -0.4790), "Moorgate": (51.5180, -0.0886), "Shoreditch": (51.5260, -0.0790),
+    "Stockwell": (51.4720, -0.1230), "Streatham": (51.4280, -0.1310), "Balham": (51.4430, -0.1520),
+    "Dulwich": (51.4450, -0.0860), "Eltham": (51.4510, 0.0520), "Mitcham": (51.4030, -0.1680),
+    "Forest Gate": (51.5490, 0.0240), "Wood Green": (51.5970, -0.1090), "Finchley": (51.6000, -0.1930),
+    "Kentish Town": (51.5500, -0.1400), "Earls Court": (51.4900, -0.1940), "Angel": (51.5320, -0.1060),
+    "Euston": (51.5280, -0.1340), "Maida Vale": (51.5280, -0.1850), "Saint Johns Wood": (51.5340, -0.1740),
+}
+
+
+def test_hand_made_london_localities_lie_in_their_borough() -> None:
+    lads = load_boundaries("builtin:lad")
+    with (DATA_DIR / "areas.csv").open(encoding="utf-8", newline="") as fh:
+        areas = {normalise(r["name"]): r["lad"] for r in csv.DictReader(fh) if r["how"] == "london area"}
+    for name, (lat, lon) in LONDON_POINTS.items():
+        assert list(lads[lads.contains(Point(lon, lat))]["code"]) == [areas[normalise(name)]], name
+
+
 def test_gold_set_no_wrong_region_and_at_least_97_percent_resolved() -> None:
     resolver = location_resolver()
     wrong, resolvable, resolved = [], 0, 0
