@@ -275,6 +275,8 @@ class LocationResolver:
         motorway), and the text without it."""
         for pattern in (_POSTCODE, _OUTCODE):
             for m in pattern.finditer(text):
+                if pattern is _OUTCODE and not m.group(1).isupper():
+                    continue  # a bare district is written in capitals; "b4 midnight", "me2" are words
                 outcode = m.group(1).upper()
                 hit = self.outcodes.get(outcode)
                 if hit is None or hit[0] is None or _MOTORWAY.match(text, m.start()):
