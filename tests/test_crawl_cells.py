@@ -178,6 +178,7 @@ def test_one_failed_cell_leaves_the_rest_measured(runs: dict[str, Run], case_id:
     failed = {(f.region_level, f.region_code, f.category): f for f in run.result.failed_cells}
     assert failed[("itl1", itl1, cat)].reason == reason and failed[("itl1", itl1, cat)].kind == "site_changed"
     assert ("national", "K02000001", cat) in failed
+    assert ("lad", unallocated(itl1), cat) in failed  # the region's unallocated row too: never an absent zero
     assert "1 of 48 cells not measured" in run.result.health_reason and reason in run.result.health_reason
     skip = set(failed)
     assert {("itl1", itl1, cat), ("national", "K02000001", cat)} <= skip
