@@ -10,14 +10,17 @@ Data (vendored in ``pointcount/data/locations``, built by ``build_locations.py``
   its ITL1 (and LAD when it lies in one). A row whose ``itl1`` lists several codes ("TLI|TLJ") never places a
   text alone; it only qualifies another place or agrees with a page region.
 - ``phrases.csv`` (hand-made): noise ("outcall", "city centre"), words that are never places ("Street"), street
-  words ("Road", "Park": "York Road" is not York) and places outside the UK.
+  and feature words ("Road", "Park", "Heath", "Quays": "York Road" is not York, "Cambridge Heath" is not
+  Cambridge), places named like ordinary words ("Bath", "Deal", "March": a place only when the phrase is
+  location-shaped) and places outside the UK.
 
 Evidence, strongest first (docs/geography.md has the full rules and the measured accuracy):
 
 1. a full postcode or a postcode district in the text ("Manchester M1", "LS1 4DY");
 2. an explicit qualifier in another part of the text ("Newport, South Wales", "Richmond, North Yorkshire");
 3. the page's region hint, when the named place exists in several regions;
-4. population dominance: the largest candidate has at least ``DOMINANCE`` times the population of every other;
+4. population dominance: the largest candidate is a town (``TOWN_MIN_POPULATION``) and has at least ``DOMINANCE``
+   times the population of every other;
 5. otherwise nothing: UNMAPPED without a hint, "page region" with one. Never a guess.
 
 ``how`` is one of :data:`HOWS`. ``"page region"`` means the text did not place the advert (no place, a non-UK
@@ -43,9 +46,12 @@ ITL1_CODES = ("TLC", "TLD", "TLE", "TLF", "TLG", "TLH", "TLI", "TLJ", "TLK", "TL
 # (313k) over the Prestons of a few hundred; Newcastle upon Tyne over Newcastle, Co. Down; not Newport, Wales
 # (162k) over Newport, Isle of Wight (25k), which adverts name just as plainly.
 DOMINANCE = 10.0
-# n-grams inside a longer phrase ("Manchester Piccadilly") are only trusted for places of this size or curated
-# areas: small places named like words ("Street", "Hope") would otherwise match ordinary text.
-NGRAM_MIN_POPULATION = 5000
+# A town, not a village: n-grams inside a longer phrase ("Manchester Piccadilly") are only trusted for places of
+# this size or curated areas (small places named like words, "Street", "Hope", would otherwise match ordinary
+# text), and only a place of this size can win by dominance (Clifton upon Teme, 695 people, is not "Clifton").
+TOWN_MIN_POPULATION = 5000
+# Words that may stand next to place names in a location-shaped phrase ("Bath and Bristol", "Deal in Kent").
+CONNECTORS = frozenset(("and", "in", "at", "of", "or", "the"))
 MEMO_LIMIT = 200_000  # memoised (text, hint) pairs before the memo starts again (measured: 88 MB when full)
 HOWS = ("postcode", "qualified", "place", "hinted", "dominant", "county", "nation", "region", "london area",
         "page region", "unmapped")
@@ -129,6 +135,7 @@ class LocationResolver:
         self.foreign: set[str] = set()
         self.stopwords: set[str] = set()
         self.street_words: set[str] = set()
+        self.common_words: set[str] = set()
         self._load(data_dir)
         self._max_words = max((len(k.split()) for k in self.index), default=1)
         self._memo: dict[tuple[str, str | None], Placement] = {}
@@ -170,6 +177,8 @@ class LocationResolver:
                 self.stopwords.add(phrase)
             elif row["kind"] == "street":
                 self.street_words.add(phrase)
+            elif row["kind"] == "common":
+                self.common_words.add(phrase)
             else:
                 raise LocationError(f"phrases.csv: unknown kind {row['kind']!r} for {row['phrase']!r}")
         # One pass over the normalised text; longest phrase first: "outcall only" before "outcall".
@@ -230,6 +239,11 @@ class LocationResolver:
             regions = set().union(*(c.itl1 | c.also for c in group))
             lads = {c.lad for c in group}
             narrowed = [c for c in candidates if c.itl1 & regions]
+            if not narrowed and not any(_names_a_town(c) for c in candidates):
+                # "Clifton, York", "Soho, Birmingham": a suburb we do not hold that shares its name with villages
+                # or suburbs elsewhere; the qualifier says where it is, so the qualifier places it.
+                candidates, qualified = group, True
+                continue
             if not narrowed:
                 return None  # contradictory parts: "Leeds, Cornwall"
             if None not in lads and all(c.how == "place" for c in group):
@@ -262,7 +276,7 @@ class LocationResolver:
             return _place([c for c in single if c.region == hint], "hinted")
         top = max(single, key=lambda c: c.population)
         rest = [c for c in single if c.region != top.region]
-        if top.population > 0 and all(top.population >= DOMINANCE * c.population for c in rest):
+        if top.population >= TOWN_MIN_POPULATION and all(top.population >= DOMINANCE * c.population for c in rest):
             return _place([c for c in single if c.region == top.region], "dominant")
         return None
 
@@ -306,6 +320,7 @@ class LocationResolver:
         # Longest n-grams first, left to right, not overlapping ("Newport IOW" -> Newport, qualified by IOW);
         # only sizeable places and curated areas.
         groups: list[tuple[int, list[Candidate]]] = []
+        common: list[int] = []  # starts of matches that are also ordinary words ("bath", "deal", "march")
         taken = [False] * len(words)
         for n in range(min(len(words) - 1, self._max_words), 0, -1):
             for i in range(len(words) - n + 1):
@@ -313,16 +328,23 @@ class LocationResolver:
                     continue
                 gram = " ".join(words[i : i + n])
                 if i + n < len(words) and words[i + n] in self.street_words:
-                    continue  # "York Road", "Victoria Park", "Dublin Road": a street named after the place
+                    continue  # "York Road", "Cambridge Heath", "Surrey Quays": a street or feature named after it
                 if gram in self.foreign:
                     return [FOREIGN]  # "New York City" is not York
                 if gram in self.stopwords:
                     continue
                 cands = [c for c in self.index.get(gram, ())
-                         if c.curated or (not c.alias and c.population >= NGRAM_MIN_POPULATION)]
+                         if c.curated or (not c.alias and c.population >= TOWN_MIN_POPULATION)]
                 if cands:
                     groups.append((i, cands))
                     taken[i : i + n] = [True] * n
+                    if gram in self.common_words:
+                        common.append(i)
+        if common and not all(t or w in CONNECTORS for t, w in zip(taken, words, strict=True)):
+            # An ordinary word inside a sentence ("Send me a text", "Best deal in town", "Available from March")
+            # is not the place: it counts only in a location-shaped phrase, where every word is a place or a
+            # connector ("Bath Somerset", "Deal in Kent"), or as the whole part (handled above).
+            groups = [g for g in groups if g[0] not in common]
         return [cands for _, cands in sorted(groups, key=lambda g: g[0])]
 
     def _strip_noise(self, norm: str) -> list[str]:
@@ -333,6 +355,16 @@ class LocationResolver:
         while words and words[0] in ("in", "at"):  # "Escorts in Leeds" -> "leeds"
             words = words[1:]
         return words
+
+
+def _names_a_town(c: Candidate) -> bool:
+    """A gazetteer town or an area (county, region, nation, "London", "North London") that a qualifier cannot
+    override, unlike a village, or a suburb or London locality of the hand-made table (their weights are nominal)."""
+    if c.how == "london area":
+        return c.lad is None and c.population > 20_000  # "London & Manchester" names two places
+    if c.how != "place":
+        return True
+    return not c.curated and c.population >= TOWN_MIN_POPULATION
 
 
 def _place(cands: list[Candidate], how: str | None) -> Placement:

@@ -226,7 +226,7 @@ def test_vendored_data_is_consistent_with_the_boundaries(lad_itl1: dict[str, str
         assert r["itl1"] in ("", *ITL1_CODES) and (not r["lad"] or lad_itl1[r["lad"]] == r["itl1"]), r
     for r in rows("areas.csv"):
         assert not r["lad"] or lad_itl1[r["lad"]] == r["itl1"], r
-    assert {r["kind"] for r in rows("phrases.csv")} == {"noise", "word", "street", "foreign"}
+    assert {r["kind"] for r in rows("phrases.csv")} == {"noise", "word", "street", "common", "foreign"}
 
 
 def test_a_broken_areas_file_is_refused(tmp_path: Path) -> None:
