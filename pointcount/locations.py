@@ -333,17 +333,19 @@ class LocationResolver:
                     return [FOREIGN]  # "New York City" is not York
                 if gram in self.stopwords:
                     continue
-                cands = [c for c in self.index.get(gram, ())
-                         if c.curated or (not c.alias and c.population >= TOWN_MIN_POPULATION)]
+                every = self.index.get(gram, ())
+                cands = [c for c in every if c.curated or (not c.alias and c.population >= TOWN_MIN_POPULATION)]
+                if cands and max(c.population for c in cands) < max(c.population for c in every):
+                    continue  # the name's main place is not trusted here: "Kingston 2" is not Hull's nickname
                 if cands:
                     groups.append((i, cands))
                     taken[i : i + n] = [True] * n
                     if gram in self.common_words:
                         common.append(i)
-        if common and not all(t or w in CONNECTORS for t, w in zip(taken, words, strict=True)):
+        if common and not all(t or w in CONNECTORS or w.isdigit() for t, w in zip(taken, words, strict=True)):
             # An ordinary word inside a sentence ("Send me a text", "Best deal in town", "Available from March")
-            # is not the place: it counts only in a location-shaped phrase, where every word is a place or a
-            # connector ("Bath Somerset", "Deal in Kent"), or as the whole part (handled above).
+            # is not the place: it counts only in a location-shaped phrase, where every word is a place, a
+            # connector or a number ("Bath Somerset", "Deal in Kent", "Reading 24"), or as the whole part.
             groups = [g for g in groups if g[0] not in common]
         return [cands for _, cands in sorted(groups, key=lambda g: g[0])]
 
