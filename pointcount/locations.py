@@ -210,38 +210,49 @@ class LocationResolver:
     # ------------------------------------------------------------------ internals
     def _resolve(self, text: str, hint: str | None) -> Placement:
         postcode, rest = self._postcode(text)
-        groups = [g for seg in _SPLIT.split(rest) if seg for g in self._lookup(seg)]
+        groups, starts = self._groups(rest)
         if any(g is FOREIGN for g in groups):  # "Perth, Australia", "Kingston, Jamaica": a place abroad
             return self._fallback(hint)
         if postcode is not None and postcode[2] and hint != postcode[0] and not any(
             postcode[0] in c.itl1 for g in groups for c in g
         ):  # a motorway, not Manchester: look at the text without it
             postcode, rest = None, text
-            groups = [g for seg in _SPLIT.split(rest) if seg for g in self._lookup(seg)]
+            groups, starts = self._groups(rest)
         if postcode is not None:
             itl1, lad, _ = postcode
             # The postcode places the advert unless the text names places none of which is in its region.
             if not all(any(itl1 in c.itl1 for c in g) for g in groups):
                 return self._fallback(hint)
             if lad is None and groups:  # a district split between LADs: the named place may still fix the LAD
-                named = self._combine(groups, itl1)
+                named = self._combine(groups, starts, itl1)
                 if named is not None and named.itl1 == itl1:
                     lad = named.lad
             return Placement(itl1, lad, "postcode")
         if not groups:
             return self._fallback(hint)
-        return self._combine(groups, hint) or self._fallback(hint)
+        return self._combine(groups, starts, hint) or self._fallback(hint)
 
-    def _combine(self, groups: list[list[Candidate]], hint: str | None) -> Placement | None:
+    def _groups(self, text: str) -> tuple[list[list[Candidate]], frozenset[int]]:
+        """The candidate groups named in the text's parts, and the positions of those that begin a part."""
+        groups: list[list[Candidate]] = []
+        starts: list[int] = []
+        for seg in _SPLIT.split(text):
+            if seg and (found := self._lookup(seg)):
+                starts.append(len(groups))
+                groups.extend(found)
+        return groups, frozenset(starts)
+
+    def _combine(self, groups: list[list[Candidate]], starts: frozenset[int], hint: str | None) -> Placement | None:
         """The first part's candidates, narrowed by every later part (a qualifier), then decided."""
         candidates, qualified, lad_known = groups[0], False, True
-        for group in groups[1:]:
+        for i, group in enumerate(groups[1:], start=1):
             regions = set().union(*(c.itl1 | c.also for c in group))
             lads = {c.lad for c in group}
             narrowed = [c for c in candidates if c.itl1 & regions]
-            if not narrowed and not any(_names_a_town(c) for c in candidates):
+            if not narrowed and i in starts and not any(_names_a_town(c) for c in candidates):
                 # "Clifton, York", "Soho, Birmingham": a suburb we do not hold that shares its name with villages
-                # or suburbs elsewhere; the qualifier says where it is, so the qualifier places it.
+                # or suburbs elsewhere; the qualifier (a part of its own, not a word of the same phrase: "Peckham
+                # Rye" is not Rye) says where it is, so the qualifier places it.
                 candidates, qualified = group, True
                 continue
             if not narrowed:

@@ -122,6 +122,7 @@ LONDON_POINTS = {
     "Kentish Town": (51.5500, -0.1400), "Earls Court": (51.4900, -0.1940), "Angel": (51.5320, -0.1060),
     "Euston": (51.5280, -0.1340), "Maida Vale": (51.5280, -0.1850), "Saint Johns Wood": (51.5340, -0.1740),
     # added after the independent review (station coordinates)
+    "Tottenham Hale": (51.5883, -0.06), "Peckham Rye": (51.47, -0.0694),
     "Surrey Quays": (51.4933, -0.0478), "Surrey Docks": (51.496, -0.044), "Canada Water": (51.498, -0.0497),
     "Kent House": (51.4122, -0.0453), "Seven Sisters": (51.5822, -0.0749), "Warwick Avenue": (51.5235, -0.1835),
     "Norwood Junction": (51.397, -0.0752), "Finchley Road": (51.5472, -0.1803), "Denmark Hill": (51.4682, -0.0893),
@@ -337,6 +338,10 @@ def test_the_independent_scorer_sees_errors() -> None:
         ("Clifton", None, Placement(None, None, "unmapped")),  # Bristol, Nottingham, York...: no town dominates
         ("Clifton", "TLK", Placement("TLK", "E06000023", "hinted")),
         ("Clifton, York", None, Placement("TLE", "E06000014", "qualified")),  # a suburb we do not hold: the city
+        ("Peckham Rye", None, Placement("TLI", "E09000028", "london area")),
+        ("Soho, Birmingham", None, Placement("TLG", "E08000025", "qualified")),  # a qualifier of its own part
+        ("Soho Birmingham", None, Placement(None, None, "unmapped")),  # words of one phrase: contradictory
+        ("Boston Manor", None, Placement("TLI", None, "london area")),  # a station in Ealing/Hounslow, not Boston
         ("London & Manchester", None, Placement(None, None, "unmapped")),  # London is an area, not a suburb
         ("Send me a text", None, Placement(None, None, "unmapped")),  # ordinary words inside a sentence
         ("Best deal in town", None, Placement(None, None, "unmapped")),
