@@ -282,6 +282,12 @@ class LocationResolver:
             # "Surrey" or "Essex" on a London page: the historic county's London part, somewhere in the region.
             return Placement(hint, None, "page region")
         if len(regions) == 1:
+            if hint is not None and hint not in regions and not qualified and all(
+                not c.curated and 0 < c.population < TOWN_MIN_POPULATION for c in single
+            ):  # Only gazetteer villages of that name (a known population under 5,000; 0 is unknown: Port Talbot),
+                # elsewhere: on a region page more likely a suburb of the page's region that we do not hold
+                # ("Everton" on a North West page) than the village.
+                return None
             return _place(single, "qualified" if qualified else None)
         if hint is not None and hint in regions:
             return _place([c for c in single if c.region == hint], "hinted")

@@ -230,6 +230,17 @@ PLACE_POINTS = {
     ("Sneinton", "E06000018"): (52.953, -1.129),
     ("Lace Market", "E06000018"): (52.952, -1.143),
     ("Kemptown", "E06000043"): (50.819, -0.125),
+    ("Withington", "E08000003"): (53.433, -2.229),
+    ("Cheadle", "E08000007"): (53.393, -2.214),
+    ("Everton", "E08000012"): (53.42, -2.97),
+    ("Kings Norton", "E08000025"): (52.406, -1.929),
+    ("Cross Gates", "E08000035"): (53.805, -1.452),
+    ("Rothwell", "E08000035"): (53.748, -1.478),
+    ("Hillsborough", "E08000019"): (53.404, -1.501),
+    ("Elswick", "E08000021"): (54.968, -1.64),
+    ("Stockbridge", "S12000036"): (55.958, -3.208),
+    ("Newington", "S12000036"): (55.938, -3.18),
+    ("Bishopston", "E06000023"): (51.48, -2.59),
 }
 
 
@@ -342,6 +353,11 @@ def test_the_independent_scorer_sees_errors() -> None:
         ("Soho, Birmingham", None, Placement("TLG", "E08000025", "qualified")),  # a qualifier of its own part
         ("Soho Birmingham", None, Placement(None, None, "unmapped")),  # words of one phrase: contradictory
         ("Boston Manor", None, Placement("TLI", None, "london area")),  # a station in Ealing/Hounslow, not Boston
+        ("Withington", "TLD", Placement("TLD", "E08000003", "hinted")),
+        ("Clifton upon Teme", None, Placement("TLG", "E07000235", "place")),
+        # Only a village of that name, in another region: on a region page it counts in the page's region (more
+        # likely a suburb we do not hold than the village), the price being a real village named on another page.
+        ("Clifton upon Teme", "TLK", Placement("TLK", None, "page region")),
         ("London & Manchester", None, Placement(None, None, "unmapped")),  # London is an area, not a suburb
         ("Send me a text", None, Placement(None, None, "unmapped")),  # ordinary words inside a sentence
         ("Best deal in town", None, Placement(None, None, "unmapped")),
