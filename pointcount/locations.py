@@ -50,8 +50,10 @@ DOMINANCE = 10.0
 # this size or curated areas (small places named like words, "Street", "Hope", would otherwise match ordinary
 # text), and only a place of this size can win by dominance (Clifton upon Teme, 695 people, is not "Clifton").
 TOWN_MIN_POPULATION = 5000
-# Words that may stand next to place names in a location-shaped phrase ("Bath and Bristol", "Deal in Kent").
-CONNECTORS = frozenset(("and", "in", "at", "of", "or", "the"))
+# Words that may stand next to place names in a location-shaped phrase ("Bath and Bristol", "Deal in Kent",
+# "Reading station", "North Bath").
+CONNECTORS = frozenset(("and", "in", "at", "of", "or", "the", "station", "hotel", "hotels", "city", "town", "north",
+                        "south", "east", "west", "central"))
 MEMO_LIMIT = 200_000  # memoised (text, hint) pairs before the memo starts again (measured: 88 MB when full)
 HOWS = ("postcode", "qualified", "place", "hinted", "dominant", "county", "nation", "region", "london area",
         "page region", "unmapped")

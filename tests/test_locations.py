@@ -364,6 +364,8 @@ def test_the_independent_scorer_sees_errors() -> None:
         ("Available from March", None, Placement(None, None, "unmapped")),
         ("Deal, Kent", None, Placement("TLJ", "E07000108", "place")),  # the whole part: the town
         ("Bath Somerset", None, Placement("TLK", "E06000022", "place")),  # a phrase of place names: the town
+        ("Reading station", None, Placement("TLJ", "E06000038", "place")),
+        ("Reading glasses", None, Placement(None, None, "unmapped")),
         ("Birmingham Airport", None, Placement("TLG", "E08000029", "place")),  # in Solihull
         ("Glasgow West End", None, Placement("TLM", "S12000049", "place")),
         ("Bangor NI", None, Placement("TLN", "N09000011", "qualified")),
