@@ -320,6 +320,11 @@ def test_rates_use_published_counts_and_official_population(published: dict) -> 
     # No rate reveals a suppressed cell. Districts have mid-2021 populations and rates like ITL1 (counts stay).
     assert frame.loc[frame["listings_suppressed"], "listings_per_100k"].isna().all()
     lad = frame[(frame["region_level"] == "lad") & (frame["region_code"] != UNMAPPED) & (frame["category"] == "all")]
+    # A region's 'unallocated within region' row has no residents of its own: no population, no rate.
+    unallocated_rows = lad["region_code"].str.endswith("-UNALLOCATED")
+    assert unallocated_rows.sum() == 12 and lad[unallocated_rows]["population"].isna().all()
+    assert lad[unallocated_rows]["listings_per_100k"].isna().all()
+    lad = lad[~unallocated_rows]
     assert lad["population"].notna().all() and len(lad) == 374
     hartlepool = lad[lad["region_code"] == "E06000001"].iloc[0]
     assert hartlepool["population"] == 92_571  # ONS mid-2021, Hartlepool

@@ -270,7 +270,9 @@ def test_migration_005_carries_runs_loaded_before_over_to_one_unit_per_column(tm
     con.execute("INSERT INTO runs VALUES ('old', '2026-11-01 05:00', '2026-11-01 06:00', 'complete', 'c', NULL, "
                 "'t', [])")
     for name, mode, linkage in (("dir", "cards", True), ("api", "cards", False), ("cnt", "count", False)):
-        con.execute("INSERT INTO platform_runs VALUES ('old', ?, '2026-11-01', ?, 'ok', '', ?, '2026-11', 12, "
+        con.execute("INSERT INTO platform_runs (run_id, platform, snapshot_date, mode, health, health_reason, "
+                    "has_linkage, linkage_period, sketch_lg_k, started_at, finished_at, requests, pages, cards, "
+                    "unmapped, elapsed_s, stats) VALUES ('old', ?, '2026-11-01', ?, 'ok', '', ?, '2026-11', 12, "
                     "'2026-11-01 05:00', '2026-11-01 05:10', 1, 1, 1, 0, 1.0, '{}')", [name, mode, linkage])
     lst = sketches.to_bytes(sketches.from_hashes(["x0"]))
     con.execute("INSERT INTO cell_sketches VALUES ('old', '2026-11-01', 'api', 'itl1', 'TLI', 'women', NULL, ?, ?, "
