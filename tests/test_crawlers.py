@@ -243,6 +243,7 @@ def test_a_failed_walk_leaves_every_cell_it_fed_unmeasured() -> None:
     assert {(f.region_level, f.region_code, f.category) for f in failed} == {
         ("itl1", "TLJ", "women"), ("national", NATIONAL_CODE, "women"),
         ("lad", "E07000111", "women"), ("lad", "E07000112", "women"),
+        ("lad", "TLJ-UNALLOCATED", "women"),  # the region's 'unallocated within region' row: never an absent zero
         ("itl1", UNMAPPED, "women"), ("lad", UNMAPPED, "women"),
         ("itl1", "TLI", "women"), ("lad", "E09000007", "women")}
     assert {(c.region_level, c.region_code, c.category) for c in measured} == {
