@@ -21,7 +21,7 @@ import datasketches as ds
 from crawlers.edge import ListingItem
 from pointcount import sketches
 from pointcount.geography import NATIONAL_CODE, UNMAPPED
-from pointcount.results import Cell, FailedCell, FailureKind
+from pointcount.results import Cell, FailedCell, FailureKind, unallocated
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -114,7 +114,8 @@ class CellAggregator:
         """Measured cells and the cells failed walks leave unmeasured. ``failed``: (ITL1, category) -> (kind,
         reason) of the walks that failed; ``lads_of``: ITL1 -> its LAD codes (the gazetteer's; cards mode). Not
         measured: that ITL1 cell, the national cell of the category (a sum with a hole) and every LAD cell of that
-        ITL1 (the gazetteer's and any seen under it, UNMAPPED included): none of them is silently absent. Cards
+        ITL1 (the gazetteer's and any seen under it, UNMAPPED included, and the region's ``-UNALLOCATED`` row):
+        none of them is silently absent. Cards
         mode also: the category's UNMAPPED cells (every walk feeds them) and the ITL1 and LAD cells that the
         failed walk's cards named outside its own region, unless that region's own walk listed those very cards
         too (see :meth:`note_walk`): a site that lists a card under each region it names leaves those cells
@@ -127,7 +128,7 @@ class CellAggregator:
             out.setdefault(("national", NATIONAL_CODE, category), (why[0], f"{n} regional cell(s) not measured"))
             if lads_of is not None:
                 seen = {lad for lad, parents in self._lad_parents.items() if itl1 in parents}
-                for lad in sorted({*lads_of.get(itl1, ()), *seen}):
+                for lad in sorted({*lads_of.get(itl1, ()), *seen, unallocated(itl1)}):
                     out.setdefault(("lad", lad, category), why)
                 fed = (why[0], f"fed by a walk that failed ({itl1}): {why[1]}")
                 for level in ("itl1", "lad"):

@@ -41,8 +41,9 @@ from crawlers import extract
 from crawlers.edge import ListingItem, PrivacyEdge
 from crawlers.spiders.platform import CellWalk, PlatformSpider, is_never_fetch, is_offsite
 from crawlers.verdicts import WalkSeen, cell_verdict
-from pointcount.config import Geography, LoadedConfig, Platform
-from pointcount.geography import UNMAPPED, gazetteer
+from pointcount.config import LoadedConfig, Platform
+from pointcount.geography import UNMAPPED
+from pointcount.locations import location_resolver
 
 FIELDS = ("listing_key", "location", "region", "linkage")
 _MASKED = re.compile(r"[^\W_]")  # letters and digits, any script
@@ -273,11 +274,11 @@ def _verdict(spider: PlatformSpider, walk: CellWalk) -> str:
             "give the next pages, or --pages N)")
 
 
-def _edge(platform: Platform, geo: Geography) -> PrivacyEdge:
-    # A throwaway key: the hashes are never shown, and nothing here may be linkable to a run's hashes.
+def _edge(platform: Platform) -> PrivacyEdge:
+    # A throwaway key: the hashes are never shown, and nothing here may be linkable to a run's hashes. Locations
+    # resolve as in a run: the resolver, with the page's region as hint (the spider passes it).
     needs = platform.cards is not None and platform.cards.location is not None
-    return PrivacyEdge(platform, os.urandom(32), (lambda: gazetteer(geo.regions, geo.fine, geo.snap_km)) if needs
-                       else None)
+    return PrivacyEdge(platform, os.urandom(32), location_resolver if needs else None)
 
 
 def _cell(platform: Platform, region: str | None, category: str | None) -> CellWalk:
@@ -293,7 +294,7 @@ def _cell(platform: Platform, region: str | None, category: str | None) -> CellW
 def try_saved(platform: Platform, files: list[Path], region: str | None = None, category: str | None = None,
               config: LoadedConfig | None = None) -> TryReport:
     """Feed saved pages, in order, to the crawl's spider as one cell's walk (no network). With ``config``, its
-    crawl settings (tolerances) and geography apply, as in a run; else the defaults."""
+    crawl settings (tolerances) apply, as in a run; else the defaults."""
     from scrapy.settings import Settings
     from scrapy.utils.reactor import install_reactor, is_reactor_installed
     from scrapy.utils.test import get_crawler, get_reactor_settings
@@ -309,8 +310,7 @@ def try_saved(platform: Platform, files: list[Path], region: str | None = None, 
     if not is_reactor_installed():
         install_reactor(settings["TWISTED_REACTOR"], settings["ASYNCIO_EVENT_LOOP"])
     crawler = get_crawler(PlatformSpider, settings.copy_to_dict() | get_reactor_settings())
-    geography = config.run.geography if config is not None else Geography()
-    spider = PlatformSpider.from_crawler(crawler, platform=platform, edge=_edge(platform, geography))
+    spider = PlatformSpider.from_crawler(crawler, platform=platform, edge=_edge(platform))
     crawler.spider = spider
     crawler.stats.open_spider()
     spider.health.cells_total = 1
@@ -388,7 +388,7 @@ def try_live(config: LoadedConfig, platform: Platform, region: str, category: st
     install_log_scrubbing()
     process = CrawlerProcess(settings, install_root_handler=True)
     crawler = process.create_crawler(PreviewSpider)
-    process.crawl(crawler, platform=platform, edge=_edge(platform, config.run.geography), walk=walk, pages=pages)
+    process.crawl(crawler, platform=platform, edge=_edge(platform), walk=walk, pages=pages)
     margin = settings.getfloat("POINTCOUNT_DELAY_MARGIN_S", 0.005)
     p = platform.politeness
     # Not beside a run: the host's queue, with what a run would keep and leave (Crawl-delay, Retry-After).

@@ -309,6 +309,8 @@ def run_child(
     stats["pointcount/robots_forbidden"] = int(raw.get("robotstxt/forbidden", 0))
     stats["pointcount/elapsed_s"] = round((finished - started).total_seconds(), 3)
     stats["pointcount/spider_exceptions"] = h.spider_exceptions
+    stats["pointcount/placements"] = edge.tally["placements"]
+    stats["pointcount/page_region"] = edge.tally["page_region"]
     stats["pointcount/finish_reason"] = str(raw.get("finish_reason", ""))
     return CrawlResult(
         platform=platform.name, run_id=run_id, snapshot_date=snapshot_date, mode=platform.mode,
@@ -318,6 +320,7 @@ def run_child(
         started_at=started, finished_at=finished,
         requests=int(raw.get("pointcount/requests", 0)), pages=int(raw.get("pointcount/pages", 0)),
         cards=int(raw.get("pointcount/cards", 0)), unmapped=int(raw.get("pointcount/unmapped", 0)),
+        placements=edge.tally["placements"], page_region=edge.tally["page_region"],
         stats=stats, cells=cells, failed_cells=failed_cells,
     )  # fmt: skip
 

@@ -56,7 +56,7 @@ def simulated_result(pop: object, platform: str, day: int, key: bytes, run_id: s
 
     pl = places()
     pool = phone_pool()
-    lids, towns = listing_locations(pop, platform, day)  # type: ignore[arg-type]
+    lids, towns, regions = listing_locations(pop, platform, day)  # type: ignore[arg-type]
     advs = pop.l_adv[lids]  # type: ignore[attr-defined]
     cats = np.array(CATEGORIES)[pop.category[advs]]  # type: ignore[attr-defined]
     pseudo = Pseudonymiser(key)
@@ -66,7 +66,8 @@ def simulated_result(pop: object, platform: str, day: int, key: bytes, run_id: s
     listing_h = [pseudo.listing(platform, str(r)) for r in refs]
     # A card without a phone is an unlinked listing, never an advertiser (the units contract of issue 13).
     advert_h = [pseudo.advertiser("phone", str(p)) if s else None for p, s in zip(phones, shows, strict=True)]
-    codes = {"national": [NATIONAL_CODE] * len(lids), "itl1": pl.itl1[towns].tolist(), "lad": pl.lad[towns].tolist()}
+    itl1, lad = pl.locate(towns, regions)
+    codes = {"national": [NATIONAL_CODE] * len(lids), "itl1": itl1.tolist(), "lad": lad.tolist()}
     listings: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     adverts: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     unlinked: dict[tuple[str, str, str], set[str]] = defaultdict(set)

@@ -365,6 +365,31 @@ def demo(
     raise typer.Exit(outcome.exit_code)
 
 
+@app.command()
+def locate(
+    text: str | None = typer.Argument(None, help="A location as an advert writes it, e.g. \"Newport, South Wales\"."),
+    region_hint: str | None = typer.Option(None, "--region-hint", help="ITL1 code of the page's region (TLC..TLN)."),
+    input_csv: Path | None = typer.Option(None, "--input", help="CSV with a 'text' and optional 'region_hint' column."),
+) -> None:
+    """Show how location text resolves to ITL1 / LAD (one line, or CSV on stdout for --input)."""
+    import sys
+
+    from pointcount.locations import LocationError, describe, locate_csv, location_resolver
+
+    try:
+        if (text is None) == (input_csv is None):
+            raise LocationError("give either TEXT or --input FILE.csv")
+        if input_csv is not None:
+            if region_hint is not None:
+                raise LocationError("--region-hint applies to TEXT; with --input use a region_hint column")
+            locate_csv(input_csv, sys.stdout)
+        else:
+            console.print(describe(location_resolver().resolve(text, region_hint)), markup=False, highlight=False)
+    except LocationError as exc:
+        err_console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from exc
+
+
 def _day(value: datetime | None) -> date | None:
     return value.date() if value is not None else None
 

@@ -127,7 +127,7 @@ def runs_table(runs: list[dict[str, Any]]) -> Table:
 def health_table(run_id: str, rows: list[dict[str, Any]]) -> Table:
     table = Table(title=f"platform health, run {run_id}", title_justify="left")
     holes = any(r.get("not_measured") for r in rows)
-    cols = ("platform", "health", "requests", "pages", "cards", "time (s)", "reason",
+    cols = ("platform", "health", "requests", "pages", "cards", "unmapped", "page region", "time (s)", "reason",
             *(("not measured",) if holes else ()))
     for col in cols:
         table.add_column(col, justify="left" if col in ("platform", "health", "reason", "not measured") else "right")
@@ -135,10 +135,20 @@ def health_table(run_id: str, rows: list[dict[str, Any]]) -> Table:
         health = str(r.get("health", ""))
         table.add_row(
             str(r.get("platform", "")), Text(health, style=HEALTH_STYLE.get(health, "")), str(r.get("requests", "")),
-            str(r.get("pages", "")), str(r.get("cards", "")), f"{float(r.get('elapsed_s') or 0):.1f}",
-            Text(str(r.get("health_reason", ""))), *((Text(str(r.get("not_measured", ""))),) if holes else ()),
+            str(r.get("pages", "")), str(r.get("cards", "")),
+            _with_share(r.get("unmapped"), r.get("unmapped_share")),
+            _with_share(r.get("page_region"), r.get("page_region_share")),
+            f"{float(r.get('elapsed_s') or 0):.1f}", Text(str(r.get("health_reason", ""))),
+            *((Text(str(r.get("not_measured", ""))),) if holes else ()),
         )
     return table
+
+
+def _with_share(count: Any, share: Any) -> str:
+    """'12 (1.4%)' of placements; the count alone where there were no placements (share NULL)."""
+    if count is None:
+        return ""
+    return f"{count} ({float(share):.1%})" if share is not None and share == share else str(count)
 
 
 def _ts(value: Any) -> str:

@@ -269,7 +269,7 @@ def alarms_task(config_path: str, run_id: str) -> list[str]:
 
     cfg = load_config(config_path)
     with _warehouse(cfg, Warehouse) as wh:
-        return list(wh.alarms(run_id))
+        return [*wh.alarms(run_id), *wh.location_alarms(run_id, cfg.run.alarms.max_unmapped_share)]
 
 
 @task(name="estimate", **TASK_OPTIONS)

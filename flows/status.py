@@ -64,7 +64,8 @@ def read_status(cfg: LoadedConfig, limit: int = 10) -> Status:
             )
             for run in status.runs[:3]:
                 status.health[run["run_id"]] = _rows(
-                    con, "SELECT platform, health, health_reason, requests, pages, cards, elapsed_s "
+                    con, "SELECT platform, health, health_reason, requests, pages, cards, elapsed_s, "
+                    "unmapped, unmapped_share, page_region, page_region_share "
                     "FROM platform_runs WHERE run_id = ? ORDER BY platform", [run["run_id"]],
                 )
                 _add_not_measured(con, run["run_id"], status.health[run["run_id"]])

@@ -546,6 +546,13 @@ class Crawl(Strict):
         return value
 
 
+class Alarms(Strict):
+    """Run alarms (stored in ``runs.alarms``) besides the drop alarms."""
+
+    # A platform whose UNMAPPED share of placements exceeds this raises an alarm: its region counts read low.
+    max_unmapped_share: float = Field(default=0.05, ge=0, le=1)
+
+
 class PlatformRef(Strict):
     """A platform file, optionally pointed at another base URL (a mirror, or a sandbox on another port)."""
 
@@ -571,6 +578,7 @@ class RunConfig(Strict):
     keys: Keys = Keys()
     retention: Retention = Retention()
     crawl: Crawl = Crawl()
+    alarms: Alarms = Alarms()
     platforms: list[PlatformRef | str]
 
 

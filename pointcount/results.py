@@ -11,6 +11,26 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# LAD-level code of the listings placed in an ITL1 region but in no district of it ("Kent", "Central London", a
+# non-place on the region's page): an explicit row, never spread over districts, dropped or put in one of them.
+UNALLOCATED_SUFFIX = "-UNALLOCATED"
+
+
+def unallocated(itl1: str) -> str:
+    """The LAD-level code of 'unallocated within region' ``itl1``, e.g. ``TLJ-UNALLOCATED``."""
+    return itl1 + UNALLOCATED_SUFFIX
+
+
+def unallocated_name(region_name: str) -> str:
+    """The display name of an 'unallocated within region' row, from its ITL1 region's name."""
+    return f"{region_name}: unallocated within region"
+
+
+def unallocated_parent(code: str) -> str | None:
+    """The ITL1 code of an 'unallocated within region' code, None for any other code."""
+    return code.removesuffix(UNALLOCATED_SUFFIX) if code.endswith(UNALLOCATED_SUFFIX) else None
+
+
 Health = Literal["ok", "partial", "site_changed", "blocked", "unreachable", "budget_exhausted", "failed"]
 # Platforms whose measured cells load. ``partial``: some cells failed; they are listed in ``failed_cells`` and
 # published as "not measured", never as zeros.
@@ -28,7 +48,7 @@ class Cell(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     region_level: Literal["national", "itl1", "lad"]
-    region_code: str
+    region_code: str  # at lad level also ``<ITL1>-UNALLOCATED`` (:func:`unallocated`)
     category: str
     stated: int | None = None  # the platform's own total; None where it states none
     listings_sketch: str | None = None  # distinct listing hashes of every card (cards mode)
@@ -69,7 +89,9 @@ class CrawlResult(BaseModel):
     requests: int = 0
     pages: int = 0
     cards: int = 0
-    unmapped: int = 0
+    unmapped: int = 0  # placements that stayed UNMAPPED
+    placements: int = 0  # location texts and region codes resolved, plus cards that named none
+    page_region: int = 0  # placements settled only by the page's region ("Outcall only" on a region page)
     stats: dict[str, int | float | str] = Field(default_factory=dict)  # namespaced pointcount/... crawl stats
     cells: list[Cell] = Field(default_factory=list)  # measured cells only (healthy crawls)
     failed_cells: list[FailedCell] = Field(default_factory=list)  # cells not measured, with their reason

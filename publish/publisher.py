@@ -13,6 +13,7 @@ import pandas as pd
 
 from pointcount.config import LoadedConfig
 from pointcount.geography import ATTRIBUTION
+from pointcount.locations import ATTRIBUTION as LOCATIONS_ATTRIBUTION
 from publish import exports, maps
 from publish.disclosure import DisclosureRule
 from publish.estimates import COLUMN_NOTES as ESTIMATE_COLUMN_NOTES
@@ -54,7 +55,7 @@ def _source_line(data: RunData, config: LoadedConfig, rule: DisclosureRule, sand
     return (
         f"Data: pointcount run {data.run_id}, public listing pages on {data.snapshot_date.isoformat()}; "
         f"platforms: {names}{synthetic}.{failed} Counts under {rule.threshold} suppressed, others rounded to the "
-        f"nearest {rule.rounding_base}. {POPULATION_SOURCE} {ATTRIBUTION}"
+        f"nearest {rule.rounding_base}. {POPULATION_SOURCE} {ATTRIBUTION} {LOCATIONS_ATTRIBUTION}"
     )
 
 
@@ -73,7 +74,7 @@ def _metadata(data: RunData, config: LoadedConfig, rule: DisclosureRule, source:
         "platforms_failed": ";".join(f"{r.platform}:{r.health}" for r in data.failed.itertuples()),
         "disclosure": rule.describe(),
         "population_source": POPULATION_SOURCE,
-        "attribution": ATTRIBUTION,
+        "attribution": f"{ATTRIBUTION} {LOCATIONS_ATTRIBUTION}",  # boundaries, then the place look-up data
         "source": source,
     }
 

@@ -25,6 +25,7 @@ from markupsafe import Markup
 
 from pointcount.config import LoadedConfig
 from pointcount.geography import ATTRIBUTION, NATIONAL_CODE, UNMAPPED
+from pointcount.locations import ATTRIBUTION as LOCATIONS_ATTRIBUTION
 from publish.disclosure import SUPPRESSED_MARK, DisclosureRule
 from publish.population import POPULATION_SOURCE
 from publish.source import HEALTHY, RunData
@@ -103,6 +104,14 @@ def fmt_count(value: object, suppressed: bool = False, covered: bool = True) -> 
     if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)) or not covered:
         return NOT_COVERED_MARK
     return f"{int(value):,}"
+
+
+def fmt_share(value: object, shown: bool = True) -> str:
+    """A platform's share of placements, one decimal (a ratio, never a count: printed like a rate); empty when
+    not measured or when the platform's own count is suppressed (a share of a handful would reveal it)."""
+    if not shown or value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    return f"{float(value):.1%}"
 
 
 def fmt_rate(value: object) -> str:
@@ -317,6 +326,7 @@ def _platforms(inp: ReportInputs) -> str:
             first = nat.iloc[0]
             seen = first["listings"] if pd.notna(first["listings"]) else None
             stated = first["stated_listings"] if pd.notna(first["stated_listings"]) else None
+        shares = ok and seen is not None and not rule.is_suppressed(seen)
         rows.append({
             "name": r.platform,
             "title": platform.title if platform else r.platform,
@@ -326,6 +336,9 @@ def _platforms(inp: ReportInputs) -> str:
             "seen": shown(rule.protect(seen), rule.is_suppressed(seen), ok and seen is not None),
             "stated": shown(rule.protect(stated), rule.is_suppressed(stated), ok and stated is not None),
             "reason": _platform_note(data, r.platform, str(r.health)),
+            # Location quality, a ratio (never a count); blank where the platform's own count is suppressed.
+            "unmapped_share": fmt_share(getattr(r, "unmapped_share", None), shares),
+            "page_region_share": fmt_share(getattr(r, "page_region_share", None), shares),
         })
     return render("platforms.html.j2", rows=rows)
 
@@ -341,6 +354,13 @@ ALARM = re.compile(
 )
 
 
+# The location alarm (warehouse/store.py, Warehouse.location_alarms), e.g. "sandbox-api · 40 of 500 placements
+# UNMAPPED (8.0% > 5.0%): check how its locations resolve (pointcount locate)".
+LOCATION_ALARM = re.compile(
+    r"^(?P<platform>[^\s·]+) · \d+ of \d+ placements UNMAPPED \(\d+(?:\.\d+)?% > (?P<threshold>\d+(?:\.\d+)?%)\): .*$"
+)
+
+
 def protect_alarm(text: str, rule: DisclosureRule, platforms: list[str]) -> str:
     """An alarm as it may be published: the documented format with its counts protected ([c] when suppressed,
     others rounded) and no percentage; anything else (a format this code does not know) becomes a generic line
@@ -351,6 +371,9 @@ def protect_alarm(text: str, rule: DisclosureRule, platforms: list[str]) -> str:
                          for k in ("before", "after"))
         return (f"{m['platform']} · {m['region']} ({m['code']}) · {m['category']}: {before} → {after} "
                 f"{m['what']} vs complete run {m['previous']}")
+    m = LOCATION_ALARM.match(text.strip())
+    if m is not None:  # a share above a configured threshold: publish the threshold, not the exact counts
+        return f"{m['platform']}: more than {m['threshold']} of its adverts' locations could not be placed"
     named = [p for p in sorted(platforms, key=len, reverse=True) if text.startswith(p)]
     who = named[0] if named else "this run"
     return f"An alarm was raised for {who} (details are kept for the operators, not published)."
@@ -407,4 +430,5 @@ def _ts(value: object) -> str:
 
 
 def _attribution() -> str:
-    return render("attribution.html.j2", attribution=ATTRIBUTION, population_source=POPULATION_SOURCE)
+    return render("attribution.html.j2", attribution=ATTRIBUTION, population_source=POPULATION_SOURCE,
+                  locations_attribution=LOCATIONS_ATTRIBUTION)

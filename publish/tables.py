@@ -20,6 +20,7 @@ import pandas as pd
 
 from pointcount.config import STANDARD_CATEGORIES, LoadedConfig, Platform
 from pointcount.geography import NATIONAL_CODE, NATIONAL_NAME, UNMAPPED, boundary_path, load_boundaries
+from pointcount.results import unallocated, unallocated_name, unallocated_parent
 from publish.disclosure import DisclosureRule
 from publish.population import population, rate
 from publish.source import RunData
@@ -100,6 +101,10 @@ def _covers(platform: Platform, level: str, code: str, category: str, lad_parent
         return True
     if level == "itl1":
         return code in regions
+    if level == "lad" and unallocated_parent(code) is not None:
+        # A region's 'unallocated within region' row: every card platform that looked at the region could have
+        # put adverts there (a county, a non-place on the region's page, or the site's own region code).
+        return platform.mode == "cards" and unallocated_parent(code) in regions
     if level == "lad":
         # Only card platforms that read town text (``cards.location``) place adverts in districts. Count-only
         # platforms state totals per ITL1 region, and card platforms that read only the site's own region codes
@@ -138,6 +143,8 @@ def build_table(data: RunData, config: LoadedConfig, rule: DisclosureRule, geo: 
         "itl1": dict(zip(geo.itl1["code"], geo.itl1["name"], strict=True)),
         "lad": dict(zip(geo.lad["code"], geo.lad["name"], strict=True)) if geo.lad is not None else {},
     }
+    if geo.lad is not None:  # each region's explicit 'unallocated within region' LAD-level row (no geometry)
+        regions["lad"].update({unallocated(c): unallocated_name(n) for c, n in regions["itl1"].items()})
     for row in counts[["region_level", "region_code", "region_name"]].drop_duplicates().itertuples(index=False):
         # Codes in the data but not in the boundaries (e.g. UNMAPPED) are still published.
         regions.setdefault(row.region_level, {}).setdefault(row.region_code, row.region_name)

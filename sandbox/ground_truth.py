@@ -19,11 +19,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from pointcount.results import UNALLOCATED_SUFFIX
 from sandbox.phones import FORMATS, phone_pool
 from sandbox.population import (
     CARD_PLATFORMS,
@@ -44,17 +46,21 @@ LEVELS = ("national", "itl1", "lad")
 ALL = "all"
 
 
-def _located(frame: pd.DataFrame, town_col: str = "town") -> pd.DataFrame:
-    """One row per (row, level, region) where the row is located, from its place ids."""
-    pl = places()
-    towns = frame[town_col].to_numpy()
+def _located(frame: pd.DataFrame, lad_as: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per (row, level, region) where the row is located, from its place ids and page regions (the
+    sandbox's own place table: ``Places.locate``). The first column identifies the row (listing or advertiser):
+    one placed in a district of a region is not also in that region's UNALLOCATED row (architecture.md)."""
+    itl1, lad = places().locate(frame["town"].to_numpy(), frame["page_region"].to_numpy(), lad_as)
+    placed = pd.DataFrame({"id": frame[frame.columns[0]].to_numpy(), "itl1": itl1})
+    unallocated = lad == np.char.add(itl1, UNALLOCATED_SUFFIX)
+    districts = placed[~unallocated].drop_duplicates().assign(district=True)
+    region_only = unallocated & placed.merge(districts, on=["id", "itl1"], how="left")["district"].notna().to_numpy()
     parts = []
-    for level, codes in (("national", np.full(len(frame), NATIONAL_CODE)),
-                         ("itl1", pl.itl1[towns]), ("lad", pl.lad[towns])):
-        part = frame.drop(columns=[town_col]).copy()
+    for level, codes in (("national", np.full(len(frame), NATIONAL_CODE)), ("itl1", itl1), ("lad", lad)):
+        part = frame.drop(columns=["town", "page_region"]).copy()
         part["level"] = level
         part["region"] = codes
-        parts.append(part)
+        parts.append(part[~region_only] if level == "lad" else part)
     return pd.concat(parts, ignore_index=True).drop_duplicates()
 
 
@@ -90,19 +96,20 @@ def _advertiser_frame(pop: Population, mask: np.ndarray) -> pd.DataFrame:
     frame = pd.DataFrame({
         "adv": np.concatenate([advs, advs[has]]),
         "town": np.concatenate([pop.home[advs], tour[has]]),
+        "page_region": np.concatenate([pop.home_region[advs], pop.tour_region[advs][has]]),
     })
     frame["category"] = np.array(CATEGORIES)[pop.category[frame["adv"].to_numpy()]]
     return _located(frame)
 
 
-def _card_frame(pop: Population, name: str, day: int) -> pd.DataFrame:
-    lids, towns = listing_locations(pop, name, day)
-    frame = pd.DataFrame({"listing": lids, "town": towns})
+def _card_frame(pop: Population, name: str, day: int, lad_as: Mapping[str, str] | None) -> pd.DataFrame:
+    lids, towns, regions = listing_locations(pop, name, day)
+    frame = pd.DataFrame({"listing": lids, "town": towns, "page_region": regions})
     advs = pop.l_adv[lids]
     frame["phone"] = pop.phone[advs]
     frame["shows_phone"] = pop.l_shows_phone[lids]
     frame["category"] = np.array(CATEGORIES)[pop.category[advs]]
-    return _located(frame)
+    return _located(frame, lad_as)
 
 
 def _stated(pop: Population, name: str, day: int) -> dict[tuple[str, str, str], int]:
@@ -116,6 +123,16 @@ def _stated(pop: Population, name: str, day: int) -> dict[tuple[str, str, str], 
     for cat in (*CATEGORIES, ALL):
         out[("national", NATIONAL_CODE, cat)] = sum(out[("itl1", r, cat)] for r in ITL1)
     return out
+
+
+def _placements(pop: Population, name: str, day: int) -> dict[str, int]:
+    """What a complete crawl resolves: every text on every card of every page (a card shown on two regions'
+    pages is read twice); ``page_region`` those only the page's region places (non-places); ``unmapped`` those
+    placed nowhere (none: every sandbox page is one region's, and every text is in the place table)."""
+    kind = places().kind
+    shown = np.array([t for cell in build_cells(pop, name, day).values() for towns in cell.towns for t in towns],
+                     dtype=np.int64)
+    return {"placements": len(shown), "unmapped": 0, "page_region": int((kind[shown] == "nonplace").sum())}
 
 
 def _capture(pop: Population, mask: np.ndarray) -> dict[str, Any]:
@@ -201,8 +218,13 @@ def truth(
     horizon_days: int = DEFAULT_HORIZON,
     days: tuple[int, int] | None = None,
     canaries: bool = True,
+    lad_as: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The JSON-able ground truth of one sandbox day (see the module docstring and docs/sandbox.md)."""
+    """The JSON-able ground truth of one sandbox day (see the module docstring and docs/sandbox.md).
+
+    ``lad_as`` (text -> LAD code, "" for none) states where a crawler's resolver is *known* to put some texts'
+    district differently from the place table, for tests that list such gaps; it changes only what the card
+    platforms' cells and ``region_counts`` expect, never ``population`` or the capture histories."""
     pop = cached(seed, n_advertisers, horizon_days, membership)
     pop.check_day(day)
     out: dict[str, Any] = {
@@ -223,7 +245,7 @@ def truth(
         for k, v in stated.items():
             all_stated[k] = all_stated.get(k, 0) + v
         if spec.mode == "cards":
-            frame = _card_frame(pop, name, day)
+            frame = _card_frame(pop, name, day, lad_as)
             card_frames.append(frame.assign(platform=name))
             listings = _count(frame, "listing")
             advertisers = _count(frame[frame["shows_phone"]], "phone")
@@ -233,6 +255,7 @@ def truth(
                     "unlinked_listings": unlinked.get(k, 0)}
                 for k in _keys(listings)
             })
+            entry["locations"] = _placements(pop, name, day)
         else:
             count_stated = stated
             entry["cells"] = _nest({k: {"stated": v} for k, v in stated.items()})

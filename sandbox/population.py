@@ -4,8 +4,9 @@ Everything here is synthetic. Parameters and their sources (see docs/sandbox.md)
 
 - category shares: Kingston & Smith (2020) found about two-thirds of 25,511 profiles listed female and one in four
   male; the remaining ~9 % is split between trans (6 %) and couples (3 %) (our assumption);
-- home region: ONS/NRS/NISRA mid-2022 population estimates per ITL1 region; town uniform within the region
-  (GeoNames has no population column for every place; uniform keeps small towns represented);
+- home region: ONS/NRS/NISRA mid-2022 population estimates per ITL1 region; the text a card shows for its town
+  uniform among the region's rows of the sandbox's own place table (sandbox/data/places.csv: towns, London areas,
+  counties, postcodes, names that only the page's region settles, non-places), which states where each counts;
 - visible durations: lognormal with median 14 days and mean 73.3 days (Kennedy 2022, PLOS ONE, Canada), arrivals a
   Poisson process at rate n/73.3 per day so the day-N stock is stationary around ``n_advertisers`` (Little's law);
 - every advertiser ever visible within the horizon gets its own phone number, so counting by phone is exact.
@@ -13,13 +14,17 @@ Everything here is synthetic. Parameters and their sources (see docs/sandbox.md)
 
 from __future__ import annotations
 
+import csv
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from pointcount.results import UNALLOCATED_SUFFIX
 from sandbox.phones import phone_pool
 
 PLATFORMS: tuple[str, ...] = ("sandbox-directory", "sandbox-api", "sandbox-loadmore", "sandbox-counts")
@@ -88,39 +93,77 @@ PHRASES = (
 CROCKFORD = np.array(list("0123456789ABCDEFGHJKMNPQRSTVWXYZ"))
 
 
+PLACES_FILE = Path(__file__).resolve().parent / "data" / "places.csv"
+# Kinds of place text (sandbox/data/places.csv). "ambiguous" rows name a place that exists in several regions and
+# mean the one in the row's region: only the page's region settles them, so they are shown only on that region's
+# pages. "nonplace" rows name no place: a card counts in the region whose page shows it.
+PAGE_DEPENDENT = ("ambiguous", "nonplace")
+KINDS = ("town", "qualified", "postcode", "london", "county", *PAGE_DEPENDENT)
+
+
 @dataclass(frozen=True)
 class Places:
-    """Gazetteer places a card may name: mapped, and resolving back to exactly their own region and district."""
+    """The sandbox's own place table: the location strings a card may show and where each one counts.
 
-    names: np.ndarray  # display names (qualified with the county when ambiguous)
-    itl1: np.ndarray
-    lad: np.ndarray
-    by_region: tuple[np.ndarray, ...]  # place indices per ITL1 (ITL1 order)
+    Hand-written from UK geography (sandbox/data/places.csv: text, itl1, lad, kind), independent of the
+    resolver the crawler uses, so the end-to-end tests can catch the resolver placing a string wrongly.
+    """
+
+    names: np.ndarray  # the text as a card shows it
+    itl1: np.ndarray  # "" for non-places (they count where the page is)
+    lad: np.ndarray  # "" where the text says nothing finer than its region
+    kind: np.ndarray
+    by_region: tuple[np.ndarray, ...]  # place indices a card of each ITL1 region may show (ITL1 order)
+    fixed_by_region: tuple[np.ndarray, ...]  # ... of those, the ones that mean the same place on every page
     same_lad: tuple[np.ndarray, ...]  # per place: other places in the same district
 
+    def locate(
+        self, towns: np.ndarray, regions: np.ndarray, lad_as: Mapping[str, str] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(ITL1, LAD) codes where text ``towns`` shown on pages of ITL1 index ``regions`` counts: the page's
+        region for non-places (every other text is shown only on pages of its own region), and the region's
+        'unallocated' LAD row where the text names no district. ``lad_as`` (text -> LAD code, "" for none)
+        replaces the table's LAD of those texts: a known, listed gap of a resolver under test, never the truth."""
+        itl1 = np.array(ITL1)[regions]
+        lad = self.lad[towns].copy()
+        for text, code in (lad_as or {}).items():
+            lad[self.names[towns] == text] = code
+        return itl1, np.where(lad != "", lad, np.char.add(itl1.astype(str), UNALLOCATED_SUFFIX))
 
-def _eligible_places() -> tuple[list[str], list[str], list[str]]:
-    """(display name, itl1, lad) of every place whose display name resolves back to exactly its own regions."""
-    from pointcount.geography import Location, gazetteer
 
-    g = gazetteer()
-    keep = [p for p in g.places if p.itl1 != "UNMAPPED" and g.resolve(g.display_name(p)) == Location(p.itl1, p.lad)]
-    return [g.display_name(p) for p in keep], [p.itl1 for p in keep], [p.lad for p in keep]
+def read_places(path: Path = PLACES_FILE) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:  # a typo in the hand-written table must not pass silently
+        if row["kind"] not in KINDS or (row["itl1"] == "") != (row["kind"] == "nonplace"):
+            raise ValueError(f"{path}: bad row {row}")
+        if row["itl1"] and row["itl1"] not in ITL1:
+            raise ValueError(f"{path}: unknown ITL1 code in {row}")
+    return rows
 
 
 @cache
 def places() -> Places:
-    names_l, itl1_l, lad_l = _eligible_places()
-    names, itl1, lad = np.array(names_l), np.array(itl1_l), np.array(lad_l)
+    rows = read_places()
+    names = np.array([r["text"] for r in rows])
+    itl1 = np.array([r["itl1"] for r in rows])
+    lad = np.array([r["lad"] for r in rows])
+    kind = np.array([r["kind"] for r in rows])
+    nonplace = kind == "nonplace"
+    fixed = ~np.isin(kind, PAGE_DEPENDENT)
     by_lad: dict[str, list[int]] = {}
-    for i, code in enumerate(lad_l):
-        by_lad.setdefault(code, []).append(i)
-    same = tuple(np.array([j for j in by_lad[code] if j != i], dtype=np.int64) for i, code in enumerate(lad_l))
+    for i, code in enumerate(lad.tolist()):
+        if code:
+            by_lad.setdefault(code, []).append(i)
+    same = tuple(np.array([j for j in by_lad.get(code, []) if j != i], dtype=np.int64)
+                 for i, code in enumerate(lad.tolist()))
     return Places(
         names=names,
         itl1=itl1,
         lad=lad,
-        by_region=tuple(np.flatnonzero(itl1 == r) for r in ITL1),
+        kind=kind,
+        by_region=tuple(np.flatnonzero((itl1 == r) | nonplace) for r in ITL1),
+        fixed_by_region=tuple(np.flatnonzero((itl1 == r) & fixed) for r in ITL1),
         same_lad=same,
     )
 
@@ -137,7 +180,9 @@ class Population:
     arrive: np.ndarray  # first day visible (may be negative: already visible before day 0)
     leave: np.ndarray  # first day no longer visible; visible on day d iff arrive <= d < leave
     category: np.ndarray  # index into CATEGORIES
+    home_region: np.ndarray  # ITL1 index
     home: np.ndarray  # place index
+    tour_region: np.ndarray  # ITL1 index of the tour, -1 when not touring
     tour: np.ndarray  # place index in another region, -1 when not touring
     workers: np.ndarray  # people behind the advertiser (> 1 for agencies)
     phone: np.ndarray  # index into the phone pool
@@ -147,6 +192,8 @@ class Population:
     l_adv: np.ndarray
     l_town1: np.ndarray  # the advertiser's home town
     l_town2: np.ndarray  # touring town, or (load-more only) a town in the same district, or -1
+    l_region1: np.ndarray  # ITL1 index of the pages showing l_town1 (the home region)
+    l_region2: np.ndarray  # ITL1 index of the pages showing l_town2, -1 without one
     l_rank: np.ndarray  # page order
     l_ref: np.ndarray
     l_name: np.ndarray
@@ -196,10 +243,10 @@ def _base32(values: np.ndarray, width: int) -> list[str]:
     return ["".join(row) for row in CROCKFORD[digits]]
 
 
-def _pick_region_town(rng: np.random.Generator, pl: Places, region: np.ndarray) -> np.ndarray:
-    counts = np.array([len(b) for b in pl.by_region])
+def _pick_region_town(rng: np.random.Generator, region: np.ndarray, by_region: tuple[np.ndarray, ...]) -> np.ndarray:
+    counts = np.array([len(b) for b in by_region])
     offset = (rng.random(len(region)) * counts[region]).astype(np.int64)
-    return np.array([pl.by_region[r][o] for r, o in zip(region.tolist(), offset.tolist(), strict=True)],
+    return np.array([by_region[r][o] for r, o in zip(region.tolist(), offset.tolist(), strict=True)],
                     dtype=np.int64)
 
 
@@ -279,14 +326,22 @@ def generate(
     category = rng.choice(len(CATEGORIES), size=n, p=CATEGORY_SHARES)
     weights = ITL1_POPULATION / ITL1_POPULATION.sum()
     home_region = rng.choice(len(ITL1), size=n, p=weights)
-    home = _pick_region_town(rng, pl, home_region)
+    home = _pick_region_town(rng, home_region, pl.by_region)
     touring = rng.random(n) < P_TOURING
     tour_region = rng.choice(len(ITL1), size=n, p=weights)
     clash = tour_region == home_region
     while clash.any():  # a tour goes to another region
         tour_region[clash] = rng.choice(len(ITL1), size=int(clash.sum()), p=weights)
         clash = tour_region == home_region
-    tour = np.where(touring, _pick_region_town(rng, pl, tour_region), -1)
+    tour = np.where(touring, _pick_region_town(rng, tour_region, pl.fixed_by_region), -1)
+    # Pages of both regions show a touring card (the load-more board prints both towns on each), so its texts
+    # must mean the same place on either page: an ambiguous or non-place home becomes a fixed place of the same
+    # region (chosen by advertiser id: no extra random draws, so the rest of the population stays as it was).
+    swap = np.flatnonzero(touring & np.isin(pl.kind[home], PAGE_DEPENDENT))
+    for i in swap.tolist():
+        fixed = pl.fixed_by_region[home_region[i]]
+        home[i] = fixed[i % len(fixed)]
+    tour_region = np.where(touring, tour_region, -1)
     agency = rng.random(n) < P_AGENCY
     workers = np.where(agency, 2 + rng.poisson(2.0, size=n).clip(0, 6), 1)
     category = np.where(agency, 0, category)
@@ -316,12 +371,15 @@ def generate(
     nl = len(l_adv)
     l_town1 = home[l_adv]
     l_town2 = tour[l_adv].copy()
+    l_region1 = home_region[l_adv]
+    l_region2 = tour_region[l_adv].copy()
     lm = PLATFORMS.index("sandbox-loadmore")
     nearby = np.flatnonzero((l_platform == lm) & (l_town2 < 0) & (rng.random(nl) < P_NEARBY))
     for i in nearby.tolist():
         options = pl.same_lad[l_town1[i]]
         if len(options):
             l_town2[i] = options[rng.integers(len(options))]
+            l_region2[i] = l_region1[i]
     l_rank = rng.random(nl)
 
     # Canaries: every listing gets its own name, email, reference and text (unique by construction).
@@ -359,8 +417,10 @@ def generate(
     l_shows_phone = np.random.default_rng([seed, 20221, 13]).random(nl) >= P_NO_PHONE
     return Population(
         seed=seed, n_advertisers=n_advertisers, horizon_days=horizon_days, membership=membership,
-        arrive=arrive, leave=leave, category=category, home=home, tour=tour, workers=workers, phone=phone,
-        member=member, l_platform=l_platform, l_adv=l_adv, l_town1=l_town1, l_town2=l_town2, l_rank=l_rank,
+        arrive=arrive, leave=leave, category=category, home_region=home_region, home=home,
+        tour_region=tour_region, tour=tour, workers=workers, phone=phone, member=member,
+        l_platform=l_platform, l_adv=l_adv, l_town1=l_town1, l_town2=l_town2, l_region1=l_region1,
+        l_region2=l_region2, l_rank=l_rank,
         l_ref=l_ref, l_name=l_name, l_email=l_email, l_text=l_text, l_phone_text=l_phone_text.astype(str),
         l_fmt=l_fmt, l_shows_phone=l_shows_phone,
     )

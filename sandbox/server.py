@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -401,8 +402,8 @@ class Sandbox:
             with self._states[n].lock:
                 self._states[n].log.clear()
 
-    def truth(self, days: tuple[int, int] | None = None) -> dict[str, Any]:
+    def truth(self, days: tuple[int, int] | None = None, lad_as: Mapping[str, str] | None = None) -> dict[str, Any]:
         from sandbox.ground_truth import truth
 
         return truth(self.seed, self.day, self.n_advertisers, membership=self.membership,
-                     horizon_days=self.horizon_days, days=days)
+                     horizon_days=self.horizon_days, days=days, lad_as=lad_as)

@@ -395,20 +395,22 @@ def age_check() -> Response:
                              ("Location", "/")))
 
 
-def listing_locations(pop: Population, name: str, day: int) -> tuple[np.ndarray, np.ndarray]:
-    """(listing id, place id) pairs of the platform's listings visible on ``day``: one row per named town."""
+def listing_locations(pop: Population, name: str, day: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(listing id, place id, page region) of the platform's listings visible on ``day``: one row per named town,
+    with the ITL1 index of the pages that show it (where a non-place counts; see ``Places.locate``)."""
     k = PLATFORMS.index(name)
     vis = pop.visible(day)
     lids = np.flatnonzero((pop.l_platform == k) & vis[pop.l_adv])
     t2 = pop.l_town2[lids]
     has2 = t2 >= 0
-    return (np.concatenate([lids, lids[has2]]), np.concatenate([pop.l_town1[lids], t2[has2]]))
+    return (np.concatenate([lids, lids[has2]]), np.concatenate([pop.l_town1[lids], t2[has2]]),
+            np.concatenate([pop.l_region1[lids], pop.l_region2[lids][has2]]))
 
 
 def build_cells(pop: Population, name: str, day: int, *, empty: bool = False) -> dict[tuple[str, str], Cell]:
     """Every region x category cell: the listings located in the region (by any town they name), page order."""
-    lids, towns = listing_locations(pop, name, day)
-    itl1 = places().itl1[towns]
+    lids, towns, regions = listing_locations(pop, name, day)
+    itl1 = np.array(ITL1)[regions]
     cats = pop.category[pop.l_adv[lids]]
     multi_town = name == "sandbox-loadmore"  # the load-more board prints every town on every card
     cells: dict[tuple[str, str], Cell] = {}

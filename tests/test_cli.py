@@ -20,7 +20,7 @@ def test_help_lists_only_verbs_that_exist() -> None:
     proc = run_cli("--help")
     assert proc.returncode == 0
     for verb in ("run", "serve", "deploy", "status", "demo", "sandbox", "query", "platforms", "estimate", "keys",
-                 "purge", "publish"):
+                 "purge", "publish", "locate"):
         assert f" {verb} " in proc.stdout, verb
 
 
@@ -94,3 +94,23 @@ def test_commands_report_to_a_running_local_server_on_the_same_prefect_home(pref
     env = {"PREFECT_HOME": str(SESSION_PREFECT_HOME)}  # the session server is a LocalPrefectServer on this home
     prepare_prefect_env(None, env)
     assert env["PREFECT_API_URL"] == prefect_server
+
+
+def test_locate_prints_one_line_or_csv_and_refuses_bad_input_with_exit_2(tmp_path: Path) -> None:
+    proc = run_cli("locate", "Newport", "--region-hint", "TLL")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == "itl1=TLL lad=W06000022 how=hinted"
+    src = tmp_path / "in.csv"
+    src.write_text("text,region_hint\nSoho,\nTouring,TLM\n")
+    proc = run_cli("locate", "--input", str(src))
+    assert proc.returncode == 0
+    assert proc.stdout.splitlines() == ["text,region_hint,itl1,lad,how", "Soho,,TLI,E09000033,london area",
+                                        "Touring,TLM,TLM,,page region"]
+    (tmp_path / "bad.csv").write_text("place\nLeeds\n")
+    for args, message in [(("locate", "Leeds", "--region-hint", "TLX"), "unknown region hint 'TLX'"),
+                          (("locate", "--input", str(tmp_path / "bad.csv")), "no 'text' column"),
+                          (("locate", "--input", str(tmp_path / "none.csv")), "cannot read"),
+                          (("locate",), "give either TEXT or --input")]:
+        proc = run_cli(*args)
+        assert proc.returncode == 2, args
+        assert proc.stdout == "" and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, args

@@ -189,6 +189,12 @@ BAD_CASES: list[tuple[str, dict[str, object], str, tuple[str, ...]]] = [
     ("keys-inside-exports", {"p.yaml": platform(), "run.yaml": {
         "ethics": {"contact": "a@b.org"}, "platforms": ["p.yaml"], "exports_dir": "out",
         "keys": {"dir": "out/keys"}}}, "run", ("keys.dir", "exports_dir")),
+    ("unmapped-share-above-1", {"p.yaml": platform(), "run.yaml": {
+        "ethics": {"contact": "a@b.org"}, "platforms": ["p.yaml"], "alarms": {"max_unmapped_share": 5}}}, "run",
+     ("alarms.max_unmapped_share",)),
+    ("alarms-unknown-key", {"p.yaml": platform(), "run.yaml": {
+        "ethics": {"contact": "a@b.org"}, "platforms": ["p.yaml"], "alarms": {"unmapped_share": 0.1}}}, "run",
+     ("alarms.unmapped_share",)),
     (
         "blank-ethics-approval",
         {

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import RESOLVER_GAPS
 from test_crawl_sandbox import DELAY, SNAPSHOT, assert_polite, count, write_config
 
 from crawlers.run import crawl_platform
 from pointcount.config import load_config
-from pointcount.results import CrawlResult
+from pointcount.results import CrawlResult, unallocated
 from sandbox import Faults, Sandbox
 from sandbox.population import places
 from sandbox.site import pages_needed
@@ -71,7 +72,7 @@ def _run(i: int, case: Case, tmp: Path) -> Run:
                  min_interval_s={P: DELAY}) as sb:
         config = write_config(tmp / case.id, sb.base_urls)
         result = crawl_platform(load_config(config), P, case.id, SNAPSHOT)
-        return Run(result, sb.request_log(P), sb.truth()["platforms"][P])
+        return Run(result, sb.request_log(P), sb.truth(lad_as=RESOLVER_GAPS)["platforms"][P])
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +121,11 @@ def _check_exact_except(run: Run, skip: set[tuple[str, str, str]], absent: bool 
 
 
 def _lads_under(itl1: str, category: str) -> set[tuple[str, str, str]]:
-    """Every LAD cell of ``itl1`` × ``category`` (sandbox places: each LAD lies in one ITL1 region)."""
+    """Every LAD cell of ``itl1`` × ``category`` (sandbox places: each LAD lies in one ITL1 region), and the
+    region's 'unallocated within region' row."""
     pl = places()
-    return {("lad", str(code), category) for code in set(pl.lad[pl.itl1 == itl1].tolist())}
+    codes = {str(code) for code in pl.lad[pl.itl1 == itl1].tolist() if code} | {unallocated(itl1)}
+    return {("lad", code, category) for code in codes}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -175,6 +178,7 @@ def test_one_failed_cell_leaves_the_rest_measured(runs: dict[str, Run], case_id:
     failed = {(f.region_level, f.region_code, f.category): f for f in run.result.failed_cells}
     assert failed[("itl1", itl1, cat)].reason == reason and failed[("itl1", itl1, cat)].kind == "site_changed"
     assert ("national", "K02000001", cat) in failed
+    assert ("lad", unallocated(itl1), cat) in failed  # the region's unallocated row too: never an absent zero
     assert "1 of 48 cells not measured" in run.result.health_reason and reason in run.result.health_reason
     skip = set(failed)
     assert {("itl1", itl1, cat), ("national", "K02000001", cat)} <= skip

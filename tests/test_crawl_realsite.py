@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import RESOLVER_GAPS
 from test_crawl_sandbox import CONTACT, SNAPSHOT, assert_exact, find_canaries
 
 from crawlers.run import crawl_platform
@@ -63,7 +64,7 @@ def test_links_to_the_sites_other_origin_are_followed_with_its_own_robots_txt(tm
     with Sandbox(seed=7, n_advertisers=3 * N, bind={name: ("127.0.0.60", 0)}, platforms=(name,),
                  aliases={name: ("127.0.0.61", 0)}, min_interval_s={name: DELAY}) as sb:
         base, alias = sb.base_urls[name], sb.alias_urls[name]
-        truth = sb.truth()["platforms"][name]
+        truth = sb.truth(lad_as=RESOLVER_GAPS)["platforms"][name]
         # Control: the same site without the alias declared stops at the first absolute next link.
         control = crawl(tmp_path / "control", platform_copy(name, base))
         # Each cell whose walk needed the alias fails (never a smaller count); the others are measured.
@@ -100,7 +101,7 @@ def test_age_interstitial_passed_by_a_declared_cookie_or_one_consent_get(tmp_pat
     with Sandbox(seed=7, n_advertisers=N, bind={name: ("127.0.0.62", 0)}, platforms=(name,),
                  faults={name: Faults(age_gate=True)}, min_interval_s={name: DELAY}) as sb:
         base = sb.base_urls[name]
-        truth = sb.truth()["platforms"][name]
+        truth = sb.truth(lad_as=RESOLVER_GAPS)["platforms"][name]
         runs: dict[str, tuple[CrawlResult, list[dict[str, Any]]]] = {}
         for label, consent in (("none", None), ("url", {"url": "/age-check?accept=1"}),
                                ("cookie", {"cookies": {"age_ok": "1"}})):
@@ -131,7 +132,7 @@ def test_cards_read_from_a_next_data_blob(tmp_path: Path) -> None:
     with Sandbox(seed=7, n_advertisers=N, bind={name: ("127.0.0.63", 0)}, platforms=(name,),
                  faults={name: Faults(embedded_json=True)}, min_interval_s={name: DELAY}) as sb:
         base = sb.base_urls[name]
-        full = sb.truth()
+        full = sb.truth(lad_as=RESOLVER_GAPS)
         truth = full["platforms"][name]
         control = crawl(tmp_path / "control", platform_copy(name, base))  # HTML selectors on a script-rendered page
         result = crawl(tmp_path / "json", platform_copy(name, base, **NEXT_DATA_SELECTORS))
@@ -169,7 +170,7 @@ def test_two_platforms_on_one_host_take_turns(tmp_path: Path) -> None:
     with Sandbox(seed=7, n_advertisers=N, bind={name: ("127.0.0.64", 0)}, platforms=(name,),
                  min_interval_s={name: delay}) as sb:
         base = sb.base_urls[name]
-        truth = sb.truth()["platforms"][name]
+        truth = sb.truth(lad_as=RESOLVER_GAPS)["platforms"][name]
         turns = _two_sections(tmp_path / "shared", base, delay, shared_state=True)
         log = sb.request_log(name)
         sb.clear_log(name)

@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import RESOLVER_GAPS
 
 from crawlers.run import REPO_ROOT, crawl_platform
 from pointcount import sketches
@@ -68,8 +69,9 @@ def count(b64: str | None) -> int:
     return sketches.estimate(sketches.from_b64(b64)).count
 
 
-def assert_exact(result: CrawlResult, truth: dict[str, Any]) -> int:
-    """Every cell of the result equals the truth and every non-empty truth cell is in the result."""
+def differences(result: CrawlResult, truth: dict[str, Any]) -> tuple[list[tuple[Any, ...]], int]:
+    """(cells where the result and the truth differ, values checked): every non-empty truth cell must be in the
+    result with the same numbers, and every result cell must be in the truth."""
     got: dict[tuple[str, str, str], dict[str, int | None]] = {}
     for c in result.cells:
         row: dict[str, int | None] = {"stated": c.stated}
@@ -78,7 +80,7 @@ def assert_exact(result: CrawlResult, truth: dict[str, Any]) -> int:
             row["advertisers"] = count(c.advertisers_sketch)
             row["unlinked_listings"] = count(c.unlinked_sketch)
         got[(c.region_level, c.region_code, c.category)] = row
-    checked = 0
+    checked, diffs = 0, []
     for level, regions in truth["cells"].items():
         for code, cats in regions.items():
             for cat, want in cats.items():
@@ -87,13 +89,22 @@ def assert_exact(result: CrawlResult, truth: dict[str, Any]) -> int:
                 row = got.get((level, code, cat), {})
                 for key in ("listings", "advertisers", "unlinked_listings", "stated"):
                     if want.get(key) is not None and (want[key] or key == "stated"):
-                        assert row.get(key) == want[key], (result.platform, level, code, cat, key, row, want)
                         checked += 1
+                        if row.get(key) != want[key]:
+                            diffs.append((level, code, cat, key, row.get(key), want[key]))
     for (level, code, cat), row in got.items():
         want = truth["cells"].get(level, {}).get(code, {}).get(cat, {})
         for key in ("listings", "advertisers", "unlinked_listings"):
-            if key in row:
-                assert row[key] == want.get(key, 0), (result.platform, level, code, cat, key, row, want)
+            if key in row and row[key] != want.get(key, 0):
+                diffs.append((level, code, cat, key, row[key], want.get(key, 0)))
+    return sorted(set(diffs)), checked
+
+
+def assert_exact(result: CrawlResult, truth: dict[str, Any]) -> int:
+    """Every cell of the result equals the truth and every non-empty truth cell is in the result."""
+    diffs, checked = differences(result, truth)
+    assert not diffs, f"{result.platform}: {len(diffs)} differences (level, code, category, measure, got, want): " \
+        f"{diffs[:20]}"
     return checked
 
 
@@ -217,7 +228,7 @@ def crawled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crawled]:
                 else:
                     os.environ[k] = v
             logging.getLogger("crawlers").removeHandler(collect)
-        yield Crawled(sb, sb.truth(), results, events, collect.lines, raw, scratch, config,
+        yield Crawled(sb, sb.truth(lad_as=RESOLVER_GAPS), results, events, collect.lines, raw, scratch, config,
                       {n: sb.request_log(n) for n in ALL})
 
 
@@ -226,12 +237,50 @@ def test_counts_equal_the_truth_exactly(crawled: Crawled, name: str) -> None:
     result = crawled.results[name]
     assert result.health == "ok", result.health_reason
     truth = crawled.truth["platforms"][name]
-    checked = assert_exact(result, truth)
-    assert checked > (40 if name == "sandbox-counts" else 100)
     # Exactly the requests a complete crawl needs: robots.txt + every page holding a card (or one per cell).
     assert result.requests == truth["expected_requests"] == len(crawled.logs[name])
     assert result.stats["pointcount/requests"] == result.requests
-    assert result.unmapped == 0 and result.linkage_period == "2026-11"
+    assert result.linkage_period == "2026-11"
+    # Location quality: every text placed (page region for the non-places), as the sandbox's place table says.
+    want = truth.get("locations", {"placements": 0, "unmapped": 0, "page_region": 0})
+    assert (result.placements, result.unmapped, result.page_region) == (
+        want["placements"], want["unmapped"], want["page_region"])
+    assert name == "sandbox-counts" or 0 < want["page_region"] < want["placements"]
+    checked = assert_exact(result, truth)
+    assert checked > (40 if name == "sandbox-counts" else 100)
+
+
+# The crawl child with a resolver that ignores the page's region, as if the spider did not pass it.
+HINTLESS_CHILD = """
+import sys
+import pointcount.locations as locations
+resolve = locations.LocationResolver.resolve
+locations.LocationResolver.resolve = lambda self, text, region_hint=None: resolve(self, text, None)
+from crawlers.run import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_wrong_resolver_is_caught_by_the_truth(crawled: Crawled) -> None:
+    """Positive control for the exact match above: the sandbox truth comes from its own place table, not from the
+    resolver, so a resolver that ignores the page's region ("Newport" on the Wales page, "Outcall only" on any
+    region page) gives a crawl that differs from the truth, at ITL1 and LAD level."""
+    name = "sandbox-api"
+    proc = subprocess.run(
+        [sys.executable, "-c", HINTLESS_CHILD, "--config", str(crawled.config), "--platform", name,
+         "--run-id", "run-control", "--date", SNAPSHOT.isoformat()],
+        cwd=crawled.scratch / "cwd", env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    broken = CrawlResult.model_validate_json(proc.stdout)
+    assert broken.health == "ok" and broken.cards == crawled.results[name].cards
+    diffs, _ = differences(broken, crawled.truth["platforms"][name])
+    assert {("itl1", "UNMAPPED"), ("lad", "UNMAPPED")} <= {d[:2] for d in diffs}  # counted nowhere
+    assert any(d[0] == "itl1" and d[1] != "UNMAPPED" for d in diffs)  # their regions read too low
+    assert any(d[1].endswith("-UNALLOCATED") for d in diffs)
+    assert broken.unmapped > 0 and broken.page_region == 0
+    assert crawled.results[name].unmapped == 0 and crawled.results[name].page_region > 0
 
 
 def test_multi_town_and_duplicate_profiles_are_covered(crawled: Crawled) -> None:
@@ -336,7 +385,7 @@ def _run_scenario(i: int, sc: Scenario, tmp: Path) -> FaultRun:
                  faults={sc.platform: sc.faults or Faults()}, min_interval_s={sc.platform: DELAY}) as sb:
         config = write_config(tmp / sc.id, sb.base_urls, politeness)
         result = crawl_platform(load_config(config), sc.platform, sc.id, SNAPSHOT)
-        truth = sb.truth()["platforms"][sc.platform] if sc.expect == "ok" else None
+        truth = sb.truth(lad_as=RESOLVER_GAPS)["platforms"][sc.platform] if sc.expect == "ok" else None
         return FaultRun(result, sb.request_log(sc.platform), truth)
 
 

@@ -27,8 +27,9 @@ from crawlers.spiders.platform import CellWalk, PlatformSpider, Refused, is_neve
 from crawlers.verdicts import CellVerdict
 from pointcount import sketches
 from pointcount.config import Extract, LoadedConfig, Platform, RunConfig
-from pointcount.geography import NATIONAL_CODE, UNMAPPED, Location, gazetteer
+from pointcount.geography import NATIONAL_CODE, UNMAPPED, Location
 from pointcount.keys import Pseudonymiser
+from pointcount.locations import location_resolver
 
 KEY = b"k" * 32
 BASE = "http://127.0.0.9:8400"
@@ -57,7 +58,7 @@ def platform(**overrides: Any) -> Platform:
 
 
 def edge_for(p: Platform) -> PrivacyEdge:
-    return PrivacyEdge(p, KEY, gazetteer())
+    return PrivacyEdge(p, KEY, location_resolver())
 
 
 # --------------------------------------------------------------------------- extraction DSL
@@ -152,7 +153,33 @@ def test_edge_platform_region_codes() -> None:
                         "region": {"css": "::attr(data-area)"}})
     edge = PrivacyEdge(p, KEY, None)
     item, unmapped, _ = edge.card("A", "women", [], ["london", "mars"])
-    assert item.locations == (Location("TLI", UNMAPPED), Location(UNMAPPED, UNMAPPED)) and unmapped == 1
+    assert item.locations == (Location("TLI", "TLI-UNALLOCATED"), Location(UNMAPPED, UNMAPPED)) and unmapped == 1
+
+
+def test_edge_page_region_and_unallocated_placements() -> None:
+    """The page's region settles ambiguous names and places non-places (counted as page-region placements);
+    region-only placements go to the region's UNALLOCATED row unless the card also names a district there.
+    Expected codes from the ONS LAD list (W06000022 Newport, E06000046 Isle of Wight, E07000110 Maidstone)."""
+    edge = edge_for(platform())
+    item, unmapped, _ = edge.card("N1", "women", ["Newport"], [], None, region_hint="TLL")
+    assert item.locations == (Location("TLL", "W06000022"),) and unmapped == 0
+    item, _, _ = edge.card("N2", "women", ["Newport"], [], None, region_hint="TLJ")
+    assert item.locations == (Location("TLJ", "E06000046"),)
+    assert edge.tally == {"placements": 2, "page_region": 0}
+    item, unmapped, _ = edge.card("O1", "women", ["Outcall only"], [], None, region_hint="TLL")
+    assert item.locations == (Location("TLL", "TLL-UNALLOCATED"),) and unmapped == 0
+    assert edge.tally["page_region"] == 1
+    item, unmapped, _ = edge.card("O2", "women", ["Outcall only"], [], None)  # no page region: UNMAPPED
+    assert item.locations == (Location(UNMAPPED, UNMAPPED),) and unmapped == 1
+    item, _, _ = edge.card("O3", "women", [], [], None, region_hint="TLM")  # a card naming nothing
+    assert item.locations == (Location("TLM", "TLM-UNALLOCATED"),)
+    item, _, _ = edge.card("K1", "women", ["Kent"], [], None, region_hint="TLJ")
+    assert item.locations == (Location("TLJ", "TLJ-UNALLOCATED"),)
+    item, _, _ = edge.card("K2", "women", ["Kent", "Maidstone"], [], None, region_hint="TLJ")
+    assert item.locations == (Location("TLJ", "E07000110"),)  # the district, not also 'unallocated'
+    item, _, _ = edge.card("K3", "women", ["Kent", "Leeds"], [], None, region_hint="TLJ")
+    assert set(item.locations) == {Location("TLJ", "TLJ-UNALLOCATED"), Location("TLE", "E08000035")}
+    assert edge.tally == {"placements": 10, "page_region": 2}  # "Outcall only" on TLL, the empty card on TLM
 
 
 # --------------------------------------------------------------------------- cells
@@ -216,6 +243,7 @@ def test_a_failed_walk_leaves_every_cell_it_fed_unmeasured() -> None:
     assert {(f.region_level, f.region_code, f.category) for f in failed} == {
         ("itl1", "TLJ", "women"), ("national", NATIONAL_CODE, "women"),
         ("lad", "E07000111", "women"), ("lad", "E07000112", "women"),
+        ("lad", "TLJ-UNALLOCATED", "women"),  # the region's 'unallocated within region' row: never an absent zero
         ("itl1", UNMAPPED, "women"), ("lad", UNMAPPED, "women"),
         ("itl1", "TLI", "women"), ("lad", "E09000007", "women")}
     assert {(c.region_level, c.region_code, c.category) for c in measured} == {

@@ -167,3 +167,24 @@ def test_starting_a_run_destroys_keys_past_their_date_and_makes_the_current_one(
     assert not old.exists()
     current = period_id(date.today(), cfg.run.keys.linkage_period)
     assert [k.period for k in store.list()] == [current]
+
+
+def test_status_health_table_shows_unmapped_and_page_region_shares() -> None:
+    from rich.console import Console
+
+    from flows.display import health_table
+
+    rows = [
+        {"platform": "sandbox-directory", "health": "ok", "requests": 61, "pages": 60, "cards": 1300,
+         "elapsed_s": 4.2, "health_reason": "", "unmapped": 12, "unmapped_share": 12 / 1322, "page_region": 207,
+         "page_region_share": 207 / 1322},
+        {"platform": "sandbox-counts", "health": "ok", "requests": 49, "pages": 48, "cards": 0, "elapsed_s": 12.0,
+         "health_reason": "", "unmapped": 0, "unmapped_share": None, "page_region": 0, "page_region_share": None},
+    ]
+    console = Console(record=True, width=200)
+    console.print(health_table("run-1", rows))
+    text = console.export_text()
+    assert "unmapped" in text and "page region" in text
+    assert "12 (0.9%)" in text and "207 (15.7%)" in text  # count and share of placements
+    counts_line = next(line for line in text.splitlines() if "sandbox-counts" in line)
+    assert "%" not in counts_line  # no placements: no share, not 0%

@@ -29,7 +29,7 @@ from estimation import estimate_run
 from pointcount import sketches
 from pointcount.config import DEMO_CONFIG, LoadedConfig, load_config
 from pointcount.geography import NATIONAL_CODE, UNMAPPED, boundary_path
-from pointcount.results import Cell, CrawlResult, FailedCell
+from pointcount.results import Cell, CrawlResult, FailedCell, unallocated
 from publish import DisclosureRule, PublishError, publish_run, read_published
 from publish.exports import csv_safe, write_csv
 from publish.maps import map_data, render_map
@@ -62,7 +62,8 @@ def size(platform: str, region: str, category: str, run: int) -> int:
 
 def card_result(platform: str, run_id: str, snap: date, run: int, covers: list[str], health: str = "ok",
                 linkage: bool = True) -> CrawlResult:
-    """A cards-mode platform: listings placed in a few LADs of their region, some unmapped at LAD level,
+    """A cards-mode platform: listings placed in a few LADs of their region, some only in the region (its
+    'unallocated within region' LAD-level row),
     advertisers shared across platforms (same id string -> same hash -> deduplicated)."""
     cells: dict[tuple[str, str, str], tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
     for region in covers:
@@ -72,7 +73,8 @@ def card_result(platform: str, run_id: str, snap: date, run: int, covers: list[s
                 listing = f"{platform}/{region}/{category}/{k}"
                 advertiser = f"adv/{region}/{category}/{k // 2}" if linkage else listing
                 # Most adverts in four districts per region, a few in a tail of districts (small, suppressed).
-                lad = UNMAPPED if k % 11 == 10 else lads[4 + (k // 9) % 5] if k % 9 == 8 else lads[k % 4]
+                lad = (unallocated(region) if k % 11 == 10 else lads[4 + (k // 9) % 5] if k % 9 == 8
+                       else lads[k % 4])
                 for key in (("national", NATIONAL_CODE, category), ("itl1", region, category),
                             ("lad", lad, category)):
                     cells[key][0].add(listing)
@@ -90,6 +92,7 @@ def card_result(platform: str, run_id: str, snap: date, run: int, covers: list[s
         health_reason="" if ok else "selectors matched nothing on 3 pages", has_linkage=linkage,
         linkage_period=snap.strftime("%Y-%m"), sketch_lg_k=12, started_at=started,
         finished_at=started + timedelta(minutes=20), requests=500, pages=480, cards=4000, unmapped=40,
+        placements=4100, page_region=287,
         cells=[
             Cell(region_level=lvl, region_code=code, category=cat,
                  listings_sketch=sketches.to_b64(sketches.from_hashes(lst, 12)),
@@ -262,6 +265,7 @@ def test_every_export_exists_opens_and_latest_matches(published: dict) -> None:
     assert {p.name for p in out.iterdir()} == EXPECTED_FILES  # reading left no GDAL sidecar files
     meta = json.loads((out / "metadata.json").read_text(encoding="utf-8"))
     assert meta["run_id"] == runs["partial"] and "Open Government Licence" in meta["attribution"]
+    assert "GeoNames" in meta["attribution"] and "Postcode Lookup" in meta["attribution"]  # place look-up data
     geojson = json.loads((out / "regions.geojson").read_text(encoding="utf-8"))
     assert "Office for National Statistics" in geojson["attribution"]
     assert b"Office for National Statistics" in pq.read_schema(out / "region_counts.parquet").metadata[
@@ -316,6 +320,11 @@ def test_rates_use_published_counts_and_official_population(published: dict) -> 
     # No rate reveals a suppressed cell. Districts have mid-2021 populations and rates like ITL1 (counts stay).
     assert frame.loc[frame["listings_suppressed"], "listings_per_100k"].isna().all()
     lad = frame[(frame["region_level"] == "lad") & (frame["region_code"] != UNMAPPED) & (frame["category"] == "all")]
+    # A region's 'unallocated within region' row has no residents of its own: no population, no rate.
+    unallocated_rows = lad["region_code"].str.endswith("-UNALLOCATED")
+    assert unallocated_rows.sum() == 12 and lad[unallocated_rows]["population"].isna().all()
+    assert lad[unallocated_rows]["listings_per_100k"].isna().all()
+    lad = lad[~unallocated_rows]
     assert lad["population"].notna().all() and len(lad) == 374
     hartlepool = lad[lad["region_code"] == "E06000001"].iloc[0]
     assert hartlepool["population"] == 92_571  # ONS mid-2021, Hartlepool
@@ -418,6 +427,37 @@ def test_no_number_from_one_to_nine_anywhere_in_the_report(published: dict) -> N
     assert "selectors matched nothing on 3 pages" not in html and "layout changed" in html
 
 
+def test_unallocated_rows_are_published_in_tables_not_on_the_lad_map(published: dict) -> None:
+    """Region-only placements: an explicit '<ITL1>-UNALLOCATED' LAD-level row in CSV/Parquet (protected like any
+    count, named after its region, a zero only where a card platform covering the region looked), absent from
+    the LAD GeoJSON/GPKG layers (no geometry), and no district gets them."""
+    config, run_id, out = published["config"], published["runs"]["partial"], published["out"]
+    rule = DisclosureRule.from_config(config.run.disclosure)
+    exact = warehouse_counts(config, run_id).set_index(["region_level", "region_code", "category"])
+    frame = read_published(out)
+    rows = frame[frame["region_code"].str.endswith("-UNALLOCATED")]
+    assert set(rows["region_level"]) == {"lad"}
+    assert set(rows["region_code"]) == {unallocated(c) for c in ITL1}
+    tlj = rows[(rows["region_code"] == "TLJ-UNALLOCATED") & (rows["category"] == "all")].iloc[0]
+    assert tlj["region_name"] == "South East: unallocated within region" and tlj["covered"]
+    # The fixture puts every 11th advert of a region's cells only in the region: the directory, the load-more
+    # board (both healthy) and the failed API each had them; only the healthy two count.
+    want = sum(len(range(10, size(p, "TLJ", c, 1), 11)) for p in ("sandbox-directory", "sandbox-loadmore")
+               for c in CATS)
+    assert exact.loc[("lad", "TLJ-UNALLOCATED", "all"), "listings"] == want
+    assert tlj["listings"] == rule.protect(want)
+    # Northern Ireland: only the failed API and the count-only platform cover it: not covered, never a zero.
+    tln = rows[rows["region_code"] == "TLN-UNALLOCATED"]
+    assert not tln["covered"].any() and tln["listings"].isna().all()
+    for layer in (gpd.read_file(out / "regions_lad.geojson"), gpd.read_file(out / "regions.gpkg", layer="lad")):
+        assert not layer["region_code"].str.endswith("-UNALLOCATED").any() and layer.geometry.notna().all()
+    report = (out / "report.html").read_text(encoding="utf-8")
+    table = report[report.index('id="platform-table"'):]
+    row = table[table.index('data-platform="sandbox-directory"'):]
+    row = row[:row.index("</tr>")]
+    assert ">1.0%</td>" in row and ">7.0%</td>" in row  # 40 and 287 of 4,100 placements
+
+
 def test_the_alarm_format_publish_parses_is_the_one_the_warehouse_writes(tmp_path: Path) -> None:
     """publish.report.ALARM must match what Warehouse.alarms really writes, or every alarm would fall back to the
     generic line (safe, but useless)."""
@@ -442,6 +482,15 @@ def test_the_alarm_format_publish_parses_is_the_one_the_warehouse_writes(tmp_pat
     assert "sandbox-counts · North West (TLD) · women: 10 → [c] stated vs complete run run-0" in shown, shown
     assert all(" → [c] stated vs complete run run-0" in a for a in shown), shown
     assert not any(re.search(r"\b[1-9]\b|%", a) for a in shown), shown
+    with Warehouse(path) as wh:
+        wh.load_results("run-1", DAY + timedelta(days=1), [CrawlResult(
+            platform="sandbox-api", run_id="run-1", snapshot_date=DAY + timedelta(days=1), mode="cards", health="ok",
+            linkage_period="2026-11", sketch_lg_k=12, started_at=datetime(2026, 11, 21, 5, tzinfo=UTC),
+            finished_at=datetime(2026, 11, 21, 6, tzinfo=UTC), unmapped=7, placements=83)])
+        located = wh.location_alarms("run-1")
+    assert len(located) == 1 and "7 of 83" in located[0]
+    assert protect_alarm(located[0], DisclosureRule(), ["sandbox-api"]) == (
+        "sandbox-api: more than 5.0% of its adverts' locations could not be placed")
     assert protect_alarm("sandbox-counts went from 12 to 3", DisclosureRule(), ["sandbox-counts"]) == (
         "An alarm was raised for sandbox-counts (details are kept for the operators, not published).")
 

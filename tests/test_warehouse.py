@@ -270,7 +270,9 @@ def test_migration_005_carries_runs_loaded_before_over_to_one_unit_per_column(tm
     con.execute("INSERT INTO runs VALUES ('old', '2026-11-01 05:00', '2026-11-01 06:00', 'complete', 'c', NULL, "
                 "'t', [])")
     for name, mode, linkage in (("dir", "cards", True), ("api", "cards", False), ("cnt", "count", False)):
-        con.execute("INSERT INTO platform_runs VALUES ('old', ?, '2026-11-01', ?, 'ok', '', ?, '2026-11', 12, "
+        con.execute("INSERT INTO platform_runs (run_id, platform, snapshot_date, mode, health, health_reason, "
+                    "has_linkage, linkage_period, sketch_lg_k, started_at, finished_at, requests, pages, cards, "
+                    "unmapped, elapsed_s, stats) VALUES ('old', ?, '2026-11-01', ?, 'ok', '', ?, '2026-11', 12, "
                     "'2026-11-01 05:00', '2026-11-01 05:10', 1, 1, 1, 0, 1.0, '{}')", [name, mode, linkage])
     lst = sketches.to_bytes(sketches.from_hashes(["x0"]))
     con.execute("INSERT INTO cell_sketches VALUES ('old', '2026-11-01', 'api', 'itl1', 'TLI', 'women', NULL, ?, ?, "
@@ -530,6 +532,38 @@ def test_a_partial_platform_loads_its_measured_cells_and_records_the_rest(wh: Wa
     assert not [a for a in alarms if f"({itl1}) · {cat}:" in a or f"({itl1}) · all:" in a]
     # Positive control: the same holes without failed_cells read as a fall and raise the alarm.
     assert [a for a in run("r3", 2, declare=False) if a.startswith(f"{name} · ") and f"({itl1}) · {cat}:" in a]
+
+
+def test_location_quality_shares_alarm_and_unallocated_rows(wh: Warehouse) -> None:
+    """platform_runs carries placements, UNMAPPED and page-region shares; the UNMAPPED-share alarm fires above the
+    threshold only; a region's 'unallocated within region' LAD row loads with its name."""
+    p = Pseudonymiser(b"k" * 32)
+    a = [p.listing("dir", f"d{i}") for i in range(3)]
+    listings = [
+        Listing("dir", a[0], a[0], "women", ("TLJ",), ("TLJ-UNALLOCATED",)),  # "Kent"
+        Listing("dir", a[1], a[1], "women", ("TLJ",), (LADS[0],)),
+        Listing("dir", a[2], a[2], "men", (UNMAPPED,), (UNMAPPED,)),
+    ]
+    platforms = [SyntheticPlatform("dir"), SyntheticPlatform("api")]
+    results = crawl_results("r1", DAY, platforms, listings)
+    results[0] = results[0].model_copy(update={"placements": 40, "unmapped": 3, "page_region": 8})  # 7.5 %, 20 %
+    results[1] = results[1].model_copy(update={"placements": 100, "unmapped": 5})  # 5 %: not above 5 %
+    wh.start_run("r1", T0, "cfg", None, "test")
+    wh.load_results("r1", DAY, results)
+    runs = frame_dict(wh.query("SELECT * FROM platform_runs"), ["platform"],
+                      ["placements", "unmapped", "page_region", "unmapped_share", "page_region_share"])
+    assert runs[("dir",)] == (40, 3, 8, 0.075, 0.2)
+    assert runs[("api",)] == (100, 5, 0, 0.05, 0.0)
+    alarms = wh.location_alarms("r1")
+    assert alarms == ["dir · 3 of 40 placements UNMAPPED (7.5% > 5.0%): check how its locations "
+                      "resolve (pointcount locate)"]
+    assert len(wh.location_alarms("r1", 0.04)) == 2 and wh.location_alarms("r1", 0.1) == []
+    names = wh.query("SELECT region_code, region_name, listings FROM region_counts "
+                     "WHERE region_level = 'lad' AND category = 'all'")
+    row = names[names.region_code == "TLJ-UNALLOCATED"].iloc[0]
+    assert (row.region_name, row.listings) == ("South East: unallocated within region", 1)
+    with pytest.raises(ValueError):
+        wh.location_alarms("r1", 1.5)
 
 
 def test_first_run_has_no_alarms(wh: Warehouse) -> None:

@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from pointcount import sketches
 from pointcount.geography import region_names
-from pointcount.results import HEALTHY, CrawlResult
+from pointcount.results import HEALTHY, CrawlResult, unallocated_name, unallocated_parent
 from warehouse import aggregate as agg
 from warehouse.aggregate import ResultError
 
@@ -255,6 +255,9 @@ class Warehouse:
     # ------------------------------------------------------------------ loads
 
     def _region_name(self, level: str, code: str, where: str) -> str:
+        parent = unallocated_parent(code) if level == "lad" else None
+        if parent is not None:  # a region's 'unallocated' LAD row is named after (and needs) the region
+            return unallocated_name(self._region_name("itl1", parent, where))
         names = _names(level, self._boundaries.get(level))
         if code not in names:
             raise ResultError(f"{where}: unknown {level} region code {code!r}")
@@ -376,6 +379,27 @@ class Warehouse:
             for platform, _level, code, name, category, before, after, stated_only in rows
         ]
 
+    def location_alarms(self, run_id: str, max_unmapped_share: float = 0.05) -> list[str]:
+        """Platforms of this run whose share of UNMAPPED placements exceeds ``max_unmapped_share`` (run config
+        ``alarms.max_unmapped_share``): their listings are missing from the regions they were in, so those regions
+        read too low. Platforms whose counts load only (``HEALTHY``)."""
+        if not 0 <= max_unmapped_share <= 1:
+            raise ValueError("max_unmapped_share is a fraction between 0 and 1")
+        self._require_run(run_id)
+        rows = self.con.execute(
+            """
+            SELECT platform, unmapped, placements, unmapped_share FROM platform_runs
+            WHERE run_id = ? AND list_contains(?, health) AND unmapped_share > ?
+            ORDER BY platform
+            """,
+            [run_id, sorted(HEALTHY), max_unmapped_share],
+        ).fetchall()
+        return [
+            f"{platform} · {unmapped} of {placements} placements UNMAPPED ({share:.1%} > {max_unmapped_share:.1%}): "
+            "check how its locations resolve (pointcount locate)"
+            for platform, unmapped, placements, share in rows
+        ]
+
     # ------------------------------------------------------------------ analyst snapshot
 
     def refresh_analyst_snapshot(self) -> Path | None:
@@ -486,6 +510,10 @@ def _cell_failures_frame(run_id: str, snapshot_date: date, failures: Mapping[Fai
     })
 
 
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
 def _platform_runs_frame(run_id: str, snapshot_date: date, results: Sequence[CrawlResult]) -> pa.Table:
     return pa.table(
         {
@@ -504,6 +532,10 @@ def _platform_runs_frame(run_id: str, snapshot_date: date, results: Sequence[Cra
             "pages": pa.array([r.pages for r in results], pa.int64()),
             "cards": pa.array([r.cards for r in results], pa.int64()),
             "unmapped": pa.array([r.unmapped for r in results], pa.int64()),
+            "placements": pa.array([r.placements for r in results], pa.int64()),
+            "page_region": pa.array([r.page_region for r in results], pa.int64()),
+            "unmapped_share": pa.array([_share(r.unmapped, r.placements) for r in results], pa.float64()),
+            "page_region_share": pa.array([_share(r.page_region, r.placements) for r in results], pa.float64()),
             "elapsed_s": pa.array([r.elapsed_s for r in results], pa.float64()),
             "stats": pa.array([json.dumps(r.stats, sort_keys=True) for r in results], pa.string()),
         }

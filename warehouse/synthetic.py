@@ -18,7 +18,7 @@ from typing import Literal
 from pointcount import sketches
 from pointcount.geography import NATIONAL_CODE, UNMAPPED
 from pointcount.keys import Pseudonymiser
-from pointcount.results import Cell, CrawlResult, Health
+from pointcount.results import Cell, CrawlResult, Health, unallocated
 
 ITL1 = ("TLC", "TLD", "TLE", "TLF", "TLG", "TLH", "TLI", "TLJ", "TLK", "TLL", "TLM", "TLN")
 CATEGORIES = ("women", "men", "trans", "couples")
@@ -238,7 +238,9 @@ def random_world(
         raw_to_hash[phone] = adv_hash
         category = rng.choices(CATEGORIES, weights=(70, 18, 8, 4))[0]
         home = rng.choice(ITL1) if rng.random() > 0.05 else UNMAPPED
-        home_lad = rng.choice(lads) if lads and home != UNMAPPED and rng.random() > 0.1 else UNMAPPED
+        # Placed in a region but no district: the region's UNALLOCATED LAD row (as the crawl edge does).
+        placed = lads and home != UNMAPPED and rng.random() > 0.1
+        home_lad = rng.choice(lads) if placed else unallocated(home) if home != UNMAPPED else UNMAPPED
         on = [p for p in platforms if rng.random() < 0.55] or [rng.choice(platforms)]
         for p in on:
             profiles = 2 if rng.random() < 0.1 else 1  # duplicate profiles on one platform

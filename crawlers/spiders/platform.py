@@ -273,7 +273,8 @@ class PlatformSpider(scrapy.Spider):
             towns = extract.values(card, p.cards.location) if p.cards.location else []
             codes = extract.values(card, p.cards.region) if p.cards.region else []
             link = extract.first(card, p.cards.linkage) if p.cards.linkage else None
-            item, unmapped, invalid = self.edge.card(ref, p.categories[walk.category], towns, codes, link)
+            item, unmapped, invalid = self.edge.card(ref, p.categories[walk.category], towns, codes, link,
+                                                     region_hint=p.regions[walk.region])  # the page's ITL1
             del ref, towns, codes, link  # raw strings end here
             walk.keys.add(item.listing)
             if self.cells.note_walk(p.regions[walk.region], item):
