@@ -204,8 +204,7 @@ def _estimate_cards(est: pd.DataFrame) -> list[dict[str, Any]]:
     r = uk.iloc[0]
     upper = "unbounded" if r["upper_unbounded"] else fmt_count(r["upper"], r["upper_suppressed"])
     value = fmt_count(r["estimate"], r["estimate_suppressed"])
-    experimental = " (experimental: most of it is advertisers no platform showed)" if r["status"] != "published" \
-        else ""
+    experimental = " (experimental: unstable, see the estimates' notes)" if r["status"] != "published" else ""
     return [{"value": value, "count": value not in MARK_TITLES,
              "label": f"Estimated advertisers including those no platform showed, UK{experimental}",
              "detail": f"95% interval {fmt_count(r['lower'], r['lower_suppressed'])} to {upper}"}]
