@@ -305,6 +305,24 @@ def test_csv_matches_warehouse_after_disclosure_control(published: dict) -> None
     assert not ni["covered"].any() and ni["listings"].isna().all()
 
 
+def test_no_row_level_deduplication_claim_beside_measures_that_differ(published: dict) -> None:
+    """One unit per column: advertisers are deduplicated across platforms, listings only within a platform (summed
+    over platforms), stated totals never. A row-level ``deduplicated`` true beside summed listings (or a card
+    platform's stated total) claims what the figures are not, so no export carries one; each column's metadata
+    says how its unit is counted."""
+    out = published["out"]
+    frame = read_published(out)
+    # The fixture really has rows whose listings are summed over two card platforms (a claim would be false).
+    assert (frame["platforms_included"].str.count(";") >= 1).any() and frame["listings"].notna().any()
+    for columns in (frame.columns, pd.read_parquet(out / "region_counts.parquet").columns,
+                    gpd.read_file(out / "regions.geojson").columns):
+        assert "deduplicated" not in columns
+    notes = json.loads((out / "metadata.json").read_text())["columns"]
+    assert "deduplicated" not in notes
+    assert "summed over platforms" in notes["listings"] and "summed over platforms" in notes["unlinked_listings"]
+    assert "never deduplicated" in notes["stated_listings"] and "across platforms" in notes["advertisers"]
+
+
 def test_rates_use_published_counts_and_official_population(published: dict) -> None:
     frame = read_published(published["out"])
     itl1 = frame[(frame["region_level"] == "itl1") & (frame["region_code"] != UNMAPPED)]
