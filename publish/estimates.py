@@ -4,6 +4,8 @@ One row per (scope, level, region, category) that the estimation stage wrote. Va
 ``protect_estimate`` (observed, estimate and interval rounded and suppressed like counts). What a reader needs to
 judge an estimate travels with it:
 
+- ``unlinked_listings``: card listings without a usable contact in the cell, beside the estimate (not people,
+  not in the capture histories), protected like counts; empty when not known;
 - ``note``: the estimation stage's own note, as stored (small cell, no overlap, unstable, fitting problems);
 - ``upper_unbounded``: the 95 % interval has no finite upper end (``region_estimates.upper`` is NULL): ``upper``
   is empty and the report shows "unbounded", never "not available";
@@ -31,12 +33,16 @@ from publish.source import RunData
 
 COLUMNS = [
     "snapshot_date", "run_id", "scope", "window_start", "window_end", "region_level", "region_code", "region_name",
-    "category", "method", "lists", "observed", "observed_suppressed", "estimate", "estimate_suppressed", "lower",
-    "lower_suppressed", "upper", "upper_suppressed", "upper_unbounded", "status", "unstable", "flags", "note",
+    "category", "method", "lists", "observed", "observed_suppressed", "unlinked_listings",
+    "unlinked_listings_suppressed", "estimate", "estimate_suppressed", "lower", "lower_suppressed", "upper",
+    "upper_suppressed", "upper_unbounded", "status", "unstable", "flags", "note",
 ]
 COLUMN_NOTES = {
     "observed": "distinct contact-linked advertisers seen on the lists (card platforms with a linkage field); "
                 "protected like counts",
+    "unlinked_listings": "card listings without a usable contact in the cell (this run, or the period's runs), "
+                         "beside the estimate and not in it: they cannot be matched, so they are not people in the "
+                         "capture histories; empty when not known; protected like counts",
     "estimate": "capture-recapture estimate of advertisers including those no platform showed; rounded and "
                 "suppressed like counts (with its interval when it is itself suppressed)",
     "lower, upper": "95% interval; upper empty with upper_unbounded true when the interval has no finite end",
@@ -119,6 +125,8 @@ def build_estimates(data: RunData, rule: DisclosureRule, settings: Publish) -> p
             "method": r.get("method", ""),
             "lists": r.get("lists"),
             "observed": obs, "observed_suppressed": obs_s,
+            "unlinked_listings": rule.protect(r.get("unlinked_listings")),
+            "unlinked_listings_suppressed": rule.is_suppressed(r.get("unlinked_listings")),
             "estimate": value, "estimate_suppressed": value_s,
             "lower": lower, "lower_suppressed": lower_s,
             "upper": upper, "upper_suppressed": upper_s and not unbounded,
@@ -129,7 +137,7 @@ def build_estimates(data: RunData, rule: DisclosureRule, settings: Publish) -> p
             "note": str(r.get("note") or ""),
         })
     table = pd.DataFrame(rows, columns=COLUMNS)
-    for col in ("observed", "estimate", "lower", "upper", "lists"):
+    for col in ("observed", "unlinked_listings", "estimate", "lower", "upper", "lists"):
         table[col] = table[col].astype("Int64")
     order = {"national": 0, "itl1": 1, "lad": 2}
     table["_k"] = list(zip(table["scope"].map({"run": 0, "period": 1}).fillna(2), table["region_level"].map(order),

@@ -278,7 +278,7 @@ def _estimates(inp: ReportInputs) -> str:
     if est.empty:
         return ""
     est = est[(est["category"] == "all") & est["region_level"].isin(["itl1", "national"])]
-    # LAD estimates rest on too few advertisers per platform to show here (they are in region_estimates.csv).
+    # Categories other than "all" are in region_estimates.csv (the estimation stage makes no LAD estimates).
     rows = []
     for r in est.to_dict("records"):
         start, end = r["window_start"], r["window_end"]
@@ -289,6 +289,7 @@ def _estimates(inp: ReportInputs) -> str:
             "method": r["method"],
             "total": r["region_code"] == NATIONAL_CODE,
             "observed": shown(r["observed"], r["observed_suppressed"]),
+            "unlinked": shown(r["unlinked_listings"], r["unlinked_listings_suppressed"]),  # [x]: not known
             "bounds": [shown(r[c], r[f"{c}_suppressed"]) for c in ("estimate", "lower")],
             "upper": shown(r["upper"], r["upper_suppressed"]),
             "unbounded": bool(r["upper_unbounded"]),

@@ -833,7 +833,7 @@ def test_estimates_carry_their_notes_unbounded_limits_and_status(published: dict
         {"scope": "run", "region_level": "national", "region_code": NATIONAL_CODE, "region_name": "United Kingdom",
          "category": "all", "method": "loglinear", "lists": 3, "observed": 972.0, "estimate": 15_800.4,
          "lower": 4_000.0, "upper": None, "window_start": "2026-11-21", "window_end": "2026-11-21",
-         "note": unstable, "flags": "unbounded,unstable", "unstable": True},
+         "note": unstable, "flags": "unbounded,unstable", "unstable": True, "unlinked_listings": 40.0},
         {"scope": "run", "region_level": "itl1", "region_code": "TLI", "region_name": "London", "category": "all",
          "method": "loglinear", "lists": 3, "observed": 120.0, "estimate": 400.0, "lower": 180.0, "upper": 2_000.0,
          "window_start": "2026-11-21", "window_end": "2026-11-21", "note": unstable, "flags": "regional,unstable",
@@ -885,11 +885,13 @@ def test_estimate_status_follows_the_unstable_column_and_the_regional_flag(publi
     est = pd.DataFrame([
         # Unstable by the column although the note never says the word (an open interval end).
         {**base, "region_level": "national", "region_code": NATIONAL_CODE, "region_name": "United Kingdom",
-         "flags": "open_end,unstable", "unstable": True, "note": "lower end left at the observed count"},
+         "flags": "open_end,unstable", "unstable": True, "note": "lower end left at the observed count",
+         "unlinked_listings": 123.0},
         # Regional, not unstable: experimental all the same.
         {**base, "region_level": "itl1", "region_code": "TLC", "region_name": "North East",
          "flags": "regional", "unstable": False,
-         "note": "regional estimate: experimental, its interval under-covers when platforms are correlated"},
+         "note": "regional estimate: experimental, its interval under-covers when platforms are correlated",
+         "unlinked_listings": 7.0},
         # The note mentions the word, the stage says stable: published.
         {**base, "region_level": "national", "region_code": NATIONAL_CODE, "region_name": "United Kingdom",
          "scope": "period", "flags": "", "unstable": False, "note": "was unstable last week"},
@@ -906,6 +908,11 @@ def test_estimate_status_follows_the_unstable_column_and_the_regional_flag(publi
     assert got[("run", "TLC")].flags == "regional"
     assert got[("period", NATIONAL_CODE)].status == "published"
     assert got[("run", "TLD")].status == "experimental"
+    # Unlinked listings beside each estimate (listings, not people), protected like counts; empty when not known.
+    uk = got[("run", NATIONAL_CODE)]
+    assert (uk.unlinked_listings, uk.unlinked_listings_suppressed) == (125, False)
+    assert pd.isna(got[("run", "TLC")].unlinked_listings) and got[("run", "TLC")].unlinked_listings_suppressed
+    assert pd.isna(got[("run", "TLD")].unlinked_listings) and not got[("run", "TLD")].unlinked_listings_suppressed
     withheld = build_estimates(data, rule, Publish(unstable_estimates="withheld"))
     by = {(r.scope, r.region_code): r.status for r in withheld.itertuples()}
     assert by[("run", "TLD")] == "withheld" and by[("run", "TLC")] == "experimental"
@@ -916,11 +923,13 @@ def test_estimate_status_follows_the_unstable_column_and_the_regional_flag(publi
                           published_at=datetime.now(UTC))
     html = _estimates(inputs)
     ne = re.search(r"<tr[^>]*><td>North East</td>(.*?)</tr>", html, flags=re.S).group(1)
-    assert "<td>experimental</td>" in ne
+    assert "<td>experimental</td>" in ne and ">[c]</td>" in ne  # its 7 unlinked listings: suppressed
+    uk_row = re.search(r'<tr class="total"[^>]*>(.*?)</tr>', html, flags=re.S).group(1)
+    assert 'data-count="125"' in uk_row
     # The fixture's published run: estimates from the stage carry both columns, and sub-national ones are never
     # plain "published".
     frame = pd.read_csv(published["out"] / "region_estimates.csv", keep_default_na=False)
-    assert {"unstable", "flags"} <= set(frame.columns)
+    assert {"unstable", "flags", "unlinked_listings", "unlinked_listings_suppressed"} <= set(frame.columns)
     regional = frame[frame["region_level"] != "national"]
     assert len(regional) and (regional["status"] != "published").all()
     assert regional["flags"].str.contains("regional").all()
