@@ -174,7 +174,8 @@ def _headline(inp: ReportInputs) -> str:
         cards.append(_count_card(nat, "listings", "Listings seen on card platforms, UK (summed over platforms)"))
         if pd.notna(nat["listings_per_100k"]):
             cards.append({"value": fmt_rate(nat["listings_per_100k"]),
-                          "label": "Listings seen per 100,000 residents, UK", "count": False, "detail": ""})
+                          "label": "Listings seen per 100,000 residents, UK (summed over platforms)",
+                          "count": False, "detail": ""})
     cards.append({"value": f"{len(inp.data.included)} of {len(inp.data.platforms)}",
                   "label": "Platforms counted (healthy crawl)", "count": False, "detail": ""})
     itl1 = inp.table[(inp.table["region_level"] == "itl1") & (inp.table["category"] == "all")

@@ -323,6 +323,17 @@ def test_no_row_level_deduplication_claim_beside_measures_that_differ(published:
     assert "never deduplicated" in notes["stated_listings"] and "across platforms" in notes["advertisers"]
 
 
+def test_every_headline_figure_on_listings_says_they_are_summed_over_platforms(published: dict) -> None:
+    """Listings seen are counted per platform and summed (an advert on two platforms counts twice): each headline
+    card built on them, the rate per resident included, says so; the stated totals say they are not deduplicated."""
+    html = (published["out"] / "report.html").read_text()
+    headline = re.search(r'<section id="headline">.*?</section>', html, flags=re.S).group(0)
+    labels = re.findall(r'<div class="label">(.*?)</div>', headline)
+    seen = [x for x in labels if x.startswith("Listings seen")]
+    assert len(seen) == 2 and all("summed over platforms" in x for x in seen), labels
+    assert any("not deduplicated" in x for x in labels if x.startswith("Listings the platforms state"))
+
+
 def test_rates_use_published_counts_and_official_population(published: dict) -> None:
     frame = read_published(published["out"])
     itl1 = frame[(frame["region_level"] == "itl1") & (frame["region_code"] != UNMAPPED)]
