@@ -485,8 +485,9 @@ class Disclosure(Strict):
 class Publish(Strict):
     """How the published files and report treat model estimates (exports; counts always follow ``disclosure``)."""
 
-    # An 'unstable' regional estimate (most of it is advertisers no platform showed) is either published and
-    # marked experimental, or withheld (values left empty, the note says why). The UK row is never withheld.
+    # An 'unstable' regional estimate (region_estimates.unstable: most of it unseen, small, no overlap, an open
+    # interval) is either published and marked experimental, or withheld (values left empty, the note says why).
+    # The UK row is never withheld; every regional estimate is at least experimental.
     unstable_estimates: Literal["experimental", "withheld"] = "experimental"
 
 

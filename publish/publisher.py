@@ -164,15 +164,15 @@ COLUMN_NOTES = {
     "advertisers": "distinct contact-linked advertisers across card platforms with a contact (linkage) field: "
                    "listings sharing a phone number are one advertiser, within and across platforms; listings "
                    "without a usable contact are not in it; protected",
-    "unlinked_listings": "listings on card platforms without a usable contact (no linkage field, or none shown); "
-                         "counted as listings, never as advertisers; protected",
+    "unlinked_listings": "listings on card platforms without a usable contact (no linkage field, or none shown), "
+                         "counted per platform and summed over platforms like listings; counted as listings, never "
+                         "as advertisers; protected",
     "*_suppressed": "true when the exact value was between 1 and threshold-1 (value left empty, never zero)",
     "covered": "false when no included (healthy) platform covered this region and category: values empty, not "
                "zero; a single measure is also empty where no platform measuring that unit covered it",
     "*_per_100k": "per 100,000 residents from the published (rounded) count (listings and advertisers)",
     "population": "residents, mid-year estimates (ONS, NRS, NISRA): mid-2022 for ITL1 and the UK, mid-2021 for "
                   "local authority districts (April 2021 codes); empty for unmapped rows",
-    "deduplicated": "false where a count-only platform contributed (its stated totals are only in stated_listings)",
     "platforms_included": "healthy platforms that covered or contributed to the cell, ';'-separated",
     "not_measured": "included platforms that could not measure this cell (a partial crawl): values empty, not zero",
 }

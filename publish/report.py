@@ -183,7 +183,8 @@ def _headline(inp: ReportInputs) -> str:
         cards.append(_count_card(nat, "listings", "Listings seen on card platforms, UK (summed over platforms)"))
         if pd.notna(nat["listings_per_100k"]):
             cards.append({"value": fmt_rate(nat["listings_per_100k"]),
-                          "label": "Listings seen per 100,000 residents, UK", "count": False, "detail": ""})
+                          "label": "Listings seen per 100,000 residents, UK (summed over platforms)",
+                          "count": False, "detail": ""})
     cards.append({"value": f"{len(inp.data.included)} of {len(inp.data.platforms)}",
                   "label": "Platforms counted (healthy crawl)", "count": False, "detail": ""})
     itl1 = inp.table[(inp.table["region_level"] == "itl1") & (inp.table["category"] == "all")
@@ -213,8 +214,7 @@ def _estimate_cards(est: pd.DataFrame) -> list[dict[str, Any]]:
     r = uk.iloc[0]
     upper = "unbounded" if r["upper_unbounded"] else fmt_count(r["upper"], r["upper_suppressed"])
     value = fmt_count(r["estimate"], r["estimate_suppressed"])
-    experimental = " (experimental: most of it is advertisers no platform showed)" if r["status"] != "published" \
-        else ""
+    experimental = " (experimental: unstable, see the estimates' notes)" if r["status"] != "published" else ""
     return [{"value": value, "count": value not in MARK_TITLES,
              "label": f"Estimated advertisers including those no platform showed, UK{experimental}",
              "detail": f"95% interval {fmt_count(r['lower'], r['lower_suppressed'])} to {upper}"}]
@@ -288,7 +288,7 @@ def _estimates(inp: ReportInputs) -> str:
     if est.empty:
         return ""
     est = est[(est["category"] == "all") & est["region_level"].isin(["itl1", "national"])]
-    # LAD estimates rest on too few advertisers per platform to show here (they are in region_estimates.csv).
+    # Categories other than "all" are in region_estimates.csv (the estimation stage makes no LAD estimates).
     rows = []
     for r in est.to_dict("records"):
         start, end = r["window_start"], r["window_end"]
@@ -299,6 +299,7 @@ def _estimates(inp: ReportInputs) -> str:
             "method": r["method"],
             "total": r["region_code"] == NATIONAL_CODE,
             "observed": shown(r["observed"], r["observed_suppressed"]),
+            "unlinked": shown(r["unlinked_listings"], r["unlinked_listings_suppressed"]),  # [x]: not known
             "bounds": [shown(r[c], r[f"{c}_suppressed"]) for c in ("estimate", "lower")],
             "upper": shown(r["upper"], r["upper_suppressed"]),
             "unbounded": bool(r["upper_unbounded"]),

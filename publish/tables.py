@@ -46,7 +46,6 @@ COLUMNS = [
     "population",
     "listings_per_100k",
     "advertisers_per_100k",
-    "deduplicated",
     "platforms_included",
     "not_measured",
 ]
@@ -176,15 +175,9 @@ def build_table(data: RunData, config: LoadedConfig, rule: DisclosureRule, geo: 
                         # found nothing; missing (never zero) where none did or a cell could not be measured.
                         value = 0 if m in measured and not holes else None
                     exact[m] = value
-                if holes:
-                    dedup, covered = None, False
-                elif found is not None:
-                    dedup = bool(found.deduplicated) if "deduplicated" in counts.columns else None
-                    covered = True
-                elif looked:
-                    dedup, covered = True, True
-                else:
-                    dedup, covered = None, False
+                # No row-level "deduplicated": the measures differ (advertisers are deduplicated across
+                # platforms, listings only within one, stated totals never); each column's note says which.
+                covered = not holes and (found is not None or bool(looked))
                 residents = pop.get(code)  # ITL1 and the UK mid-2022, districts mid-2021; None elsewhere
                 out = {
                     "snapshot_date": data.snapshot_date.isoformat(),
@@ -195,7 +188,6 @@ def build_table(data: RunData, config: LoadedConfig, rule: DisclosureRule, geo: 
                     "category": category,
                     "covered": covered,
                     "population": residents,
-                    "deduplicated": dedup,
                     "platforms_included": ";".join(names_in),
                     "not_measured": ";".join(holes),
                 }
@@ -211,7 +203,6 @@ def build_table(data: RunData, config: LoadedConfig, rule: DisclosureRule, geo: 
     for m in RATED:
         table[f"{m}_per_100k"] = table[f"{m}_per_100k"].astype("Float64")
     table["population"] = table["population"].astype("Int64")
-    table["deduplicated"] = table["deduplicated"].astype("boolean")
     table["_level"] = table["region_level"].map(LEVEL_ORDER).fillna(9)
     table["_unmapped"] = table["region_code"] == UNMAPPED
     table["_cat"] = table["category"].map({c: i for i, c in enumerate(categories_of(counts))})

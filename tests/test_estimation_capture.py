@@ -125,6 +125,50 @@ def test_three_list_heterogeneity_profile_interval_is_bounded_and_matches_a_brut
     assert "left" not in est.interval  # no end left open
 
 
+def _direct_multinomial_interval(counts: dict[str, int], alpha: float = 0.05) -> tuple[float, float]:
+    """(lower, upper) of N for A + B + C + Darroch's k^2/2 by another route than estimation.capture (and than
+    ``_brute_force_profile``, which shares its Poisson complete-table device and its clamp): the multinomial
+    likelihood of the complete table written with cell probabilities ``softmax(a . x + h k^2/2)``, maximised
+    over (a, h) for each N by scipy's L-BFGS-B with the variance bound h >= 0, the ends found by brentq."""
+    from scipy import optimize, stats
+    from scipy.special import gammaln, logsumexp
+
+    pats = np.array([[int(c) for c in p] for p in [*counts, "000"]], dtype=float)
+    obs = np.array(list(counts.values()), dtype=float)
+    n, k = obs.sum(), pats.sum(axis=1)
+    warm = [np.zeros(4)]  # each maximisation starts from the last one's (a, h)
+
+    def loglik(n_total: float) -> float:
+        y = np.append(obs, n_total - n)
+
+        def neg(theta: np.ndarray) -> float:
+            eta = pats @ theta[:3] + theta[3] * k**2 / 2
+            return -float(gammaln(n_total + 1) - gammaln(y + 1).sum() + (y * (eta - logsumexp(eta))).sum())
+
+        res = optimize.minimize(neg, warm[0], method="L-BFGS-B", bounds=[(None, None)] * 3 + [(0, None)],
+                                options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 10_000})
+        warm[0] = res.x
+        return -float(res.fun)
+
+    grid = np.geomspace(n + 1, 500 * n, 120)
+    values = np.array([loglik(v) for v in grid])
+    i = int(values.argmax())
+    top = optimize.minimize_scalar(lambda v: -loglik(v), bounds=(grid[i - 1], grid[i + 1]), method="bounded")
+    cut = -float(top.fun) - stats.chi2.ppf(1 - alpha, 1) / 2
+    inside = np.flatnonzero(values >= cut)
+    lower = optimize.brentq(lambda v: loglik(v) - cut, grid[inside[0] - 1], grid[inside[0]])
+    upper = optimize.brentq(lambda v: loglik(v) - cut, grid[inside[-1]], grid[inside[-1] + 1])
+    return lower, upper
+
+
+def test_three_list_profile_interval_matches_a_direct_multinomial_maximisation() -> None:
+    """The profile interval against the multinomial likelihood maximised directly (no Poisson GLM, no refits):
+    the two constructions of the same profile likelihood must give the same ends."""
+    lower, upper = _direct_multinomial_interval(THREE_LISTS)
+    est = loglinear(THREE_LISTS, heterogeneity=True)
+    assert est.lower == pytest.approx(lower, rel=1e-4) and est.upper == pytest.approx(upper, rel=1e-4)
+
+
 def test_profile_refits_cold_when_the_warm_start_diverges(monkeypatch: pytest.MonkeyPatch) -> None:
     """A warm start that does not converge is refitted cold; a fit that never converges leaves the end open
     rather than entering the search as a likelihood (positive control: every fit refused)."""

@@ -309,6 +309,35 @@ def test_csv_matches_warehouse_after_disclosure_control(published: dict) -> None
     assert not ni["covered"].any() and ni["listings"].isna().all()
 
 
+def test_no_row_level_deduplication_claim_beside_measures_that_differ(published: dict) -> None:
+    """One unit per column: advertisers are deduplicated across platforms, listings only within a platform (summed
+    over platforms), stated totals never. A row-level ``deduplicated`` true beside summed listings (or a card
+    platform's stated total) claims what the figures are not, so no export carries one; each column's metadata
+    says how its unit is counted."""
+    out = published["out"]
+    frame = read_published(out)
+    # The fixture really has rows whose listings are summed over two card platforms (a claim would be false).
+    assert (frame["platforms_included"].str.count(";") >= 1).any() and frame["listings"].notna().any()
+    for columns in (frame.columns, pd.read_parquet(out / "region_counts.parquet").columns,
+                    gpd.read_file(out / "regions.geojson").columns):
+        assert "deduplicated" not in columns
+    notes = json.loads((out / "metadata.json").read_text())["columns"]
+    assert "deduplicated" not in notes
+    assert "summed over platforms" in notes["listings"] and "summed over platforms" in notes["unlinked_listings"]
+    assert "never deduplicated" in notes["stated_listings"] and "across platforms" in notes["advertisers"]
+
+
+def test_every_headline_figure_on_listings_says_they_are_summed_over_platforms(published: dict) -> None:
+    """Listings seen are counted per platform and summed (an advert on two platforms counts twice): each headline
+    card built on them, the rate per resident included, says so; the stated totals say they are not deduplicated."""
+    html = (published["out"] / "report.html").read_text()
+    headline = re.search(r'<section id="headline">.*?</section>', html, flags=re.S).group(0)
+    labels = re.findall(r'<div class="label">(.*?)</div>', headline)
+    seen = [x for x in labels if x.startswith("Listings seen")]
+    assert len(seen) == 2 and all("summed over platforms" in x for x in seen), labels
+    assert any("not deduplicated" in x for x in labels if x.startswith("Listings the platforms state"))
+
+
 def test_rates_use_published_counts_and_official_population(published: dict) -> None:
     frame = read_published(published["out"])
     itl1 = frame[(frame["region_level"] == "itl1") & (frame["region_code"] != UNMAPPED)]
@@ -864,13 +893,14 @@ def test_estimates_carry_their_notes_unbounded_limits_and_status(published: dict
         {"scope": "run", "region_level": "national", "region_code": NATIONAL_CODE, "region_name": "United Kingdom",
          "category": "all", "method": "loglinear", "lists": 3, "observed": 972.0, "estimate": 15_800.4,
          "lower": 4_000.0, "upper": None, "window_start": "2026-11-21", "window_end": "2026-11-21",
-         "note": unstable},
+         "note": unstable, "flags": "unbounded,unstable", "unstable": True, "unlinked_listings": 40.0},
         {"scope": "run", "region_level": "itl1", "region_code": "TLI", "region_name": "London", "category": "all",
          "method": "loglinear", "lists": 3, "observed": 120.0, "estimate": 400.0, "lower": 180.0, "upper": 2_000.0,
-         "window_start": "2026-11-21", "window_end": "2026-11-21", "note": unstable},
+         "window_start": "2026-11-21", "window_end": "2026-11-21", "note": unstable, "flags": "regional,unstable",
+         "unstable": True},
         {"scope": "run", "region_level": "itl1", "region_code": "TLC", "region_name": "North East", "category": "all",
          "method": "chapman", "lists": 2, "observed": 60.0, "estimate": 71.0, "lower": 64.0, "upper": 90.0,
-         "window_start": "2026-11-21", "window_end": "2026-11-21", "note": ""},
+         "window_start": "2026-11-21", "window_end": "2026-11-21", "note": "", "flags": "", "unstable": False},
     ])
     data = SimpleNamespace(estimates=est, snapshot_date=date(2026, 11, 21), run_id="r")
     rule = DisclosureRule()
@@ -897,6 +927,72 @@ def test_estimates_carry_their_notes_unbounded_limits_and_status(published: dict
     # The published export of the fixture's run carries the same columns.
     frame = pd.read_csv(published["out"] / "region_estimates.csv")
     assert {"note", "status", "upper_unbounded"} <= set(frame.columns) and len(frame) > 12
+
+
+def test_estimate_status_follows_the_unstable_column_and_the_regional_flag(published: dict) -> None:
+    """Publish decides "unstable" from the estimation stage's ``unstable`` column (migration 102), not from words
+    in the note, and every estimate flagged ``regional`` is experimental (its interval under-covers when platforms
+    are correlated); both travel to the export as columns. Hand-built rows whose note and column disagree."""
+    from types import SimpleNamespace
+
+    from pointcount.config import Publish
+    from publish.estimates import build_estimates
+    from publish.report import ReportInputs, _estimates
+
+    base = {"scope": "run", "category": "all", "method": "loglinear", "lists": 3, "observed": 300.0,
+            "estimate": 400.0, "lower": 350.0, "upper": 500.0, "window_start": "2026-11-21",
+            "window_end": "2026-11-21"}
+    est = pd.DataFrame([
+        # Unstable by the column although the note never says the word (an open interval end).
+        {**base, "region_level": "national", "region_code": NATIONAL_CODE, "region_name": "United Kingdom",
+         "flags": "open_end,unstable", "unstable": True, "note": "lower end left at the observed count",
+         "unlinked_listings": 123.0},
+        # Regional, not unstable: experimental all the same.
+        {**base, "region_level": "itl1", "region_code": "TLC", "region_name": "North East",
+         "flags": "regional", "unstable": False,
+         "note": "regional estimate: experimental, its interval under-covers when platforms are correlated",
+         "unlinked_listings": 7.0},
+        # The note mentions the word, the stage says stable: published.
+        {**base, "region_level": "national", "region_code": NATIONAL_CODE, "region_name": "United Kingdom",
+         "scope": "period", "flags": "", "unstable": False, "note": "was unstable last week"},
+        # Unstable and regional, withheld when so configured, whatever the note says.
+        {**base, "region_level": "itl1", "region_code": "TLD", "region_name": "North West",
+         "flags": "regional,small,unstable", "unstable": True, "note": "fewer than 50 advertisers seen"},
+    ])
+    data = SimpleNamespace(estimates=est, snapshot_date=date(2026, 11, 21), run_id="r")
+    rule = DisclosureRule()
+    table = build_estimates(data, rule, Publish())
+    got = {(r.scope, r.region_code): r for r in table.itertuples()}
+    assert got[("run", NATIONAL_CODE)].status == "experimental" and got[("run", NATIONAL_CODE)].unstable
+    assert got[("run", "TLC")].status == "experimental" and not got[("run", "TLC")].unstable
+    assert got[("run", "TLC")].flags == "regional"
+    assert got[("period", NATIONAL_CODE)].status == "published"
+    assert got[("run", "TLD")].status == "experimental"
+    # Unlinked listings beside each estimate (listings, not people), protected like counts; empty when not known.
+    uk = got[("run", NATIONAL_CODE)]
+    assert (uk.unlinked_listings, uk.unlinked_listings_suppressed) == (125, False)
+    assert pd.isna(got[("run", "TLC")].unlinked_listings) and got[("run", "TLC")].unlinked_listings_suppressed
+    assert pd.isna(got[("run", "TLD")].unlinked_listings) and not got[("run", "TLD")].unlinked_listings_suppressed
+    withheld = build_estimates(data, rule, Publish(unstable_estimates="withheld"))
+    by = {(r.scope, r.region_code): r.status for r in withheld.itertuples()}
+    assert by[("run", "TLD")] == "withheld" and by[("run", "TLC")] == "experimental"
+    assert by[("run", NATIONAL_CODE)] == "experimental"
+    # The report shows the status, and the UK headline names it experimental.
+    inputs = ReportInputs(data=data, config=published["config"], rule=rule, table=pd.DataFrame(),
+                          estimates=table, maps={}, lad_map=None, lad_rates=False, trend_png=None, sandbox="",
+                          published_at=datetime.now(UTC))
+    html = _estimates(inputs)
+    ne = re.search(r"<tr[^>]*><td>North East</td>(.*?)</tr>", html, flags=re.S).group(1)
+    assert "<td>experimental</td>" in ne and ">[c]</td>" in ne  # its 7 unlinked listings: suppressed
+    uk_row = re.search(r'<tr class="total"[^>]*>(.*?)</tr>', html, flags=re.S).group(1)
+    assert 'data-count="125"' in uk_row
+    # The fixture's published run: estimates from the stage carry both columns, and sub-national ones are never
+    # plain "published".
+    frame = pd.read_csv(published["out"] / "region_estimates.csv", keep_default_na=False)
+    assert {"unstable", "flags", "unlinked_listings", "unlinked_listings_suppressed"} <= set(frame.columns)
+    regional = frame[frame["region_level"] != "national"]
+    assert len(regional) and (regional["status"] != "published").all()
+    assert regional["flags"].str.contains("regional").all()
 
 
 def test_district_populations_cover_the_shipped_districts_and_sum_to_the_countries() -> None:
