@@ -330,6 +330,40 @@ def test_migration_102_backfills_flags_from_old_notes(tmp_path: Path, monkeypatc
     assert got["unstable"].tolist() == [False, True] and got["unlinked_listings"].isna().all()
 
 
+def test_migration_103_marks_old_unfitted_and_one_list_rows_unstable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows estimated before 102 that could not be fitted or rest on one list were published as plain figures;
+    103 gives them the caveats today's estimation gives (one list: [observed, unbounded), both unstable)."""
+    import warehouse.store as store
+    from warehouse import Warehouse
+
+    every = store.migrations()
+    monkeypatch.setattr(store, "migrations", lambda: [m for m in every if m[0] < 102])
+    base = {"run_id": "old", "snapshot_date": BASE_DATE, "linkage_period": "2026-11", "scope": "run",
+            "window_start": BASE_DATE, "window_end": BASE_DATE, "region_level": "national",
+            "region_code": "K02000001", "region_name": "UK", "observed": 80.0, "estimate": 80.0, "lower": 80.0,
+            "upper": 80.0, "terms": "", "interval_method": "", "exact": True}
+    rows = pd.DataFrame([
+        {**base, "category": "women", "method": "observed", "lists": 1, "list_names": "a", "note": ""},
+        {**base, "category": "men", "method": "observed", "lists": 3, "list_names": "a,b,c",
+         "note": "the model could not be fitted: the observed count stands"},
+        {**base, "category": "all", "method": "loglinear", "lists": 3, "list_names": "a,b,c", "estimate": 90.0,
+         "upper": 100.0, "note": ""},
+    ])
+    with Warehouse(tmp_path / "wh.duckdb") as wh:
+        wh.start_run("old", datetime(2026, 11, 1, 5, tzinfo=UTC), "h", None, "t")
+        wh.con.register("_old", rows)
+        wh.con.execute("INSERT INTO region_estimates BY NAME SELECT * FROM _old")
+    monkeypatch.setattr(store, "migrations", lambda: every)
+    with Warehouse(tmp_path / "wh.duckdb") as wh:
+        got = wh.query("SELECT category, flags, unstable, upper FROM region_estimates ORDER BY category")
+    by = got.set_index("category")
+    assert by.loc["women", "flags"] == "one_list,unbounded,unstable" and pd.isna(by.loc["women", "upper"])
+    assert by.loc["men", "flags"] == "not_fitted,unstable" and by.loc["men", "upper"] == 80.0
+    assert by.loc["all", "flags"] == "" and by.loc["all", "upper"] == 100.0  # a sound old estimate is untouched
+    assert by["unstable"].tolist() == [False, True, True]  # all, men, women
+
+
 def test_estimate_run_accepts_the_warehouse_path_as_the_flow_passes_it(tmp_path: Path) -> None:
     from warehouse import Warehouse
 
