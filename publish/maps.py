@@ -140,7 +140,7 @@ def render_map(
         handles.append(Patch(facecolor=SUPPRESSED_FACE, edgecolor=EDGE, hatch="////", label="suppressed (too few)"))
     if (frame["state"] == "not covered").any():
         handles.append(Patch(facecolor="white", edgecolor=EDGE, hatch=UNCOVERED_HATCH,
-                             label="not covered by any platform counted"))
+                             label="not covered or not measured (not a zero)"))
     if handles:
         fig.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.6, 0.135), fontsize=7, frameon=False)
 

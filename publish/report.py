@@ -32,6 +32,7 @@ from publish.source import HEALTHY, RunData
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 NOT_COVERED_MARK = "[x]"
+NOT_MEASURED_MARK = "[n]"  # a cell an included platform covers but could not read this run (a partial crawl)
 HEALTH_NOTES = {  # pointcount.results.Health, as the report's platform table explains it
     "partial": "some region and category cells could not be measured: shown as not measured, never as zero",
     "site_changed": "the site's pages no longer matched the platform definition (its layout changed)",
@@ -49,7 +50,8 @@ CATEGORY_LABELS = {
     "other": "Other",
 }
 MARK_TITLES = {SUPPRESSED_MARK: "suppressed: fewer than the disclosure threshold",
-               NOT_COVERED_MARK: "not available: no included platform measuring this covered it (not a zero)"}
+               NOT_COVERED_MARK: "not available: no included platform measuring this covered it (not a zero)",
+               NOT_MEASURED_MARK: "not measured: an included platform's crawl could not read this cell (not a zero)"}
 
 
 @dataclass(frozen=True)
@@ -97,12 +99,13 @@ def data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def fmt_count(value: object, suppressed: bool = False, covered: bool = True) -> str:
-    """A protected count as a table cell's text: thousands separators, [c] suppressed, [x] not covered."""
+def fmt_count(value: object, suppressed: bool = False, covered: bool = True, measured: bool = True) -> str:
+    """A protected count as a table cell's text: thousands separators, [c] suppressed, [n] not measured (a
+    platform covering it failed to read it), [x] not covered."""
     if suppressed:
         return SUPPRESSED_MARK
     if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)) or not covered:
-        return NOT_COVERED_MARK
+        return NOT_COVERED_MARK if measured else NOT_MEASURED_MARK
     return f"{int(value):,}"
 
 
@@ -120,8 +123,8 @@ def fmt_rate(value: object) -> str:
     return f"{float(value):,.1f}"
 
 
-def shown(value: object, suppressed: bool = False, covered: bool = True) -> Shown:
-    text = fmt_count(value, suppressed, covered)
+def shown(value: object, suppressed: bool = False, covered: bool = True, measured: bool = True) -> Shown:
+    text = fmt_count(value, suppressed, covered, measured)
     return Shown(text, MARK_TITLES.get(text))
 
 
@@ -198,9 +201,15 @@ def _headline(inp: ReportInputs) -> str:
                   threshold=inp.rule.threshold)
 
 
+def _measured(row: pd.Series) -> bool:
+    """False when an included platform covers this row's cell but could not read it (``not_measured`` names it)."""
+    holes = row.get("not_measured")
+    return not (isinstance(holes, str) and holes)  # empty or missing (NaN in Parquet round trips): measured
+
+
 def _count_card(row: pd.Series, column: str, text: str) -> dict[str, Any]:
     suppressed = bool(row[f"{column}_suppressed"])
-    value = fmt_count(row[column], suppressed)
+    value = fmt_count(row[column], suppressed, measured=_measured(row))
     return {"value": value, "label": text, "count": value not in MARK_TITLES, "detail": ""}
 
 
@@ -245,22 +254,26 @@ def _region_table(inp: ReportInputs) -> str:
         for c in cats:
             r = _row(table, level, code, c)
             by_category.append(shown(None, False, False) if r is None
-                               else shown(r["listings"], bool(r["listings_suppressed"]), bool(r["covered"])))
+                               else shown(r["listings"], bool(r["listings_suppressed"]), bool(r["covered"]),
+                                          _measured(r)))
+        measured = _measured(row)
         rows.append({
             "css": "total" if level == "national" else ("unmapped" if code == UNMAPPED else ""),
             "code": code,
             "name": row["region_name"],
-            "listings": shown(row["listings"], row["listings_suppressed"], row["covered"]),
+            "listings": shown(row["listings"], row["listings_suppressed"], row["covered"], measured),
             "listings_rate": fmt_rate(row["listings_per_100k"]),
-            "advertisers": shown(row["advertisers"], row["advertisers_suppressed"], row["covered"]),
+            "advertisers": shown(row["advertisers"], row["advertisers_suppressed"], row["covered"], measured),
             "advertisers_rate": fmt_rate(row["advertisers_per_100k"]),
-            "stated": shown(row["stated_listings"], row["stated_listings_suppressed"], row["covered"]),
-            "unlinked": shown(row["unlinked_listings"], row["unlinked_listings_suppressed"], row["covered"]),
+            "stated": shown(row["stated_listings"], row["stated_listings_suppressed"], row["covered"], measured),
+            "unlinked": shown(row["unlinked_listings"], row["unlinked_listings_suppressed"], row["covered"],
+                              measured),
             "categories": by_category,
         })
     return render("regions.html.j2", date=inp.data.snapshot_date.isoformat(), rows=rows,
                   categories=[label(c) for c in cats], threshold=inp.rule.threshold,
-                  suppressed_mark=SUPPRESSED_MARK, not_covered_mark=NOT_COVERED_MARK)
+                  suppressed_mark=SUPPRESSED_MARK, not_covered_mark=NOT_COVERED_MARK,
+                  not_measured_mark=NOT_MEASURED_MARK)
 
 
 def _trend(inp: ReportInputs) -> str:

@@ -876,6 +876,13 @@ def test_cells_a_partial_platform_could_not_measure_are_published_as_not_measure
     assert "sandbox-directory" in ok["platforms_included"]
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "partial" in html and "not measured: TLE women" in html
+    # In the regional table the hole reads "not measured" ([n]), not "not covered" ([x]); a measured row has numbers.
+    table = html[html.index('id="region-table"'):]
+    tle = table[table.index('data-region="TLE"'):]
+    tle = tle[:tle.index("</tr>")]
+    assert "[n]" in tle and "could not read this cell" in tle and "[x]" not in tle
+    tlc = table[table.index('data-region="TLC"'):]
+    assert "[n]" not in tlc[:tlc.index("</tr>")]
 
 
 def test_estimates_carry_their_notes_unbounded_limits_and_status(published: dict) -> None:
