@@ -35,6 +35,7 @@ from typing import Any
 
 from pointcount.config import ConfigError, LoadedConfig, check_platform_ethics, load_config
 from pointcount.keys import period_id
+from pointcount.locations import location_resolver
 from pointcount.results import HEALTHY, CrawlResult
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -290,14 +291,8 @@ def run_child(
     if health in HEALTHY:  # only a healthy (or partial) crawl ships cells: nothing broken reads as a zero
         failed = {(platform.regions[r], platform.categories[c]): (v.failure or "stopped", v.reason)
                   for (r, c), v in h.verdicts.items() if not v.measured}
-        lads_of: dict[str, set[str]] | None = None
-        if failed and platform.mode == "cards":
-            from pointcount.geography import gazetteer
-
-            geo = config.run.geography
-            lads_of = {}
-            for place in gazetteer(geo.regions, geo.fine, geo.snap_km).places:
-                lads_of.setdefault(place.itl1, set()).add(place.lad)
+        # Every LAD the resolver can place a card in, per ITL1 (pointcount.locations is the one source of LADs).
+        lads_of = location_resolver().lads_by_itl1 if failed and platform.mode == "cards" else None
         cells, failed_cells = spider.cells.split(
             spider.cells.cells(platform.mode, set(platform.regions.values()), set(platform.categories.values())),
             failed, lads_of)  # fmt: skip

@@ -496,8 +496,16 @@ class Geography(Strict):
     fine: str | None = "builtin:lad"
     region_code_field: str = "code"
     region_name_field: str = "name"
-    gazetteer: str = "builtin:geonames"
-    snap_km: float = Field(default=10.0, ge=0, description="places just outside generalised coastlines")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_keys(cls, data: object) -> object:
+        # Configs written before issue 12 may still set these; say why they go rather than "unknown key".
+        retired = sorted(set(data) & {"gazetteer", "snap_km"}) if isinstance(data, dict) else []
+        if retired:
+            raise ValueError(f"{', '.join(retired)}: no longer used (locations are resolved by pointcount.locations "
+                             "on its own vendored data); remove the key")
+        return data
 
 
 class Keys(Strict):

@@ -138,6 +138,9 @@ class LocationResolver:
         self.stopwords: set[str] = set()
         self.street_words: set[str] = set()
         self.common_words: set[str] = set()
+        # ITL1 -> every LAD a placement in it can carry (places, areas and outcodes alike): the LAD cells a failed
+        # walk of that region leaves unmeasured (crawlers/run.py).
+        self.lads_by_itl1: dict[str, frozenset[str]] = {}
         self._load(data_dir)
         self._max_words = max((len(k.split()) for k in self.index), default=1)
         self._memo: dict[tuple[str, str | None], Placement] = {}
@@ -169,6 +172,14 @@ class LocationResolver:
             self.index.setdefault(key, []).extend(cands)
         for row in _rows(data_dir / "outcodes.csv"):
             self.outcodes[row["outcode"]] = (row["itl1"] or None, row["lad"] or None)
+        lads: dict[str, set[str]] = {}
+        pairs = [(c.itl1, c.lad) for cands in self.index.values() for c in cands]
+        pairs += [(frozenset((i,)), lad) for i, lad in self.outcodes.values() if i]
+        for codes, lad in pairs:
+            if lad is not None:
+                for itl1 in codes:
+                    lads.setdefault(itl1, set()).add(lad)
+        self.lads_by_itl1 = {itl1: frozenset(v) for itl1, v in sorted(lads.items())}
         for row in _rows(data_dir / "phrases.csv"):
             phrase = normalise(row["phrase"])
             if row["kind"] == "noise":

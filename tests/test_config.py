@@ -62,6 +62,23 @@ def test_base_url_override_points_a_platform_elsewhere(tmp_path: Path) -> None:
     assert load_config(tmp_path / "run.yaml").platforms[0].base_url == "http://127.0.0.9:1234"
 
 
+@pytest.mark.parametrize("key", ["gazetteer", "snap_km"])
+def test_retired_geography_keys_are_refused_in_one_line_naming_the_key(tmp_path: Path, key: str) -> None:
+    """A config from before issue 12 fails with why the key went, not a bare "unknown key"."""
+    run = {"ethics": {"contact": "team@example.org"}, "platforms": [str(SHIPPED_PLATFORMS[0])],
+           "geography": {"regions": "builtin:itl1", key: {"gazetteer": "builtin:geonames", "snap_km": 10.0}[key]}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "run.yaml")
+    assert err.value.problems == [
+        f"{tmp_path / 'run.yaml'}: geography: {key}: no longer used (locations are resolved by pointcount.locations "
+        "on its own vendored data); remove the key"
+    ]
+    del run["geography"][key]  # positive control: the same file without it loads
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    assert load_config(tmp_path / "run.yaml").run.geography.regions == "builtin:itl1"
+
+
 def platform(**changes: object) -> dict:
     data = yaml.safe_load(yaml.safe_dump(GOOD_PLATFORM))
     for dotted, value in changes.items():

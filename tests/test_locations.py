@@ -421,6 +421,16 @@ def test_vendored_data_is_consistent_with_the_boundaries(lad_itl1: dict[str, str
     assert {r["kind"] for r in rows("phrases.csv")} == {"noise", "word", "street", "common", "foreign"}
 
 
+def test_lads_by_itl1_are_the_boundary_files_lads(lad_itl1: dict[str, str]) -> None:
+    """The LADs a failed walk leaves unmeasured (crawlers/run.py) are every LAD of the region in the ONS file."""
+    expected: dict[str, set[str]] = {}
+    for lad, itl1 in lad_itl1.items():
+        expected.setdefault(itl1, set()).add(lad)
+    lads = location_resolver().lads_by_itl1
+    assert {k: set(v) for k, v in lads.items()} == expected
+    assert len(lads["TLI"]) == 33  # the 32 London boroughs and the City of London
+
+
 def test_a_broken_areas_file_is_refused(tmp_path: Path) -> None:
     for name in ("places.csv", "outcodes.csv", "phrases.csv"):
         (tmp_path / name).write_bytes((DATA_DIR / name).read_bytes())
