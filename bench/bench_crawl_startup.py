@@ -1,21 +1,18 @@
 """Crawl child start-up profile (issue 9, diagnosis of the crawl-step overhead): where the crawl child spends its
-time before and around the first requests, and what a pre-built gazetteer would save.
+time before and around the first requests.
 
     .venv/bin/python bench/bench_crawl_startup.py               # P = 6, d = 0.05 s, R ~ 300
     .venv/bin/python bench/bench_crawl_startup.py --n 3000 --platforms 1   # quick look
 
 1. Import and build costs in fresh interpreters (wall s and peak RSS): ``import scrapy.crawler``; plus
-   ``phonenumbers``/``datasketches``; plus ``geopandas``; plus building ``pointcount.geography.gazetteer()``.
+   ``phonenumbers``/``datasketches``; plus ``geopandas``; plus loading ``pointcount.locations.location_resolver()``.
 2. The crawl step for P platforms, with the children started exactly as ``crawlers.run.crawl_platform``
    starts them (same command, environment, config); each child's CPU seconds (``os.wait4``) and peak RSS
    (``VmHWM`` polled every 20 ms):
-   - ``project``: ``python -m crawlers.run`` as shipped;
-   - with ``--prototype`` also ``prebuilt-gazetteer`` (a PROTOTYPE of a fix, not project code): the same child,
-     but ``pointcount.geography.gazetteer`` returns a gazetteer built once beforehand (pickled) and ``geopandas``
-     is never imported in the child (a stub module). Written when the child still built the gazetteer with a
-     geopandas spatial join on the first card; the shipped pre-joined gazetteer (pointcount/data) does the same.
+   ``python -m crawlers.run`` as shipped. (Until issue 12 a ``--prototype`` variant tried a pre-built copy of the
+   old GeoNames gazetteer; that fix shipped and the gazetteer is gone, so the variant went with it.)
    Per platform: child start -> first request at the server, first -> last request, last request -> exit, and the
-   largest gap between two requests (the lazy gazetteer build on the first listing page shows up there).
+   largest gap between two requests (the lazy resolver load on the first listing page shows up there).
 Prints a table and writes bench/results/crawl_startup.json. Loopback only; every server stops at the end.
 """
 
@@ -24,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -55,18 +51,9 @@ IMPORTS = {
     "scrapy": "import scrapy.crawler",
     "scrapy+phonenumbers+datasketches": "import scrapy.crawler, phonenumbers, datasketches",
     "scrapy+geopandas": "import scrapy.crawler, geopandas",
-    "scrapy+gazetteer build": "import scrapy.crawler; from pointcount.geography import gazetteer; gazetteer()",
+    "scrapy+location resolver": "import scrapy.crawler; from pointcount.locations import location_resolver; "
+                                "location_resolver()",
 }
-PROTOTYPE = """# PROTOTYPE of the recommended fix (bench only): a pre-built gazetteer, no geopandas in the crawl child.
-import pickle, sys, types
-sys.modules["geopandas"] = types.ModuleType("geopandas")
-import pointcount.geography as geography
-with open(sys.argv.pop(1), "rb") as fh:
-    _gazetteer = pickle.load(fh)
-geography.gazetteer = lambda *args, **kwargs: _gazetteer
-from crawlers.run import main
-sys.exit(main())
-"""
 
 
 def import_costs() -> dict[str, Any]:
@@ -86,7 +73,7 @@ def import_costs() -> dict[str, Any]:
     return out
 
 
-def crawl_step(variant: str, cfg_path: Path, sset: Any, prototype: Path, gaz_pickle: Path) -> dict[str, Any]:
+def crawl_step(cfg_path: Path, sset: Any) -> dict[str, Any]:
     cfg = load_config(cfg_path)
     sset.clear_logs()
     per: dict[str, Any] = {}
@@ -94,10 +81,9 @@ def crawl_step(variant: str, cfg_path: Path, sset: Any, prototype: Path, gaz_pic
     def one(inst: Instance) -> None:
         args = ["--config", str(cfg.path), "--platform", inst.name, "--run-id", "bench-startup", "--date", SNAPSHOT,
                 "--config-hash", cfg.config_hash]
-        head = [str(prototype), str(gaz_pickle)] if variant == "prebuilt-gazetteer" else ["-m", "crawlers.run"]
         start = time.time()
-        proc = subprocess.Popen([sys.executable, *head, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, env=_child_env(), close_fds=True)
+        proc = subprocess.Popen([sys.executable, "-m", "crawlers.run", *args], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_child_env(), close_fds=True)
         timer = threading.Timer(CHILD_TIMEOUT_S, proc.kill)
         timer.start()
         hwm = [0]
@@ -146,43 +132,33 @@ def crawl_step(variant: str, cfg_path: Path, sset: Any, prototype: Path, gaz_pic
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--platforms", type=int, nargs="+", default=[6])
-    ap.add_argument("--prototype", action="store_true",
-                    help="also run the prebuilt-gazetteer prototype children (see the module docstring)")
     ap.add_argument("--n", type=int, default=16_000)
     ap.add_argument("--delay", type=float, default=0.05)
     ap.add_argument("--out", type=Path, default=RESULTS / "crawl_startup.json")
     args = ap.parse_args()
     summary: dict[str, Any] = {"command": " ".join(["bench/bench_crawl_startup.py", *sys.argv[1:]]),
                                "machine_before": machine(), "code": code_state()}
-    print("imports and gazetteer build, fresh interpreters:", flush=True)
+    print("imports and location resolver load, fresh interpreters:", flush=True)
     summary["imports"] = import_costs()
     sizes = set_page_sizes(args.n)
     summary["page_sizes"] = sizes
     summary["runs"] = []
     with tempfile.TemporaryDirectory(prefix="pointcount-bench-startup-") as tmp_s:
         tmp = Path(tmp_s)
-        from pointcount.geography import gazetteer
-
-        gaz_pickle = tmp / "gazetteer.pickle"
-        gaz_pickle.write_bytes(pickle.dumps(gazetteer()))
-        prototype = tmp / "prebuilt_gazetteer_child.py"
-        prototype.write_text(PROTOTYPE)
         for p in args.platforms:
             instances = layout(p)
             with sandboxes(instances, args.n, args.delay) as sset:
                 cfg = write_config(tmp / f"p{p}", instances, args.delay)
                 floor = max((i.expected_requests or 0) * i.delay_s for i in instances)
                 run: dict[str, Any] = {"P": p, "floor_s": round(floor, 3)}
-                for variant in ("project", "prebuilt-gazetteer") if args.prototype else ("project",):
-                    step = crawl_step(variant, cfg, sset, prototype, gaz_pickle)
-                    run[variant] = step
-                    print(f"P={p} {variant:18s} crawl step {step['wall_s']:6.2f} s = "
-                          f"{step['wall_s'] / floor:.3f} x floor {floor:.2f} s", flush=True)
-                    for name, r in step["platforms"].items():
-                        print(f"    {name:20s} {r['health']} req {r['requests']} (truth {r['expected_requests']}) "
-                              f"start {r['startup_s']:.2f} s, crawling {r['crawling_s']:.2f} s, end "
-                              f"{r['shutdown_s']:.2f} s, gap median {r['median_gap_s']} max {r['max_gap_s']} s, "
-                              f"peak RSS {r['peak_rss_mb']} MB, CPU {r['cpu_s']} s", flush=True)
+                step = run["project"] = crawl_step(cfg, sset)  # "project": the key the results JSON has always used
+                print(f"P={p} crawl step {step['wall_s']:6.2f} s = {step['wall_s'] / floor:.3f} x floor {floor:.2f} s",
+                      flush=True)
+                for name, r in step["platforms"].items():
+                    print(f"    {name:20s} {r['health']} req {r['requests']} (truth {r['expected_requests']}) "
+                          f"start {r['startup_s']:.2f} s, crawling {r['crawling_s']:.2f} s, end "
+                          f"{r['shutdown_s']:.2f} s, gap median {r['median_gap_s']} max {r['max_gap_s']} s, "
+                          f"peak RSS {r['peak_rss_mb']} MB, CPU {r['cpu_s']} s", flush=True)
                 summary["runs"].append(run)
     summary["machine_after"] = machine()
     args.out.parent.mkdir(parents=True, exist_ok=True)

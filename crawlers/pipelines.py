@@ -112,9 +112,9 @@ class CellAggregator:
         lads_of: Mapping[str, Iterable[str]] | None = None,
     ) -> tuple[list[Cell], list[FailedCell]]:
         """Measured cells and the cells failed walks leave unmeasured. ``failed``: (ITL1, category) -> (kind,
-        reason) of the walks that failed; ``lads_of``: ITL1 -> its LAD codes (the gazetteer's; cards mode). Not
+        reason) of the walks that failed; ``lads_of``: ITL1 -> its LAD codes (the location resolver's; cards mode). Not
         measured: that ITL1 cell, the national cell of the category (a sum with a hole) and every LAD cell of that
-        ITL1 (the gazetteer's and any seen under it, UNMAPPED included, and the region's ``-UNALLOCATED`` row):
+        ITL1 (the resolver's and any seen under it, UNMAPPED included, and the region's ``-UNALLOCATED`` row):
         none of them is silently absent. Cards
         mode also: the category's UNMAPPED cells (every walk feeds them) and the ITL1 and LAD cells that the
         failed walk's cards named outside its own region, unless that region's own walk listed those very cards

@@ -160,7 +160,7 @@ class Cards(Strict):
 
     selector: Extract  # yields one node (HTML) or one object (JSON) per card
     listing_key: Extract
-    location: Extract | None = None  # free town text, resolved through the gazetteer
+    location: Extract | None = None  # free town text, placed by pointcount.locations
     region: Extract | None = None  # the platform's own region code, mapped through ``regions``
     linkage: Linkage | None = None
     # What the site shows when a search has no results (e.g. "No adverts found"). A page with no cards counts
