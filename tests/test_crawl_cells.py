@@ -14,6 +14,7 @@ parallel threads, each its own sandbox and crawl child.
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from test_crawl_sandbox import DELAY, SNAPSHOT, assert_polite, count, write_conf
 
 from crawlers.run import crawl_platform
 from pointcount.config import load_config
+from pointcount.geography import BOUNDARY_DIR
 from pointcount.results import CrawlResult, unallocated
 from sandbox import Faults, Sandbox
 from sandbox.population import places
@@ -179,6 +181,10 @@ def test_one_failed_cell_leaves_the_rest_measured(runs: dict[str, Run], case_id:
     assert failed[("itl1", itl1, cat)].reason == reason and failed[("itl1", itl1, cat)].kind == "site_changed"
     assert ("national", "K02000001", cat) in failed
     assert ("lad", unallocated(itl1), cat) in failed  # the region's unallocated row too: never an absent zero
+    # Every LAD of the region in the ONS boundary file, whether or not a card was placed there.
+    features = json.loads((BOUNDARY_DIR / "lad.geojson").read_text())["features"]
+    lads = {f["properties"]["code"] for f in features if f["properties"]["itl1_code"] == itl1}
+    assert len(lads) > 5 and {("lad", lad, cat) for lad in lads} <= set(failed)
     assert "1 of 48 cells not measured" in run.result.health_reason and reason in run.result.health_reason
     skip = set(failed)
     assert {("itl1", itl1, cat), ("national", "K02000001", cat)} <= skip
