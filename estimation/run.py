@@ -156,7 +156,10 @@ def _unlinked(recs: Sequence[Rec], lg_k: int) -> float | None:
 
 
 def _healthy_card_platforms(con: duckdb.DuckDBPyConnection, run_id: str) -> set[str]:
-    rows = con.execute("SELECT platform FROM platform_runs WHERE run_id = ? AND mode = 'cards' AND health = 'ok'",
+    """The platforms whose cells feed this run's windows (the one definition retention also holds by)."""
+    from warehouse import retention
+
+    rows = con.execute(f"SELECT platform FROM platform_runs p WHERE p.run_id = ? AND {retention.WINDOW_INPUT}",
                        [run_id]).fetchall()
     return {r[0] for r in rows}
 
