@@ -32,7 +32,7 @@ from test_warehouse import GRAIN, check_grain
 from estimation import estimate_run
 from flows.demo import config_copy
 from pointcount import sketches
-from pointcount.config import DEMO_CONFIG, load_config
+from pointcount.config import DEMO_CONFIG, LoadedConfig, load_config
 from pointcount.keys import KeyStore
 from pointcount.results import CrawlResult
 from warehouse import Warehouse, retention
@@ -50,6 +50,18 @@ RUNS = (  # run id, snapshot date, world seed, key
 AS_OF = date(2025, 11, 3)  # September is final; October has ended but its key is kept until 2025-11-08
 KEPT_TABLES = ("runs", "platform_runs", "platform_region_counts", "region_counts", "window_counts",
                "capture_histories", "region_estimates", "cell_failures", "schema_migrations")
+
+
+def _configured(tmp_path: Path, warehouse: Path, store: KeyStore | None = None,
+                **copy_args: object) -> tuple[Path, LoadedConfig]:
+    """A demo config under tmp_path whose warehouse is a copy of ``warehouse`` (and key folder, of ``store``)."""
+    cfg_path = config_copy(DEMO_CONFIG, tmp_path / "cfg", outputs_dir=tmp_path / "out", **copy_args)
+    cfg = load_config(cfg_path)
+    cfg.warehouse_path.parent.mkdir(parents=True)
+    shutil.copy(warehouse, cfg.warehouse_path)
+    if store is not None:
+        shutil.copytree(store.dir, cfg.keys_path)
+    return cfg_path, cfg
 
 
 def _hashes(results: list[CrawlResult]) -> set[bytes]:
@@ -270,11 +282,7 @@ def test_bad_as_of_is_refused_and_nothing_is_removed(world) -> None:
 
 def test_purge_command(world, tmp_path: Path) -> None:
     path, store, needles = world
-    cfg_path = config_copy(DEMO_CONFIG, tmp_path / "cfg", outputs_dir=tmp_path / "out")
-    cfg = load_config(cfg_path)
-    cfg.warehouse_path.parent.mkdir(parents=True)
-    shutil.copy(path, cfg.warehouse_path)
-    shutil.copytree(store.dir, cfg.keys_path)
+    cfg_path, cfg = _configured(tmp_path, path, store)
     before = _tables(cfg.warehouse_path)
     for bad, why in (("2025-02-30", "is not a date"), ("2025-09-01", "before the warehouse's first run")):
         proc = run_cli("purge", "--config", str(cfg_path), "--as-of", bad)
@@ -299,12 +307,7 @@ def test_every_run_purges_after_key_rotation(world, prefect_server: str, tmp_pat
     with socket.socket() as sock:  # a loopback port nothing listens on (bound and released)
         sock.bind(("127.0.0.2", 0))
         urls = {"sandbox-directory": f"http://127.0.0.2:{sock.getsockname()[1]}"}
-    cfg_path = config_copy(DEMO_CONFIG, tmp_path / "cfg", base_urls=urls, outputs_dir=tmp_path / "out",
-                           only=list(urls))
-    cfg = load_config(cfg_path)
-    cfg.warehouse_path.parent.mkdir(parents=True)
-    shutil.copy(path, cfg.warehouse_path)
-    shutil.copytree(store.dir, cfg.keys_path)
+    cfg_path, cfg = _configured(tmp_path, path, store, base_urls=urls, only=list(urls))
     con = duckdb.connect(str(cfg.warehouse_path))  # s2's estimate "failed": the hold cap has long passed
     con.execute("DELETE FROM window_counts WHERE run_id = 's2'")
     con.close()
@@ -561,11 +564,7 @@ def test_purge_destroys_overdue_keys_first(world, tmp_path: Path) -> None:
     """M3: October's key is due 2025-11-08 and still on disk; `pointcount purge` (as of today) destroys it and
     purges October too, without a `keys rotate` in between."""
     path, store, needles = world
-    cfg_path = config_copy(DEMO_CONFIG, tmp_path / "cfg", outputs_dir=tmp_path / "out")
-    cfg = load_config(cfg_path)
-    cfg.warehouse_path.parent.mkdir(parents=True)
-    shutil.copy(path, cfg.warehouse_path)
-    shutil.copytree(store.dir, cfg.keys_path)
+    cfg_path, cfg = _configured(tmp_path, path, store)
     assert not (cfg.keys_path / "2025-10.destroyed").exists()
     proc = run_cli("purge", "--config", str(cfg_path))
     assert proc.returncode == 0, proc.stderr
@@ -635,10 +634,7 @@ def test_purge_command_errors_are_one_line(world, tmp_path: Path) -> None:
 def test_reestimate_clears_the_hold_of_a_run_without_window_counts(world, tmp_path: Path) -> None:
     """H2: `pointcount reestimate RUN_ID` stores the missing window counts, so the period is no longer held."""
     path, store, _ = world
-    cfg_path = config_copy(DEMO_CONFIG, tmp_path / "cfg", outputs_dir=tmp_path / "out")
-    cfg = load_config(cfg_path)
-    cfg.warehouse_path.parent.mkdir(parents=True)
-    shutil.copy(path, cfg.warehouse_path)
+    cfg_path, cfg = _configured(tmp_path, path)
     con = duckdb.connect(str(cfg.warehouse_path))
     con.execute("DELETE FROM window_counts WHERE run_id = 's2'")
     con.close()
