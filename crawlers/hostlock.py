@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from pointcount.config import bare_host
+
 _UNSAFE = re.compile(r"[^a-z0-9._-]")
 _LOOPBACK_NAMES = frozenset({"localhost", "::1", "[::1]", "0:0:0:0:0:0:0:1"})
 
@@ -42,7 +44,7 @@ _LOOPBACK_NAMES = frozenset({"localhost", "::1", "[::1]", "0:0:0:0:0:0:0:1"})
 def host_key(host: str) -> str:
     """The spelling of a host its lock is keyed on: lower-case, no trailing dot, no ``www.``, loopback names as
     ``127.0.0.1`` (``example.org`` and ``www.example.org``, ``localhost`` and ``127.0.0.1`` are one queue)."""
-    host = host.lower().rstrip(".").removeprefix("www.")
+    host = bare_host(host)
     return "127.0.0.1" if host in _LOOPBACK_NAMES or host.endswith(".localhost") else host
 
 

@@ -373,7 +373,8 @@ class Platform(Strict):
         return tuple(sorted({(urlsplit(u).hostname or "").lower().rstrip(".") for u in self.origins}))
 
 
-def _bare(host: str) -> str:
+def bare_host(host: str) -> str:
+    """A host as one site spells it: lower-case, no trailing dot, no ``www.`` (aliases and host locks agree)."""
     return host.lower().rstrip(".").removeprefix("www.")
 
 
@@ -386,8 +387,8 @@ def alias_problem(base_url: str, alias: str) -> str | None:
     if is_loopback_url(alias) != is_loopback_url(base_url):
         return "an alias is loopback exactly when base_url is (sandboxes stay on loopback)"
     base_host, alias_host = urlsplit(base_url).hostname or "", urlsplit(alias).hostname or ""
-    if not is_loopback_url(base_url) and _bare(base_host) != _bare(alias_host):
-        return f"must be {_bare(base_host)} or www.{_bare(base_host)} (another origin of the same site)"
+    if not is_loopback_url(base_url) and bare_host(base_host) != bare_host(alias_host):
+        return f"must be {bare_host(base_host)} or www.{bare_host(base_host)} (another origin of the same site)"
     return None
 
 
