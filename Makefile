@@ -35,7 +35,7 @@ demo: $(STAMP)
 test: $(DEVSTAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/pointcount platforms validate config/platforms/*.yaml
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadgroup
 
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check .

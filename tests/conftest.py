@@ -47,6 +47,14 @@ RESOLVER_GAPS = {"Durham": "", "Nr Cambridge": "E07000008", "W1D": "", "SW1A 1AA
 FAST_POLITENESS = {"delay_s": 0.1, "timeout_s": 5}
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``pytest -n`` (``--dist loadgroup``), every test that needs the Prefect server runs on one worker, so the
+    session starts one server, not one per worker."""
+    for item in items:
+        if "prefect_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("prefect-server"))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(SESSION_PREFECT_HOME, ignore_errors=True)
 
