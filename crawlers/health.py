@@ -11,7 +11,10 @@ platform's health summarises them with :func:`crawlers.verdicts.platform_health`
   refused (a redirect off the platform's origin: read as disallow all);
 - ``budget_exhausted``: the request budget, the crawl time window or ``max_pages`` ran out before the walk ended;
 - ``unreachable``: no listing page answered 200 (connection refused, timeouts, 5xx throughout) and no sign of a
-  site change;
+  site change, or the server stopped answering before any cell was measured;
+- ``partial`` after an *outage*: the server stopped answering mid-crawl (``POINTCOUNT_UNREACHABLE_AFTER`` listing
+  requests failed in a row after some had answered): the crawl stops, the cells measured before load, the rest are
+  ``transient`` "not measured";
 - ``failed``: an exception in the spider, or cells that never finished without any stop reason.
 
 A verdict other than ``ok``/``partial`` tells the warehouse and publish stages to exclude the platform's numbers; a
@@ -40,6 +43,7 @@ class HealthState:
     blocked: str | None = None
     exhausted: str | None = None
     unreachable: str | None = None  # early stop: nothing but failures from the start
+    outage: str | None = None  # early stop: the server stopped answering mid-crawl, after some page had answered
     changed: Counter[str] = field(default_factory=Counter)  # site-change reasons (cells and crawl-wide)
     verdicts: dict[tuple[str, str], CellVerdict] = field(default_factory=dict)  # (region, category) keys
     tolerance: Tolerance = field(default_factory=Tolerance)
@@ -64,6 +68,8 @@ class HealthState:
             return "budget_exhausted"
         if self.unreachable:
             return "unreachable"
+        if self.outage:
+            return "outage"
         return None
 
 
@@ -72,11 +78,11 @@ def verdict(h: HealthState) -> tuple[Health, str]:
     if h.cells_forbidden and not h.blocked:
         return "blocked", f"robots.txt forbids {h.cells_forbidden} of {h.cells_total} listing cells"
     unfinished = max(0, h.cells_total - len(h.verdicts))
-    if unfinished and not (h.blocked or h.exhausted or h.unreachable or h.changed):
+    if unfinished and not (h.blocked or h.exhausted or h.unreachable or h.outage or h.changed):
         return "failed", f"only {len(h.verdicts)} of {h.cells_total} cells finished"
     never = CellVerdict(measured=False, failure="stopped", reason="the crawl stopped before this cell was read")
     return platform_health(
         [*h.verdicts.values(), *[never] * unfinished], mode="count" if h.mode == "count" else "cards",
-        blocked=h.blocked, exhausted=h.exhausted, unreachable=h.unreachable, pages_ok=h.listing_ok,
+        blocked=h.blocked, exhausted=h.exhausted, unreachable=h.unreachable, outage=h.outage, pages_ok=h.listing_ok,
         spider_exceptions=h.spider_exceptions, tol=h.tolerance,
     )  # fmt: skip

@@ -14,7 +14,10 @@ Scrapy alone does not apply robots.txt ``Crawl-delay``, does not honour ``Retry-
   answers were refusals), or a Retry-After longer than ``POINTCOUNT_MAX_RETRY_AFTER_S``;
 - at most ``POINTCOUNT_BUDGET`` requests (robots.txt and retries included), then ``budget_exhausted``;
 - no request after ``POINTCOUNT_DEADLINE`` (epoch seconds, the end of the run's crawl window);
-- ``POINTCOUNT_UNREACHABLE_AFTER`` consecutive failures before any success stop the crawl as ``unreachable``;
+- ``POINTCOUNT_UNREACHABLE_AFTER`` consecutive failed listing requests (5xx, timeouts, connection errors; each
+  downloader retry counts; a 2xx resets the count) stop the crawl: before any success as ``unreachable``; after
+  some listing page had answered as an *outage* (the server stopped answering mid-crawl): the cells measured so
+  far stand, every unfinished one fails ``transient`` and no page is tried again (health ``partial``);
 - a 401, 403 or 451 on a listing page means the site refuses us: the crawl stops as ``blocked`` (no retry).
 
 ``GuardMiddleware`` (always on, first in the chain) refuses every request outside the platform's origins
@@ -61,6 +64,7 @@ from scrapy.utils.misc import build_from_crawler
 from twisted.internet.defer import Deferred
 
 from crawlers.spiders.platform import ROBOTS_FORBIDDEN, Refused, is_never_fetch, is_offsite, origin
+from crawlers.verdicts import OUTAGE
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -469,6 +473,16 @@ class PolitenessMiddleware:
 
     def _failure(self, kind: str) -> None:
         self.consecutive_failures += 1
-        if self.successes == 0 and self.consecutive_failures >= self.unreachable_after:
+        if self.consecutive_failures < self.unreachable_after:
+            return
+        if self.successes == 0:
             self.health.unreachable = f"{self.consecutive_failures} consecutive failures ({kind}), no listing page"
             self._stop("unreachable")
+        elif self.health.outage is None:
+            # The server died mid-crawl: every further page would get all its retries and the in-crawl cell retry,
+            # at the delay, until the budget ran out. Stop; the cells read so far stand (crawlers/verdicts.py).
+            self.health.outage = (
+                f"{OUTAGE}: {self.consecutive_failures} listing requests failed in a row ({kind}) after "
+                f"{self.successes} answered"
+            )
+            self._stop("outage")

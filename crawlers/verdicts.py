@@ -13,7 +13,9 @@ marker alone suffices) or **failed** with a reason and a kind:
   tolerance);
 - ``transient``: no usable answer after the downloader's retries (5xx, timeouts, connection errors): the crawl
   tries that page once more, later in the same crawl (``crawl.cell_retries``); the flow retries only a whole
-  ``unreachable`` platform, never single cells;
+  ``unreachable`` platform, never single cells. Also every cell not finished when the server stopped answering
+  mid-crawl (:data:`OUTAGE`: the crawl stopped after ``POINTCOUNT_UNREACHABLE_AFTER`` failures in a row, see
+  :mod:`crawlers.middlewares`): a later crawl may well read them;
 - ``blocked``: a 401/403/451 on the cell's pages;
 - ``stopped``: the crawl stopped before the walk ended (budget, window, max_pages, a block elsewhere).
 
@@ -23,10 +25,12 @@ distinct count lies within ``allowed(t) = max(churn_abs, floor(churn_share × t)
 pages stated, and no more than ``allowed`` cards were repeats. Defaults: ``churn_share`` 0.02, ``churn_abs`` 2.
 
 Platform health (:func:`platform_health`), first match wins: ``blocked`` > ``budget_exhausted`` >
-``unreachable`` (nothing answered) > ``site_changed`` (no cell measured, a whole platform at zero, or more than
-``max_failed_share`` of cells failed mostly by site change) > ``unreachable`` (more than that share failed,
-mostly transient) > ``partial`` (some cells failed: their reasons are carried) > ``failed`` (spider exception)
-> ``ok``.
+``unreachable`` (nothing answered; or the server stopped answering before any cell was measured) >
+``site_changed`` (no cell measured, a whole platform at zero, or more than ``max_failed_share`` of cells failed
+mostly by site change) > ``unreachable`` (more than that share failed, mostly transient, while the server kept
+answering) > ``partial`` (some cells failed: their reasons are carried; a server that stopped answering mid-crawl
+is ``partial`` whatever the share: the cells measured before are good, the rest ``transient``) > ``failed``
+(spider exception) > ``ok``.
 """
 
 from __future__ import annotations
@@ -39,9 +43,10 @@ from typing import Literal
 
 from pointcount.results import FailureKind, Health
 
-WalkEnd = Literal["end", "max_pages", "loop", "refused", "stopped"]
+WalkEnd = Literal["end", "max_pages", "loop", "refused", "stopped", "outage"]
 REFUSAL_STATUSES = frozenset({401, 403, 451})  # the site refuses us
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 522, 524})  # a later try may well succeed
+OUTAGE = "the server stopped answering mid-crawl"  # the reason of every cell an outage left unfinished
 
 
 @dataclass(frozen=True)
@@ -78,8 +83,9 @@ class WalkSeen:
     """What one walk of a cell saw. ``distinct`` = distinct listing keys over all its pages (cards mode).
 
     ``ended``: ``end`` (no further page), ``max_pages``, ``loop`` (a next link already visited), ``refused`` (a
-    listing URL or next link off the origin or on a never-fetch path; ``ended_reason`` says which) or
-    ``stopped`` (the crawl stopped first: budget, window, a block; ``ended_reason`` says which)."""
+    listing URL or next link off the origin or on a never-fetch path; ``ended_reason`` says which),
+    ``stopped`` (the crawl stopped first: budget, window, a block; ``ended_reason`` says which) or ``outage`` (the
+    crawl stopped because the server stopped answering mid-crawl)."""
 
     mode: Literal["cards", "count"]
     pages: tuple[PageSeen, ...] = ()
@@ -149,6 +155,8 @@ def cell_verdict(walk: WalkSeen, tol: Tolerance = Tolerance()) -> CellVerdict:
         return _failed("site_changed", walk.ended_reason or "a listing URL or next link was refused")
     if walk.ended == "loop":
         return _failed("site_changed", "pagination loops")
+    if walk.ended == "outage":  # not the site's doing, nor ours: a later crawl may read the cell
+        return _failed("transient", OUTAGE)
     if walk.ended == "max_pages":
         return _failed("stopped", walk.ended_reason or "max_pages reached")
     if walk.ended == "stopped" or not walk.pages:
@@ -210,13 +218,16 @@ def platform_health(
     blocked: str | None = None,
     exhausted: str | None = None,
     unreachable: str | None = None,
+    outage: str | None = None,
     pages_ok: int | None = None,
     spider_exceptions: int = 0,
     tol: Tolerance = Tolerance(),
 ) -> tuple[Health, str]:
     """The platform's health from its cells' verdicts and the crawl-wide stops (a one-line reason, no content).
 
-    ``pages_ok``: listing pages that answered 200 (None: count them as unknown, i.e. some)."""
+    ``unreachable``: nothing but failures from the start; ``outage``: the server stopped answering mid-crawl, after
+    some listing page had answered. ``pages_ok``: listing pages that answered 200 (None: count them as unknown,
+    i.e. some)."""
     total = len(verdicts)
     failed = [v for v in verdicts if not v.measured]
     measured = [v for v in verdicts if v.measured]
@@ -228,8 +239,11 @@ def platform_health(
         return "budget_exhausted", exhausted
     changed = Counter(v.reason for v in failed if v.failure == "site_changed")
     transient = Counter(v.reason for v in failed if v.failure == "transient")
-    if total and pages_ok == 0 and (unreachable or not changed):
-        return "unreachable", unreachable or (_top(transient) if transient else "no listing page answered 200")
+    if total and pages_ok == 0 and (unreachable or outage or not changed):
+        stop = unreachable or outage
+        return "unreachable", stop or (_top(transient) if transient else "no listing page answered 200")
+    if total and not measured and outage and sum(transient.values()) > sum(changed.values()):
+        return "unreachable", outage  # down before any cell was read: the flow may retry the whole platform
     if total and not measured:
         return "site_changed", f"no cell measured: {_top(changed or transient or Counter(v.reason for v in failed))}"
     if measured and not any(v.count for v in measured):
@@ -240,9 +254,11 @@ def platform_health(
         share = f"{len(failed)} of {total} cells failed (over {tol.max_failed_share:.0%})"
         if sum(changed.values()) >= sum(transient.values()):
             return "site_changed", f"{share}: {_top(changed)}"
-        return "unreachable", f"{share}: {_top(transient)}"
+        if not outage:  # a server that died halfway is partial: what it answered before is good
+            return "unreachable", f"{share}: {_top(transient)}"
     if failed:
-        return "partial", f"{len(failed)} of {total} cells not measured: {_top(Counter(v.reason for v in failed))}"
+        why = f"{len(failed)} of {total} cells not measured: {_top(Counter(v.reason for v in failed))}"
+        return "partial", f"{outage}; {why}" if outage else why
     if spider_exceptions:
         return "failed", f"{spider_exceptions} exception(s) in the spider"
     return "ok", f"{total} cells measured"

@@ -65,6 +65,10 @@ class Faults:
     # the directory rendered as a __NEXT_DATA__ JSON blob. (A www.-style alias is ``Sandbox(aliases=...)``.)
     age_gate: bool = False
     embedded_json: bool = False
+    # A server that dies mid-crawl: after this many listing pages answered normally, every request (robots.txt
+    # too) answers 500, or with outage_drop its connection is closed without an answer. None: never.
+    outage_after: int | None = None
+    outage_drop: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.error_rate <= 1:
@@ -75,6 +79,8 @@ class Faults:
             raise ValueError("block_status is 429 or 503")
         if self.churn_cells < 0 or self.flaky_pages < 0 or self.flaky_every < 1:
             raise ValueError("churn_cells and flaky_pages must not be negative, flaky_every at least 1")
+        if self.outage_after is not None and self.outage_after < 0:
+            raise ValueError("outage_after must not be negative")
 
 
 @dataclass
@@ -93,6 +99,7 @@ class _Platform:
     blocked: int = 0
     listing_paths: set[str] = field(default_factory=set)  # listing pages requested so far (flaky_pages)
     flaked: int = 0
+    answered: int = 0  # listing pages answered 200 so far (outage_after)
 
 
 def _make_handler(state: _Platform) -> type[BaseHTTPRequestHandler]:
@@ -122,7 +129,10 @@ def _make_handler(state: _Platform) -> type[BaseHTTPRequestHandler]:
                 block = (f.block_status is not None
                          and (f.block_requests is None or state.blocked < f.block_requests)
                          and (f.block_robots or path != "/robots.txt"))
-                if block:
+                down = f.outage_after is not None and state.answered >= f.outage_after
+                if down:
+                    reason = "fault_outage"
+                elif block:
                     state.blocked += 1
                     reason = "fault_block"
                 elif in_window:
@@ -135,7 +145,13 @@ def _make_handler(state: _Platform) -> type[BaseHTTPRequestHandler]:
                 site = state.site
                 error_draw = state.rng.random()
                 error_status = state.rng.choice((500, 502, 503))
-            if reason == "fault_block":
+            if down and f.outage_drop:
+                self._record(state, path + (f"?{parts.query}" if parts.query else ""), 0, reason, in_window)
+                self.close_connection = True  # no status line: the client sees the connection lost
+                return
+            if down:
+                resp = Response(500, "text/plain; charset=utf-8", b"Internal error.\n")
+            elif reason == "fault_block":
                 resp = Response(int(f.block_status or 429), "text/plain; charset=utf-8", b"Slow down.\n")
                 headers.append(("Retry-After", str(f.block_retry_after_s)))
             elif reason == "retry_window":
@@ -172,6 +188,9 @@ def _make_handler(state: _Platform) -> type[BaseHTTPRequestHandler]:
                     elif f.truncate:
                         resp = replace(resp, body=resp.body[: len(resp.body) // 2])
                         reason = "fault_truncate"
+                if fault_page and resp.status == 200 and reason == "ok" and f.outage_after is not None:
+                    with state.lock:
+                        state.answered += 1
             self._record(state, path + (f"?{parts.query}" if parts.query else ""), resp.status, reason, in_window)
             try:
                 self.send_response(resp.status)
@@ -391,6 +410,7 @@ class Sandbox:
                 state.blocked = 0
                 state.listing_paths.clear()
                 state.flaked = 0
+                state.answered = 0
 
     def request_log(self, name: str) -> list[dict[str, Any]]:
         state = self._states[name]

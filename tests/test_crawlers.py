@@ -659,6 +659,69 @@ def test_blocked_means_sustained_refusal_not_a_busy_answer_now_and_then() -> Non
     assert spider.health.blocked == "4 of 5 requests refused (429/503), over max_block_share = 0.5"
 
 
+def test_a_server_that_stops_answering_mid_crawl_stops_the_crawl() -> None:
+    """POINTCOUNT_UNREACHABLE_AFTER failed listing requests in a row stop the crawl even after successes (an outage):
+    no page is tried again, the cell read before stays measured, every unfinished cell fails transient."""
+    from scrapy.spidermiddlewares.httperror import HttpError
+    from twisted.python.failure import Failure
+
+    from crawlers.verdicts import OUTAGE
+
+    p = platform(regions={"yorkshire": "TLE", "london": "TLI", "scotland": "TLM"})
+    spider = make_spider(p, POINTCOUNT_UNREACHABLE_AFTER=4)
+    spider.crawler.engine = SimpleNamespace(spider=None)  # no running engine to close in a unit test
+    mw = PolitenessMiddleware(spider.crawler)
+
+    def answer(url: str, status: int) -> HtmlResponse:
+        req = Request(url)
+        mw.process_request(req)
+        return mw.process_response(req, HtmlResponse(url, status=status, body=b"<html></html>", request=req))
+
+    robots = Request(f"{BASE}/robots.txt", meta={"dont_obey_robotstxt": True})
+    mw.process_request(robots)
+    mw.process_response(robots, TextResponse(robots.url, status=200, request=robots))
+    walk = CellWalk("yorkshire", "female")
+    answer(f"{BASE}/search/yorkshire/female?page=1", 200)
+    page(spider, f"{BASE}/search/yorkshire/female?page=1", directory_page(1, ["a"]), walk)
+    london = f"{BASE}/search/london/female?page=1"
+    for status in (500, 502, 503, 200):  # 3 failures, then an answer: a bad moment, not an outage
+        answer(london, status)
+    assert spider.health.stop_reason() is None
+    for _ in range(3):
+        answer(london, 500)
+    req = Request(london)
+    mw.process_request(req)
+    mw.process_exception(req, ConnectionRefusedError())  # connection errors count as much as 5xx
+    why = f"{OUTAGE}: 4 listing requests failed in a row (ConnectionRefusedError) after 2 answered"
+    assert spider.health.outage == why
+    assert spider.health.stop_reason() == "outage"
+    with pytest.raises(IgnoreRequest):  # nothing more goes out
+        mw.process_request(Request(f"{BASE}/search/scotland/female?page=1"))
+    # The page that failed last is not tried again later in the crawl (crawl.cell_retries) ...
+    resp = HtmlResponse(london, status=500, body=b"", request=Request(london))
+    try:
+        raise HttpError(resp)
+    except HttpError:
+        failure = Failure()
+    failure.request = Request(london, cb_kwargs={"walk": CellWalk("london", "female")})  # type: ignore[attr-defined]
+    assert spider.on_error(failure) is None
+    # ... and when the crawl closes, the cell never asked for fails as well: nothing is silently absent.
+    spider.closed("outage")
+    v = spider.health.verdicts
+    assert v[("yorkshire", "female")].measured and v[("yorkshire", "female")].count == 1
+    reasons = {r: (v[(r, "female")].failure, v[(r, "female")].reason) for r in ("london", "scotland")}
+    assert reasons == {"london": ("transient", "HTTP 500 on the listing page"), "scotland": ("transient", OUTAGE)}
+    health, reason = verdict(spider.health)
+    assert health == "partial" and reason.startswith(why), reason
+    # Control: the same failures before any listing page answered are 'unreachable', as before.
+    spider = make_spider(p, POINTCOUNT_UNREACHABLE_AFTER=4)
+    spider.crawler.engine = SimpleNamespace(spider=None)
+    mw = PolitenessMiddleware(spider.crawler)
+    for _ in range(4):
+        answer(london, 500)
+    assert spider.health.unreachable and spider.health.outage is None
+
+
 def _config(tmp_path: Path, start: str, end: str) -> LoadedConfig:
     run = RunConfig.model_validate({"ethics": {"contact": "a@b.example"}, "platforms": ["x.yaml"],
                                     "crawl": {"window_start": start, "window_end": end},

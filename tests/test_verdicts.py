@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crawlers.verdicts import CellVerdict, PageSeen, Tolerance, WalkSeen, cell_verdict, platform_health
+from crawlers.verdicts import OUTAGE, CellVerdict, PageSeen, Tolerance, WalkSeen, cell_verdict, platform_health
 
 
 def cards(*pages: PageSeen, distinct: int | None = None, expects_total: bool = True, **kw: object) -> CellVerdict:
@@ -100,3 +100,27 @@ def test_platform_health_summarises_the_cells() -> None:
     assert platform_health([good, gone], blocked="5 refusals in a row")[0] == "blocked"
     assert platform_health([good, gone], exhausted="request budget of 10 spent")[0] == "budget_exhausted"
     assert platform_health([good] * 2, spider_exceptions=1)[0] == "failed"
+
+
+def test_a_server_that_dies_mid_crawl_leaves_a_partial_platform() -> None:
+    """An outage (crawlers/middlewares.py: POINTCOUNT_UNREACHABLE_AFTER failures in a row after some page answered):
+    the unfinished cells fail transient; the platform is partial whatever the share, so the measured cells load."""
+    good, zero = CellVerdict(True, count=5), CellVerdict(True, count=0, zero_by="stated")
+    down = cell_verdict(WalkSeen("cards", (PageSeen(stated=60, cards=50),), distinct=50, ended="outage"))
+    assert down == CellVerdict(False, failure="transient", reason=OUTAGE)  # a read page 1 does not make it measured
+    assert cell_verdict(WalkSeen("cards", ended="outage")).failure == "transient"  # never asked for
+    # The first page failing decides first, as for any walk.
+    assert cards(PageSeen(status=500), ended="outage").reason == "HTTP 500 on the listing page"
+    why = f"{OUTAGE}: 8 listing requests failed in a row (HTTP 500) after 20 answered"
+    health, reason = platform_health([good] * 20 + [down] * 28, outage=why)
+    assert health == "partial" and reason == f"{why}; 28 of 48 cells not measured: {OUTAGE} ×28"
+    # Control: the same cells without the outage (transient failures while the server kept answering).
+    assert platform_health([good] * 20 + [down] * 28)[0] == "unreachable"
+    # Down before any cell was measured: nothing to keep, the flow may retry the whole platform.
+    assert platform_health([down] * 48, outage=why) == ("unreachable", why)
+    assert platform_health([down] * 48, outage=why, pages_ok=0) == ("unreachable", why)
+    # Still first: blocks, the budget, a whole platform at zero, and a share failed mostly by site change.
+    gone = CellVerdict(False, failure="site_changed", reason="HTTP 404 on the listing page")
+    assert platform_health([good, down], outage=why, exhausted="request budget of 10 spent")[0] == "budget_exhausted"
+    assert platform_health([zero] * 20 + [down] * 28, outage=why)[0] == "site_changed"
+    assert platform_health([good] * 20 + [gone] * 20 + [down] * 8, outage=why)[0] == "site_changed"

@@ -103,6 +103,7 @@ class PlatformSpider(scrapy.Spider):
         self.edge = edge
         self.cells = CellAggregator(lg_k)
         self.health = HealthState(mode=platform.mode)
+        self.walks: dict[tuple[str, str], CellWalk] = {}  # started walks, by (region, category)
         self.allowed_domains = list(platform.hosts)  # Scrapy's offsite filter (robots.txt of an alias origin too)
         self.good_pages = 0
         self.changed_in_a_row = 0
@@ -155,7 +156,7 @@ class PlatformSpider(scrapy.Spider):
     async def start(self) -> AsyncIterator[Any]:
         for region in self.platform.regions:
             for category in self.platform.categories:
-                walk = CellWalk(region, category)
+                walk = self.walks[(region, category)] = CellWalk(region, category)
                 self.health.cells_total += 1
                 req = self._request(self.listing_url(walk), walk)
                 if req is not None:
@@ -183,6 +184,17 @@ class PlatformSpider(scrapy.Spider):
         if v.failure == "site_changed":
             self._changed(v.reason)
 
+    def closed(self, reason: str) -> None:
+        """After an outage, every cell without a verdict (its page pending, retried later, or never asked for)
+        fails ``transient``: the crawl ships its measured cells, so none may be silently absent (read as a zero).
+        Other stops leave unfinished cells to :func:`crawlers.health.verdict` (no cells ship then)."""
+        if self.health.outage is None:
+            return
+        for region in self.platform.regions:
+            for category in self.platform.categories:
+                if (region, category) not in self.health.verdicts:
+                    self._finish(self.walks.get((region, category)) or CellWalk(region, category), "outage")
+
     def _changed(self, reason: str) -> None:
         self.health.site_changed(reason)
         self.crawler.stats.inc_value(f"pointcount/site_changed/{reason.replace(' ', '_')}")
@@ -200,14 +212,19 @@ class PlatformSpider(scrapy.Spider):
             where = "off the platform's origin" if exc.kind == "offsite" else "to a never-fetch path"
             self._finish(walk, "refused", f"listing page redirects {where}")
         elif isinstance(exc, IgnoreRequest) and not isinstance(exc, HttpError):
-            self._finish(walk, "stopped", str(exc) or "the crawl stopped")  # budget, block, window
+            if self.health.outage is not None:  # a page refused because the server stopped answering
+                self._finish(walk, "outage")
+            else:
+                self._finish(walk, "stopped", str(exc) or "the crawl stopped")  # budget, block, window
         else:
             # After the downloader's retries: a 404/410 means this cell's URL is wrong now (site_changed, no retry);
-            # a 5xx, timeout or connection error is transient: that page once more, after the other cells.
+            # a 5xx, timeout or connection error is transient: that page once more, after the other cells, unless
+            # the crawl is stopping (an outage: the last POINTCOUNT_UNREACHABLE_AFTER requests all failed).
             seen = (PageSeen(status=exc.response.status) if isinstance(exc, HttpError)
                     else PageSeen(status=0, error=type(exc).__name__))
             bad = page_failure(seen, walk.page == 0)
-            if bad is not None and bad.transient and walk.retries < self.cell_retries:
+            stopping = self.health.stop_reason() is not None
+            if bad is not None and bad.transient and walk.retries < self.cell_retries and not stopping:
                 walk.retries += 1
                 self.crawler.stats.inc_value("pointcount/cells/retried")
                 return [failure.request.replace(dont_filter=True, priority=failure.request.priority - 10)]  # type: ignore[attr-defined]
