@@ -6,7 +6,10 @@
 - one redesigned cell, a 404 on a listing page, a 404 on a next page: ``partial``; that cell (its ITL1 cell, the
   national cell of its category, its LAD cells) is "not measured" with its reason, every other cell exact;
 - 4 of 72 listing pages answering a one-off 503 with ``Retry-After: 1`` (the issue's busy server): ``ok``, exact,
-  4 requests more than the truth.
+  4 requests more than the truth;
+- a server that dies mid-crawl (every request answers 500 once 20 listing pages were served): the crawl stops
+  ``POINTCOUNT_UNREACHABLE_AFTER`` (8) requests into the outage, ``partial``: the cells whose pages were all served
+  before are exact, the rest "not measured", ``transient``.
 
 Request counts come from the truth (``expected_requests``) and the sandbox's request log. Scenarios run in
 parallel threads, each its own sandbox and crawl child.
@@ -21,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import RESOLVER_GAPS
 from test_crawl_sandbox import DELAY, SNAPSHOT, assert_polite, count, write_config
 
 from crawlers.run import crawl_platform
-from pointcount.config import load_config
+from crawlers.verdicts import OUTAGE
+from pointcount.config import REPO_CONFIG_DIR, load_config
 from pointcount.geography import BOUNDARY_DIR
 from pointcount.results import CrawlResult, unallocated
 from sandbox import Faults, Sandbox
@@ -40,6 +45,8 @@ BUSY = (5, 2150)  # 72 listing pages on the directory: the issue's busy server
 REDESIGNED = ("TLE", "women")
 SLUG_404 = ("TLF", "men", 1)
 NEXT_404 = ("TLJ", "women", 2)  # 127 listings: three pages
+OUTAGE_AFTER = 20  # listing pages served before the server dies
+STOP_AFTER = 8  # POINTCOUNT_UNREACHABLE_AFTER's default: failed requests in a row that stop the crawl
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ CASES = (
     Case("404-slug", Faults(not_found=SLUG_404), "partial"),
     Case("404-next", Faults(not_found=NEXT_404), "partial"),
     Case("one-off-503", Faults(flaky_pages=4, flaky_every=18, block_retry_after_s=1), "ok", BUSY),
+    Case("outage-500", Faults(outage_after=OUTAGE_AFTER), "partial", SMALL),
 )
 
 
@@ -80,7 +88,7 @@ def _run(i: int, case: Case, tmp: Path) -> Run:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     tmp = tmp_path_factory.mktemp("cells")
-    with ThreadPoolExecutor(max_workers=6) as pool:
+    with ThreadPoolExecutor(max_workers=len(CASES)) as pool:
         futures = {c.id: pool.submit(_run, i, c, tmp) for i, c in enumerate(CASES)}
         return {k: f.result() for k, f in futures.items()}
 
@@ -203,3 +211,39 @@ def test_one_off_503s_with_retry_after_are_waited_out(runs: dict[str, Run]) -> N
     assert _check_exact_except(run, set()) > 48 and not run.result.failed_cells
     assert len(run.log) == run.result.requests == run.truth["expected_requests"] + 4  # each flaky page once more
     assert run.result.stats["pointcount/retry_after/pauses"] == 4
+
+
+@pytest.mark.parametrize("case_id", ["outage-500"])
+def test_a_server_that_dies_mid_crawl_stops_the_crawl_and_keeps_what_it_read(runs: dict[str, Run],
+                                                                              case_id: str) -> None:
+    run = runs[case_id]
+    down = [i for i, e in enumerate(run.log) if e["reason"] == "fault_outage"]
+    assert down and run.log[down[0] - 1]["reason"] == "ok"
+    # Stopped within POINTCOUNT_UNREACHABLE_AFTER requests of the outage; every one of them a failure. (Before the
+    # stop, this crawl sent 4 requests per unfinished cell and 4 more for the in-crawl retry: 224 into the outage.)
+    assert len(run.log) - down[0] == len(down) == STOP_AFTER == run.result.stats["pointcount/responses/500"]
+    assert len(run.log) == run.result.requests < run.truth["expected_requests"]
+    # Which cells the server served completely before it died, from its own log and truth (pages each cell needs).
+    spec = yaml.safe_load((REPO_CONFIG_DIR / "platforms" / f"{P}.yaml").read_text())
+    served: dict[tuple[str, str], set[int]] = {}
+    for e in run.log[:down[0]]:
+        if e["path"].startswith("/search/") and e["status"] == 200:
+            _, _, region, rest = e["path"].split("/")
+            category, _, page = rest.partition("?page=")
+            served.setdefault((spec["regions"][region], spec["categories"][category]), set()).add(int(page))
+    itl1 = run.truth["cells"]["itl1"]
+    complete = {cell for cell, pages in served.items()
+                if pages >= set(range(1, pages_needed(P, itl1[cell[0]][cell[1]].get("listings") or 0) + 1))}
+    grid = {(code, cat) for code in spec["regions"].values() for cat in spec["categories"].values()}
+    assert 0 < len(complete) < len(grid)  # positive control: the outage struck halfway
+    got = {(c.region_code, c.category) for c in run.result.cells if c.region_level == "itl1"}
+    assert got == complete  # the cells read before the outage stay measured, and only those
+    failed = {(f.region_code, f.category): f for f in run.result.failed_cells if f.region_level == "itl1"}
+    assert set(failed) >= grid - complete
+    for cell in grid - complete:  # every cell the outage left unfinished: not measured, transient
+        assert failed[cell].kind == "transient", (cell, failed[cell])
+        assert failed[cell].reason in (OUTAGE, "HTTP 500 on the listing page", "HTTP 500 on the next page"), cell
+    skip = {(f.region_level, f.region_code, f.category) for f in run.result.failed_cells}
+    assert _check_exact_except(run, skip) >= len(complete)  # the measured cells equal the truth
+    assert f"{len(grid - complete)} of {len(grid)} cells not measured" in run.result.health_reason
+    assert run.result.health_reason.startswith(OUTAGE), run.result.health_reason
