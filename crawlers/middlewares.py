@@ -50,9 +50,12 @@ Stats: ``pointcount/requests``, ``pointcount/responses/<status>``, ``pointcount/
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import time
+from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from scrapy import Request, signals
 from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
@@ -207,23 +210,99 @@ class GuardMiddleware:
             request.meta["download_slot"] = origin(base)[1]
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def domain_match(host: str, domain: str) -> bool:
+    """RFC 6265 §5.1.3: ``host`` is ``domain`` or a subdomain of it (never for an IP address)."""
+    return host == domain or (host.endswith("." + domain) and not _is_ip(host))
+
+
+def path_match(path: str, cookie_path: str) -> bool:
+    """RFC 6265 §5.1.4: ``cookie_path`` is ``path`` or a prefix of it ending at a ``/``."""
+    return path == cookie_path or (
+        path.startswith(cookie_path) and (cookie_path.endswith("/") or path[len(cookie_path)] == "/")
+    )
+
+
+def _default_path(path: str) -> str:
+    """RFC 6265 §5.1.4: the directory of the request path (``/`` when there is none)."""
+    if not path.startswith("/") or path.count("/") == 1:
+        return "/"
+    return path[: path.rindex("/")]
+
+
+@dataclass(frozen=True)
+class ConsentCookie:
+    """One cookie a consent URL set, with the attributes that decide where it goes (RFC 6265 §5.3, §5.4)."""
+
+    name: str
+    value: str
+    domain: str  # lower-case, no leading dot: the Domain attribute, or the host that set it
+    host_only: bool  # no Domain attribute: only that very host (not its www. alias)
+    path: str
+    secure: bool  # only over https
+
+    def goes_to(self, url: str) -> bool:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower().rstrip(".")
+        if not (host == self.domain if self.host_only else domain_match(host, self.domain)):
+            return False
+        if self.secure and parts.scheme.lower() != "https":
+            return False
+        return path_match(parts.path or "/", self.path)
+
+
+def consent_cookies(set_cookie: list[bytes], url: str) -> list[ConsentCookie]:
+    """The cookies a response to ``url`` sets, as a browser would store them: a cookie whose Domain does not cover
+    the host that set it is dropped; a later cookie of the same name, domain and path replaces an earlier one."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower().rstrip(".")
+    kept: dict[tuple[str, str, str], ConsentCookie] = {}
+    for header in set_cookie:
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(header.decode("latin-1"))
+        except CookieError:
+            continue
+        for name, morsel in jar.items():
+            domain = morsel["domain"].strip().lstrip(".").lower().rstrip(".")
+            if domain and not domain_match(host, domain):
+                continue  # another site's cookie: never stored
+            path = morsel["path"] if morsel["path"].startswith("/") else _default_path(parts.path)
+            cookie = ConsentCookie(name, morsel.value, domain or host, not domain, path, bool(morsel["secure"]))
+            kept[(name, cookie.domain, path)] = cookie
+    return list(kept.values())
+
+
 class ConsentMiddleware:
     """Gets past a consent or age interstitial the platform declares (``POINTCOUNT_CONSENT``); NotConfigured
     without one.
 
-    ``cookies``: the declared cookies go with every request (robots.txt excepted). ``url``: before the first
-    listing request goes on, that path on the platform's origin is fetched once with GET (through the whole
-    downloader chain: origin guard, robots.txt, delay, budget; redirects not followed), and only the name=value
-    pairs of the cookies its answer sets are kept, in memory, for the rest of the crawl. The body is never read.
-    An answer that sets no cookie, or a consent URL that cannot be fetched, is a site change (robots.txt forbidding
-    it: blocked); listing pages then go without a cookie and show the interstitial, which fails loudly as well.
+    ``cookies``: the declared cookies go with every request (robots.txt excepted) to the platform's own origins
+    (``GuardMiddleware``, earlier in the chain, lets nothing else through). ``url``: before the first listing
+    request goes on, that path on the platform's origin is fetched once with GET (through the whole downloader
+    chain: origin guard, robots.txt, delay, budget; redirects not followed), and only the cookies its answer sets
+    are kept, in memory, for the rest of the crawl: name, value and the ``Domain``, ``Path`` and ``Secure``
+    attributes, which decide where each goes as in a browser (RFC 6265: a cookie without ``Domain`` only to the
+    host that set it, not to its ``www.`` alias; with ``Domain`` to that domain and its subdomains; ``Path`` a
+    prefix of the request path; ``Secure`` only over https; a ``Domain`` not covering the consent URL's host drops
+    the cookie). The body is never read. An answer that sets no cookie, or a consent URL that cannot be fetched, is
+    a site change (robots.txt forbidding it: blocked); listing pages then go without a cookie and show the
+    interstitial, which fails loudly as well.
     """
 
     def __init__(self, crawler: Crawler, consent: dict[str, Any], base_url: str | None):
         self.crawler = crawler
         self.stats = crawler.stats
-        self.cookies: dict[str, str] | None = consent.get("cookies")
+        self.declared: dict[str, str] | None = consent.get("cookies")
         self.url: str | None = consent.get("url")
+        self.cookies: list[ConsentCookie] | None = None  # what the consent URL set; None: not fetched yet
         self.base_url = base_url
         self.pending: Deferred[None] | None = None
 
@@ -237,10 +316,16 @@ class ConsentMiddleware:
     async def process_request(self, request: Request) -> None:
         if request.meta.get("dont_obey_robotstxt") or request.meta.get("pointcount_consent"):
             return  # robots.txt and the consent request itself
-        if self.cookies is None:
-            await self._consent_once()
-        if self.cookies:
-            request.headers[b"Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        if self.declared is not None:
+            pairs = list(self.declared.items())
+        else:
+            if self.cookies is None:
+                await self._consent_once()
+            # Longer paths first (RFC 6265 §5.4), as a browser sends them.
+            going = sorted((c for c in self.cookies or () if c.goes_to(request.url)), key=lambda c: -len(c.path))
+            pairs = [(c.name, c.value) for c in going]
+        if pairs:
+            request.headers[b"Cookie"] = "; ".join(f"{k}={v}" for k, v in pairs)
 
     async def _consent_once(self) -> None:
         if self.pending is not None:  # another request is fetching it: wait for the same answer
@@ -259,7 +344,7 @@ class ConsentMiddleware:
         finally:
             self.pending.callback(None)
 
-    async def _fetch(self) -> dict[str, str]:
+    async def _fetch(self) -> list[ConsentCookie]:
         spider = self.crawler.spider
         base = self.base_url or getattr(getattr(spider, "platform", None), "base_url", "")
         request = Request(base + str(self.url), dont_filter=True, meta={
@@ -275,19 +360,13 @@ class ConsentMiddleware:
                 health.blocked = health.blocked or "robots.txt forbids the consent URL"
             elif health is not None and health.stop_reason() is None:
                 health.site_changed("consent URL refused")
-            return {}
+            return []
         except Exception as exc:  # connection errors after retries: the site, not the definition
             self.stats.inc_value("pointcount/consent/failed")
             if health is not None:
                 health.site_changed(f"consent URL failed ({type(exc).__name__})")
-            return {}
-        jar: SimpleCookie = SimpleCookie()
-        for header in response.headers.getlist(b"Set-Cookie"):
-            try:
-                jar.load(header.decode("latin-1"))
-            except CookieError:
-                continue
-        cookies = {name: morsel.value for name, morsel in jar.items()}
+            return []
+        cookies = consent_cookies(response.headers.getlist(b"Set-Cookie"), response.url)
         self.stats.set_value("pointcount/consent/cookies", len(cookies))
         if not cookies:
             self.stats.inc_value("pointcount/consent/failed")

@@ -1,23 +1,30 @@
 """Definition-language pieces for real sites, without a network: text normalisation, JSON embedded in HTML, the
-origin guard with aliases, and the per-host lock that makes platforms sharing a host take turns."""
+origin guard with aliases, where consent cookies go, and the per-host lock that makes platforms sharing a host take
+turns."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from parsel import Selector
 from scrapy import Request
+from scrapy.http import Headers, Response
 from scrapy.utils.test import get_crawler
 
 from crawlers import extract
+from crawlers.health import HealthState
 from crawlers.hostlock import Ending, host_turn, lock_path
-from crawlers.middlewares import GuardMiddleware
+from crawlers.middlewares import ConsentMiddleware, GuardMiddleware
 from crawlers.spiders.platform import Refused, is_offsite
 from pointcount.config import Extract
 
@@ -83,6 +90,74 @@ def test_aliases_are_on_origin_and_share_one_download_slot() -> None:
     req = Request("https://example.org/ads")
     plain.process_request(req)
     assert "download_slot" not in req.meta  # without aliases nothing changes (Scrapy's per-host slot)
+
+
+def _consent(set_cookie: list[str], consent: dict[str, Any], base: str = "https://example.org"
+             ) -> tuple[Callable[[str], str | None], list[str]]:
+    """A ConsentMiddleware whose consent GET is answered by a hand-built response (no network). Returns a function
+    giving the Cookie header the middleware puts on a request to a URL, and the URLs it fetched."""
+    crawler = get_crawler(settings_dict={"POINTCOUNT_CONSENT": consent, "POINTCOUNT_BASE_URL": base})
+    fetched: list[str] = []
+
+    async def download_async(request: Request) -> Response:
+        fetched.append(request.url)
+        headers = [("Set-Cookie", c) for c in set_cookie] + [("Location", "/")]
+        return Response(request.url, status=303, headers=Headers(headers), request=request)
+
+    crawler.engine = SimpleNamespace(download_async=download_async)  # type: ignore[assignment]
+    crawler.spider = SimpleNamespace(health=HealthState())  # type: ignore[assignment]
+    crawler.stats.open_spider()
+    mw = ConsentMiddleware.from_crawler(crawler)
+
+    def cookie(url: str) -> str | None:
+        req = Request(url)
+        asyncio.run(mw.process_request(req))
+        value = req.headers.get(b"Cookie")
+        return value.decode() if value is not None else None
+
+    return cookie, fetched
+
+
+def test_a_consent_cookie_goes_only_where_its_attributes_say() -> None:
+    """RFC 6265 as a browser applies it: host-only, Domain, Path and Secure. Expected headers worked out by hand."""
+    cookie, fetched = _consent([
+        "host=1; Path=/",  # no Domain: example.org only, not its www. alias
+        "dom=2; Domain=.Example.org; Path=/",  # example.org and every subdomain
+        "deep=3; Domain=example.org; Path=/search",  # /search and below, not /searching
+        "sec=4; Path=/; Secure",  # https only
+        "other=5; Domain=other.example; Path=/",  # another site's cookie: never kept
+        "nopath=6",  # no Path: the directory of the consent URL (/gate), host-only
+    ], {"url": "/gate/age?accept=1"})
+    assert cookie("https://example.org/search/leeds?page=2") == "deep=3; host=1; dom=2; sec=4"
+    assert fetched == ["https://example.org/gate/age?accept=1"]  # fetched once, before the first listing page
+    assert cookie("https://www.example.org/search/leeds") == "deep=3; dom=2"  # no host-only cookie (host, sec)
+    assert cookie("https://www.example.org/searching") == "dom=2"  # /search is not a prefix of /searching
+    assert cookie("http://example.org/search") == "deep=3; host=1; dom=2"  # Secure never over http
+    assert cookie("https://shop.www.example.org/") == "dom=2"
+    assert cookie("https://example.org/gate/next") == "nopath=6; host=1; dom=2; sec=4"
+    assert cookie("https://example.org/gateway") == "host=1; dom=2; sec=4"
+    assert cookie("https://notexample.org/search") is None  # a suffix of the name is not a subdomain
+    assert fetched == ["https://example.org/gate/age?accept=1"]
+    # An IP-address host has no subdomains: a Domain must name it exactly.
+    cookie, _ = _consent(["ip=1; Domain=127.0.0.62", "wide=2; Domain=0.0.62"], {"url": "/age-check"},
+                         base="http://127.0.0.62:8080")
+    assert cookie("http://127.0.0.62:8080/search") == "ip=1" and cookie("http://127.0.0.63:8080/search") is None
+    # Declared cookies go with every request the origin guard lets through (the platform's own origins).
+    cookie, fetched = _consent([], {"cookies": {"age_verified": "1"}})
+    assert cookie("https://www.example.org/search") == cookie("http://example.org/x") == "age_verified=1"
+    assert fetched == []
+
+
+def test_the_sandbox_age_gates_cookie_reaches_its_listing_pages() -> None:
+    """Positive control with the sandbox's own consent answer: its cookie goes to the listing pages of the host
+    that set it (over http), and only there (the end-to-end crawl: tests/test_crawl_realsite.py)."""
+    from sandbox.site import AGE_COOKIE, age_check
+
+    answer = age_check()
+    cookie, _ = _consent([v for k, v in answer.headers if k == "Set-Cookie"], {"url": "/age-check?accept=1"},
+                         base="http://127.0.0.62:8080")
+    assert cookie("http://127.0.0.62:8080/search/north-east/female?page=1") == "=".join(AGE_COOKIE)
+    assert cookie("http://127.0.0.63:8080/search/north-east/female?page=1") is None  # another host: not sent
 
 
 def test_crawls_sharing_a_host_take_turns_and_keep_the_delay(tmp_path: Path) -> None:
