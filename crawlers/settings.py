@@ -44,6 +44,11 @@ DOWNLOAD_MAXSIZE = 16 * 1024 * 1024
 DOWNLOAD_WARNSIZE = 0
 DNS_TIMEOUT = 30
 
+# Scrapy's HTTP/1.1 handler without Twisted's instant, uncounted resend on a dropped keep-alive connection.
+DOWNLOAD_HANDLERS = {
+    "http": "crawlers.download.PoliteHTTP11DownloadHandler",
+    "https": "crawlers.download.PoliteHTTP11DownloadHandler",
+}
 DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
     "crawlers.middlewares.SafeRobotsTxtMiddleware": 100,  # fixes lost robots.txt verdicts (see its docstring)
