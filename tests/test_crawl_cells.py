@@ -7,9 +7,9 @@
   national cell of its category, its LAD cells) is "not measured" with its reason, every other cell exact;
 - 4 of 72 listing pages answering a one-off 503 with ``Retry-After: 1`` (the issue's busy server): ``ok``, exact,
   4 requests more than the truth;
-- a server that dies mid-crawl (every request answers 500 once 20 listing pages were served): the crawl stops
-  ``POINTCOUNT_UNREACHABLE_AFTER`` (8) requests into the outage, ``partial``: the cells whose pages were all served
-  before are exact, the rest "not measured", ``transient``.
+- a server that dies mid-crawl (every request answers 500, or has its connection dropped, once 20 listing pages
+  were served): the crawl stops ``POINTCOUNT_UNREACHABLE_AFTER`` (8) requests into the outage, ``partial``: the
+  cells whose pages were all served before are exact, the rest "not measured", ``transient``.
 
 Request counts come from the truth (``expected_requests``) and the sandbox's request log. Scenarios run in
 parallel threads, each its own sandbox and crawl child.
@@ -65,6 +65,7 @@ CASES = (
     Case("404-next", Faults(not_found=NEXT_404), "partial"),
     Case("one-off-503", Faults(flaky_pages=4, flaky_every=18, block_retry_after_s=1), "ok", BUSY),
     Case("outage-500", Faults(outage_after=OUTAGE_AFTER), "partial", SMALL),
+    Case("outage-drop", Faults(outage_after=OUTAGE_AFTER, outage_drop=True), "partial", SMALL),
 )
 
 
@@ -213,15 +214,18 @@ def test_one_off_503s_with_retry_after_are_waited_out(runs: dict[str, Run]) -> N
     assert run.result.stats["pointcount/retry_after/pauses"] == 4
 
 
-@pytest.mark.parametrize("case_id", ["outage-500"])
+@pytest.mark.parametrize("case_id", ["outage-500", "outage-drop"])
 def test_a_server_that_dies_mid_crawl_stops_the_crawl_and_keeps_what_it_read(runs: dict[str, Run],
                                                                               case_id: str) -> None:
     run = runs[case_id]
     down = [i for i, e in enumerate(run.log) if e["reason"] == "fault_outage"]
     assert down and run.log[down[0] - 1]["reason"] == "ok"
-    # Stopped within POINTCOUNT_UNREACHABLE_AFTER requests of the outage; every one of them a failure. (Before the
-    # stop, this crawl sent 4 requests per unfinished cell and 4 more for the in-crawl retry: 224 into the outage.)
-    assert len(run.log) - down[0] == len(down) == STOP_AFTER == run.result.stats["pointcount/responses/500"]
+    # Stopped POINTCOUNT_UNREACHABLE_AFTER requests into the outage, every one of them a failure, each seen by the
+    # server once (no uncounted resend of a dropped connection). Before the stop, this crawl sent 4 requests per
+    # unfinished cell and 1 more for the in-crawl retry: 140 into the outage, and ended unreachable, shipping nothing.
+    failures = (run.result.stats.get("pointcount/errors/DownloadFailedError") if case_id == "outage-drop"
+                else run.result.stats.get("pointcount/responses/500"))
+    assert len(run.log) - down[0] == len(down) == STOP_AFTER == failures
     assert len(run.log) == run.result.requests < run.truth["expected_requests"]
     # Which cells the server served completely before it died, from its own log and truth (pages each cell needs).
     spec = yaml.safe_load((REPO_CONFIG_DIR / "platforms" / f"{P}.yaml").read_text())
@@ -242,7 +246,8 @@ def test_a_server_that_dies_mid_crawl_stops_the_crawl_and_keeps_what_it_read(run
     assert set(failed) >= grid - complete
     for cell in grid - complete:  # every cell the outage left unfinished: not measured, transient
         assert failed[cell].kind == "transient", (cell, failed[cell])
-        assert failed[cell].reason in (OUTAGE, "HTTP 500 on the listing page", "HTTP 500 on the next page"), cell
+        page = "HTTP 500" if case_id == "outage-500" else "DownloadFailedError"
+        assert failed[cell].reason in (OUTAGE, f"{page} on the listing page", f"{page} on the next page"), cell
     skip = {(f.region_level, f.region_code, f.category) for f in run.result.failed_cells}
     assert _check_exact_except(run, skip) >= len(complete)  # the measured cells equal the truth
     assert f"{len(grid - complete)} of {len(grid)} cells not measured" in run.result.health_reason
