@@ -477,6 +477,22 @@ def test_fault_error_rate() -> None:
     assert statuses == again
 
 
+def test_fault_outage_after_some_listing_pages() -> None:
+    faults = {"sandbox-directory": Faults(outage_after=2), "sandbox-api": Faults(outage_after=1, outage_drop=True)}
+    with small(faults=faults) as sb:
+        d = sb.base_urls["sandbox-directory"]
+        assert get(d + "/robots.txt")[0] == 200  # not a listing page: does not count towards the outage
+        assert [get(d + _listing("sandbox-directory"))[0] for _ in range(3)] == [200, 200, 500]
+        assert get(d + "/robots.txt")[0] == 500  # down: every request
+        a = sb.base_urls["sandbox-api"]
+        assert get(a + _listing("sandbox-api"))[0] == 200
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # closed without an answer
+            get(a + _listing("sandbox-api"))
+        assert [(e["status"], e["reason"]) for e in sb.request_log("sandbox-api")] == [(200, "ok"), (0, "fault_outage")]
+    with pytest.raises(ValueError):
+        Faults(outage_after=-1)
+
+
 def test_fault_slow_answers_past_the_timeout() -> None:
     with small(faults={"sandbox-loadmore": Faults(slow_s=0.6)}) as sb:
         base = sb.base_urls["sandbox-loadmore"]
