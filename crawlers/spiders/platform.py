@@ -14,7 +14,9 @@ Cells are the platform's regions × categories. *count* mode reads the stated to
 :class:`crawlers.edge.ListingItem` at once: raw strings never leave the callback. Each walk records what its pages
 showed (:class:`crawlers.verdicts.PageSeen`: counts and flags only) and ends in a per-cell verdict
 (:func:`crawlers.verdicts.cell_verdict`): a 404 or a redesigned page fails that cell only. An empty later page
-ends a walk (adverts withdrawn while it ran). Stats (``pointcount/...``):
+ends a walk (adverts withdrawn while it ran). When the server stops answering mid-crawl (an outage, see
+:mod:`crawlers.middlewares`), no page is tried again and every unfinished cell fails ``transient``.
+Stats (``pointcount/...``):
 ``pages``, ``cards``, ``stated_totals``, ``unmapped``, ``linkage_invalid``, ``cells/done``, ``cells/failed``,
 ``site_changed/<reason>``, ``cells/cross_region_cards`` (cards naming another ITL1 than their walk's).
 """
