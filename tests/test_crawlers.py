@@ -668,8 +668,9 @@ def test_a_server_that_stops_answering_mid_crawl_stops_the_crawl() -> None:
     from crawlers.verdicts import OUTAGE
 
     p = platform(regions={"yorkshire": "TLE", "london": "TLI", "scotland": "TLM"})
+    downloader = SimpleNamespace(get_slot_key=lambda request: "host", slots={})
     spider = make_spider(p, POINTCOUNT_UNREACHABLE_AFTER=4)
-    spider.crawler.engine = SimpleNamespace(spider=None)  # no running engine to close in a unit test
+    spider.crawler.engine = SimpleNamespace(spider=None, downloader=downloader)  # nothing to close in a unit test
     mw = PolitenessMiddleware(spider.crawler)
 
     def answer(url: str, status: int) -> HtmlResponse:
