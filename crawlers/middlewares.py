@@ -4,8 +4,9 @@ Scrapy alone does not apply robots.txt ``Crawl-delay``, does not honour ``Retry-
 ``DOWNLOAD_DELAY`` by ±50 %. ``PolitenessMiddleware`` closes those gaps, per download slot (= host):
 
 - the next request to a host starts no sooner than ``max(POINTCOUNT_DELAY_S, robots Crawl-delay) + margin``
-  after the previous *response* was fully received (so the gap between arrivals at the server is at least the
-  delay, whatever the send-side jitter); it sets the slot's delay and switches jitter off on every request;
+  after the previous *response* was fully received, or its failure came in (so the gap between arrivals at the
+  server is at least the delay, whatever the send-side jitter); it sets the slot's delay and switches jitter off
+  on every request;
 - a 429, or a 503 with ``Retry-After``, pauses the host for the whole window: the pause is set in the
   ``response_downloaded`` signal, i.e. *before* the downloader can start the next queued request; the request
   is then retried after the window. A wait that resolves is not a block: only sustained refusal stops the crawl
