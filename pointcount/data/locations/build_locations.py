@@ -139,13 +139,19 @@ def read_postcodes(wheel: Path) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def northern_ireland(pc: pd.DataFrame) -> pd.Series:
+    """BT postcodes: ONSPD gives them Irish Grid references, not British National Grid ones (their LADs are
+    ONSPD's own, unchanged since 2021, so their points are never put into boundaries)."""
+    return pc["pcd"].str.startswith("BT")
+
+
 def lad21_of(pc: pd.DataFrame) -> pd.Series:
     """The 2021 LAD of each postcode: ONSPD's own LAD when it is a 2021 code; the 2021 code it replaced when it is
     a recode (Barnsley, Sheffield); for a LAD merged since 2021 (Cumberland, Westmorland and Furness, North
     Yorkshire, Somerset), the LAD, among the merged ones, whose shipped boundary holds the postcode's grid point."""
     lads, _ = lad_frame()
     codes21 = set(lads["code"])
-    grid = pc["oseast1m"].notna()
+    grid = pc["oseast1m"].notna() & ~northern_ireland(pc)
     pts = gpd.GeoDataFrame(geometry=gpd.points_from_xy(pc.loc[grid, "oseast1m"], pc.loc[grid, "osnrth1m"]),
                            index=pc.index[grid], crs=BNG)
     at = _assign(pts, lads, POSTCODE_SNAP_KM).reindex(pc.index, fill_value=UNMAPPED)
@@ -199,7 +205,8 @@ def build_outcodes(wheel: Path) -> None:
     pc = pc[pc["laua"].notna()].reset_index(drop=True)  # ONSPD has no LAD only where it has no grid reference
     pc["outcode"] = pc["pcd"].str[:-3].str.strip()  # ONS 7-character form: "W1D 3QF", "SW1A1AA"
     lad = lad21_of(pc)
-    point = pc["oseast1m"].astype(str) + " " + pc["osnrth1m"].astype(str)
+    system = northern_ireland(pc).map({True: "Irish Grid ", False: "British Grid "})
+    point = system + pc["oseast1m"].astype(str) + " " + pc["osnrth1m"].astype(str)
     at_point = pc[pc["oseast1m"].notna()].groupby(point)["outcode"]
     office = point.map((at_point.size() >= OFFICE_POSTCODES) & (at_point.nunique() >= OFFICE_DISTRICTS))
     office = office.fillna(False).astype(bool)
