@@ -4,8 +4,9 @@ Data (vendored in ``pointcount/data/locations``, built by ``build_locations.py``
 
 - ``places.csv``: GeoNames cities500 places of the UK (with their Latin-script alternate names) and the 2021 LAD
   names, each with its ITL1 region, LAD (a spatial join with the shipped boundaries) and population.
-- ``outcodes.csv``: every postcode district (outcode) of the ONS National Statistics Postcode Lookup with the
-  ITL1 / LAD holding at least 95 % of its postcodes (empty when no LAD or region holds that share).
+- ``outcodes.csv``: every postcode district (outcode) of the ONS Postcode Directory (November 2025) with the
+  ITL1 / LAD holding at least 95 % of its postcodes (delivery-office postcodes left out; empty when no LAD or
+  region holds that share).
 - ``areas.csv`` (hand-made): counties, nations, regions, London localities, short forms ("Newcastle"), each with
   its ITL1 (and LAD when it lies in one). A row whose ``itl1`` lists several codes ("TLI|TLJ") never places a
   text alone; it only qualifies another place or agrees with a page region.
@@ -58,10 +59,10 @@ MEMO_LIMIT = 200_000  # memoised (text, hint) pairs before the memo starts again
 HOWS = ("postcode", "qualified", "place", "hinted", "dominant", "county", "nation", "region", "london area",
         "page region", "unmapped")
 ATTRIBUTION = (
-    "Place names: GeoNames (geonames.org), CC BY 4.0. Postcode districts: Office for National Statistics, "
-    "National Statistics Postcode Lookup (May 2025), licensed under the Open Government Licence v.3.0; contains "
-    "OS data © Crown copyright and database right 2025; contains Royal Mail data © Royal Mail copyright and "
-    "database right 2025."
+    "Place names: GeoNames (geonames.org), CC BY 4.0. Postcode districts: ONS Postcode Directory (November 2025). "
+    "Source: Office for National Statistics licensed under the Open Government Licence v.3.0; contains OS data © "
+    "Crown copyright and database right 2025; contains Royal Mail data © Royal Mail copyright and database right "
+    "2025."
 )
 
 

@@ -265,7 +265,7 @@ def test_every_export_exists_opens_and_latest_matches(published: dict) -> None:
     assert {p.name for p in out.iterdir()} == EXPECTED_FILES  # reading left no GDAL sidecar files
     meta = json.loads((out / "metadata.json").read_text(encoding="utf-8"))
     assert meta["run_id"] == runs["partial"] and "Open Government Licence" in meta["attribution"]
-    assert "GeoNames" in meta["attribution"] and "Postcode Lookup" in meta["attribution"]  # place look-up data
+    assert "GeoNames" in meta["attribution"] and "ONS Postcode Directory" in meta["attribution"]  # place look-up data
     geojson = json.loads((out / "regions.geojson").read_text(encoding="utf-8"))
     assert "Office for National Statistics" in geojson["attribution"]
     assert b"Office for National Statistics" in pq.read_schema(out / "region_counts.parquet").metadata[
