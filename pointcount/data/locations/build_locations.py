@@ -39,6 +39,7 @@ MERGED_SNAP_KM = 50.0
 # a grid point shared by >= 10 postcodes of >= 3 districts is such an office, and its postcodes say nothing about
 # where a district lies. They are left out of the district shares (unless that leaves a district with none).
 OFFICE_POSTCODES, OFFICE_DISTRICTS = 10, 3
+GROUP_NAMESAKE_POSTCODES = 10  # fewer: a district of that name is a few old postcodes, folded into the group
 OUTSIDE = {"L99999999": "Channel Islands", "M99999999": "Isle of Man"}  # ONSPD's pseudo-codes; in no 2021 LAD
 _ALT_OK = re.compile(r"^[A-Za-z][A-Za-z '\-.()]+$")
 
@@ -188,15 +189,23 @@ def district_rows(outcode_of: pd.Series, lad: pd.Series) -> list[tuple[str, str,
     by_lad: dict[str, Counter[str]] = defaultdict(Counter)
     for outcode, code in zip(outcode_of, lad, strict=True):
         by_lad[outcode][code] += 1
-    rows = [outcode_row(outcode, counts, itl1_of) for outcode, counts in by_lad.items()]
     # Central London districts are split by a letter (SW1A..SW1Y, W1A..W1W, EC1A..): adverts write "SW1" or
-    # "W1", so each such group also gets a row of its own, by the same 95 % rule, when no district has that name.
+    # "W1", so each such group also gets a row of its own, by the same 95 % rule, unless a real district has that
+    # name (E1 beside E1W). A namesake of a few old postcodes (W1 holds one, "W1 3PF") is folded into its group:
+    # "W1" in an advert means the West End, not that postcode.
     groups: dict[str, Counter[str]] = defaultdict(Counter)
     for outcode, counts in by_lad.items():
-        if outcode[-1].isalpha() and outcode[:-1] not in by_lad:
+        if outcode[-1].isalpha():
             groups[outcode[:-1]].update(counts)
-    for outcode, counts in groups.items():
-        rows.append(outcode_row(outcode, counts, itl1_of))
+    for name in list(groups):
+        own = by_lad.get(name)
+        if own is None:
+            continue
+        if own.total() < GROUP_NAMESAKE_POSTCODES:
+            groups[name].update(by_lad.pop(name))
+        else:
+            del groups[name]
+    rows = [outcode_row(outcode, counts, itl1_of) for outcode, counts in (by_lad | groups).items()]
     return sorted(rows)
 
 
