@@ -15,10 +15,19 @@ Scrapy alone does not apply robots.txt ``Crawl-delay``, does not honour ``Retry-
   answers were refusals), or a Retry-After longer than ``POINTCOUNT_MAX_RETRY_AFTER_S``;
 - at most ``POINTCOUNT_BUDGET`` requests (robots.txt and retries included), then ``budget_exhausted``;
 - no request after ``POINTCOUNT_DEADLINE`` (epoch seconds, the end of the run's crawl window);
-- ``POINTCOUNT_UNREACHABLE_AFTER`` consecutive failed listing requests (5xx, timeouts, connection errors; each
-  downloader retry counts; a 2xx resets the count) stop the crawl: before any success as ``unreachable``; after
-  some listing page had answered as an *outage* (the server stopped answering mid-crawl): the cells measured so
-  far stand, every unfinished one fails ``transient`` and no page is tried again (health ``partial``);
+- ``POINTCOUNT_UNREACHABLE_AFTER`` (N) consecutive failed listing requests (5xx, timeouts, connection errors; each
+  downloader retry counts; a 2xx resets the count; robots.txt counts neither way) stop
+  the crawl before any success as ``unreachable``. After some listing page had answered, the first N in a row
+  *pause and probe*: the host is paused for ``POINTCOUNT_OUTAGE_PAUSE_S`` (as for a Retry-After: the delay floor
+  and the next crawl's hand-over hold), the count restarts and the crawl goes on (the failed pages keep their
+  downloader retries and in-crawl cell retry). A 2xx clears the warning. Only N more failures in a row with no
+  2xx in between are an *outage* (the server stopped answering mid-crawl): the crawl stops, the cells measured
+  so far stand, every unfinished one fails ``transient`` and no page is tried again (health ``partial``).
+  Arithmetic (N = 8): at most 2N = 16 requests go into a real outage (first tries of pages still to come, as
+  Scrapy queues a downloader retry behind them, or retries), with one pause between the 8th and the 9th; a blip
+  is survived when the server answers again by the 16th request, i.e. within about 14 delays + the pause of
+  the first failure (3 s and 60 s: ~100 s; longer with timeouts, each try waiting up to ``timeout_s``). A pause
+  that would outlast the crawl window (``POINTCOUNT_DEADLINE``) is not taken: the outage is declared at once;
 - a 401, 403 or 451 on a listing page means the site refuses us: the crawl stops as ``blocked`` (no retry).
 
 ``GuardMiddleware`` (always on, first in the chain) refuses every request outside the platform's origins
@@ -34,7 +43,8 @@ OffsiteMiddleware off for them, so this guard is the only offsite check that hol
 Settings: ``POINTCOUNT_POLITENESS`` (bool, default True; NotConfigured when off), ``POINTCOUNT_DELAY_S``,
 ``POINTCOUNT_DELAY_MARGIN_S`` (0.005), ``POINTCOUNT_BUDGET``, ``POINTCOUNT_MAX_BLOCKS``,
 ``POINTCOUNT_MAX_BLOCK_SHARE`` (0.5), ``POINTCOUNT_MAX_RETRY_AFTER_S``, ``POINTCOUNT_DEFAULT_RETRY_AFTER_S`` (429
-without the header: 60), ``POINTCOUNT_DEADLINE``, ``POINTCOUNT_UNREACHABLE_AFTER`` (8). ``POINTCOUNT_BASE_URL``
+without the header: 60), ``POINTCOUNT_DEADLINE``, ``POINTCOUNT_UNREACHABLE_AFTER`` (8), ``POINTCOUNT_OUTAGE_PAUSE_S``
+(60). ``POINTCOUNT_BASE_URL``
 (the platform's origin; without it, the spider's ``platform.base_url``), ``POINTCOUNT_ALIASES`` (other origins of
 the site) and ``POINTCOUNT_NEVER_FETCH`` (list of path prefixes, may be empty) for ``GuardMiddleware``;
 ``POINTCOUNT_CONSENT`` (``{"cookies": {...}}`` or ``{"url": "/path"}``, see :class:`pointcount.config.Consent`)
@@ -42,7 +52,8 @@ for ``ConsentMiddleware``.
 
 Stats: ``pointcount/requests``, ``pointcount/responses/<status>``, ``pointcount/errors/<exception>``,
 ``pointcount/blocks``, ``pointcount/retry_after/pauses``, ``pointcount/retry_after/seconds``,
-``pointcount/retry_after/resume_at`` (epoch the last pause ends: handed to the host's next crawl),
+``pointcount/retry_after/resume_at`` (epoch the last pause, Retry-After or outage, ends: handed to the host's next
+crawl), ``pointcount/outage/pauses``, ``pointcount/outage/seconds``,
 ``pointcount/delay_s``, ``pointcount/crawl_delay_s``, ``pointcount/never_fetch_blocked``,
 ``pointcount/offsite_blocked``, ``pointcount/budget_refused``, ``pointcount/robots_unreadable``,
 ``pointcount/consent/requests``, ``pointcount/consent/cookies``, ``pointcount/consent/failed``.
@@ -393,6 +404,7 @@ class PolitenessMiddleware:
         deadline = s.get("POINTCOUNT_DEADLINE")
         self.deadline = float(deadline) if deadline is not None else None
         self.unreachable_after = s.getint("POINTCOUNT_UNREACHABLE_AFTER", 8)
+        self.outage_pause = s.getfloat("POINTCOUNT_OUTAGE_PAUSE_S", 60.0)
         self.requests = 0
         self.blocks = 0
         self.blocks_in_a_row = 0
@@ -401,6 +413,7 @@ class PolitenessMiddleware:
         self.block_retries = 0
         self.successes = 0
         self.consecutive_failures = 0
+        self.outage_paused = False  # the host was paused for an outage since the last success
         self.pause_until: dict[str, float] = {}  # slot key -> monotonic time when requests may resume
         self.stats.set_value("pointcount/delay_s", self.delay)
         crawler.signals.connect(self.robots_parsed, signal=signals.robots_parsed)
@@ -434,6 +447,20 @@ class PolitenessMiddleware:
     def _effective_delay(self) -> float:
         return self.delay + self.margin
 
+    def _listing(self, request: Request) -> bool:
+        """Whether a request counts toward the failure/success run: not robots.txt."""
+        return not request.meta.get("dont_obey_robotstxt")
+
+    def _pause(self, request: Request, seconds: float) -> None:
+        """Hold the request's host back for ``seconds`` from now (a Retry-After window, an outage's pause)."""
+        key, slot = self._slot(request)
+        resume = time.monotonic() + seconds
+        self.pause_until[key] = max(self.pause_until.get(key, 0.0), resume)
+        # Wall clock, for the next crawl on this host (crawlers/hostlock.py): the pause outlives this process.
+        self.stats.max_value("pointcount/retry_after/resume_at", round(time.time() + seconds, 3))
+        if slot is not None:
+            slot.lastseen = max(slot.lastseen, resume - slot.delay)
+
     # ------------------------------------------------------------------ signals
 
     def robots_parsed(self, robotparser: RobotParser, request: Request) -> None:
@@ -460,7 +487,7 @@ class PolitenessMiddleware:
         # Sent before the downloader frees the slot and starts the next queued request. Count the delay from
         # now (the whole response is in), not from when the request started: the next request then reaches
         # the server at least ``delay`` after this one did, whatever the send-side jitter.
-        key, slot = self._slot(request)
+        _, slot = self._slot(request)
         if slot is not None:
             slot.lastseen = max(slot.lastseen, time.monotonic())
         if response.status not in BLOCK_STATUSES:
@@ -488,12 +515,7 @@ class PolitenessMiddleware:
                 f"{self.max_block_share:g}"
             )
         # Pause even when giving up, so nothing else goes out inside the window while the spider closes.
-        resume = time.monotonic() + seconds
-        self.pause_until[key] = max(self.pause_until.get(key, 0.0), resume)
-        # Wall clock, for the next crawl on this host (crawlers/hostlock.py): the pause outlives this process.
-        self.stats.max_value("pointcount/retry_after/resume_at", round(time.time() + seconds, 3))
-        if slot is not None:
-            slot.lastseen = max(slot.lastseen, resume - slot.delay)
+        self._pause(request, seconds)
         self.stats.inc_value("pointcount/retry_after/pauses")
         self.stats.inc_value("pointcount/retry_after/seconds", seconds)
 
@@ -526,13 +548,14 @@ class PolitenessMiddleware:
             )
             self._stop("blocked")
             raise IgnoreRequest("blocked")
-        if not request.meta.get("dont_obey_robotstxt"):  # robots.txt answering says little about listings
+        if self._listing(request):  # robots.txt answering says little about listings
             if 200 <= response.status < 300:
                 self.successes += 1
                 self.consecutive_failures = 0
+                self.outage_paused = False  # the server answers again: a blip, not an outage
                 self.blocks_in_a_row = 0  # the wait resolved: an occasional busy answer, not a block
             elif response.status >= 500 and "pointcount_block" not in request.meta:
-                self._failure(f"HTTP {response.status}")
+                self._failure(request, f"HTTP {response.status}")
         if "pointcount_block" not in request.meta:
             return response
         if self.health.blocked:
@@ -555,21 +578,35 @@ class PolitenessMiddleware:
         if slot is not None:
             slot.lastseen = max(slot.lastseen, time.monotonic())
         self.stats.inc_value(f"pointcount/errors/{type(exception).__name__}")
-        if not request.meta.get("dont_obey_robotstxt"):
-            self._failure(type(exception).__name__)
+        if self._listing(request):
+            self._failure(request, type(exception).__name__)
 
-    def _failure(self, kind: str) -> None:
+    def _failure(self, request: Request, kind: str) -> None:
         self.consecutive_failures += 1
         if self.consecutive_failures < self.unreachable_after:
             return
         if self.successes == 0:
             self.health.unreachable = f"{self.consecutive_failures} consecutive failures ({kind}), no listing page"
             self._stop("unreachable")
-        elif self.health.outage is None:
-            # The server died mid-crawl: every further page would get all its retries and the in-crawl cell retry,
-            # at the delay, until the budget ran out. Stop; the cells read so far stand (crawlers/verdicts.py).
-            self.health.outage = (
-                f"{OUTAGE}: {self.consecutive_failures} listing requests failed in a row ({kind}) after "
-                f"{self.successes} answered"
-            )
-            self._stop("outage")
+            return
+        if self.health.outage is not None:
+            return
+        fits = self.deadline is None or time.time() + self.outage_pause < self.deadline
+        if not self.outage_paused and fits:
+            # N failures in a row are a restart, a blip or a flaky moment as often as an outage. Pause and probe:
+            # hold the host back, then go on; only the same again with no answer in between is an outage. The
+            # failed pages keep their retries.
+            self.outage_paused = True
+            self.consecutive_failures = 0
+            self._pause(request, self.outage_pause)
+            self.stats.inc_value("pointcount/outage/pauses")
+            self.stats.inc_value("pointcount/outage/seconds", self.outage_pause)
+            return
+        # The server died mid-crawl: every further page would get all its retries and the in-crawl cell retry,
+        # at the delay, until the budget ran out. Stop; the cells read so far stand (crawlers/verdicts.py).
+        again = f", again after a {self.outage_pause:g} s pause" if self.outage_paused else ""
+        self.health.outage = (
+            f"{OUTAGE}: {self.consecutive_failures} listing requests failed in a row ({kind}){again}, after "
+            f"{self.successes} answered" + ("" if self.outage_paused else " (no pause: the crawl window ends first)")
+        )
+        self._stop("outage")

@@ -116,6 +116,7 @@ def platform_settings(config: LoadedConfig, platform: Platform, deadline: float 
         "POINTCOUNT_MAX_BLOCKS": pol.max_blocks,
         "POINTCOUNT_MAX_BLOCK_SHARE": pol.max_block_share,
         "POINTCOUNT_MAX_RETRY_AFTER_S": pol.max_retry_after_s,
+        "POINTCOUNT_OUTAGE_PAUSE_S": pol.outage_pause_s,
         "POINTCOUNT_BASE_URL": platform.base_url,
         "POINTCOUNT_ALIASES": list(platform.aliases),
         "POINTCOUNT_CONSENT": platform.consent.model_dump(exclude_none=True) if platform.consent else None,

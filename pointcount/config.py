@@ -202,6 +202,8 @@ class Politeness(Strict):
     max_block_share: float = Field(default=0.5, gt=0, le=1,
                                    description="share of requests answered 429/503 beyond which the crawl is blocked")
     max_retry_after_s: float = Field(default=900.0, gt=0, description="longer Retry-After means blocked")
+    outage_pause_s: float = Field(default=60.0, ge=0, description=(
+        "pause after the first run of failed requests mid-crawl, before the same again declares an outage"))
     obey_robots: bool = True
 
 

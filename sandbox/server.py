@@ -66,9 +66,11 @@ class Faults:
     age_gate: bool = False
     embedded_json: bool = False
     # A server that dies mid-crawl: after this many listing pages answered normally, every request (robots.txt
-    # too) answers 500, or with outage_drop its connection is closed without an answer. None: never.
+    # too) answers 500, or with outage_drop its connection is closed without an answer. None: never. With
+    # outage_for, only that many requests fail so (a blip or a restart); then it answers normally again.
     outage_after: int | None = None
     outage_drop: bool = False
+    outage_for: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.error_rate <= 1:
@@ -81,6 +83,8 @@ class Faults:
             raise ValueError("churn_cells and flaky_pages must not be negative, flaky_every at least 1")
         if self.outage_after is not None and self.outage_after < 0:
             raise ValueError("outage_after must not be negative")
+        if self.outage_for is not None and (self.outage_after is None or self.outage_for < 1):
+            raise ValueError("outage_for needs outage_after and is at least 1")
 
 
 @dataclass
@@ -100,6 +104,7 @@ class _Platform:
     listing_paths: set[str] = field(default_factory=set)  # listing pages requested so far (flaky_pages)
     flaked: int = 0
     answered: int = 0  # listing pages answered 200 so far (outage_after)
+    down_served: int = 0  # requests failed by the outage so far (outage_for)
 
 
 def _make_handler(state: _Platform) -> type[BaseHTTPRequestHandler]:
@@ -129,7 +134,9 @@ def _make_handler(state: _Platform) -> type[BaseHTTPRequestHandler]:
                 block = (f.block_status is not None
                          and (f.block_requests is None or state.blocked < f.block_requests)
                          and (f.block_robots or path != "/robots.txt"))
-                down = f.outage_after is not None and state.answered >= f.outage_after
+                down = (f.outage_after is not None and state.answered >= f.outage_after
+                        and (f.outage_for is None or state.down_served < f.outage_for))
+                state.down_served += down
                 if down:
                     reason = "fault_outage"
                 elif block:

@@ -96,6 +96,8 @@ REAL_HOST = "https://directory.example.com"
 BAD_CASES: list[tuple[str, dict[str, object], str, tuple[str, ...]]] = [
     ("unknown-key", {"p.yaml": platform(colour="red")}, "p.yaml", ("colour", "unknown key")),
     ("wrong-type", {"p.yaml": platform(politeness__delay_s="fast")}, "p.yaml", ("politeness.delay_s", "number")),
+    ("negative-outage-pause", {"p.yaml": platform(politeness__outage_pause_s=-1)}, "p.yaml",
+     ("politeness.outage_pause_s", "greater than or equal to 0")),
     ("bad-regex", {"p.yaml": platform(total__regex="of ([\\d,]+")}, "p.yaml", ("total", "regex")),
     (
         "bad-url-variable",

@@ -8,8 +8,11 @@
 - 4 of 72 listing pages answering a one-off 503 with ``Retry-After: 1`` (the issue's busy server): ``ok``, exact,
   4 requests more than the truth;
 - a server that dies mid-crawl (every request answers 500, or has its connection dropped, once 20 listing pages
-  were served): the crawl stops ``POINTCOUNT_UNREACHABLE_AFTER`` (8) requests into the outage, ``partial``: the
-  cells whose pages were all served before are exact, the rest "not measured", ``transient``.
+  were served): ``POINTCOUNT_UNREACHABLE_AFTER`` (8) failed requests in a row pause the host
+  (``politeness.outage_pause_s``), 8 more with no answer between stop the crawl, 16 requests into the outage,
+  ``partial``: the cells whose pages were all served before are exact, the rest "not measured", ``transient``;
+- a blip (12 requests fail, then the server answers again): the pause rides it out, ``ok``, exact, 12 requests
+  more than the truth.
 
 Request counts come from the truth (``expected_requests``) and the sandbox's request log. Scenarios run in
 parallel threads, each its own sandbox and crawl child.
@@ -46,7 +49,12 @@ REDESIGNED = ("TLE", "women")
 SLUG_404 = ("TLF", "men", 1)
 NEXT_404 = ("TLJ", "women", 2)  # 127 listings: three pages
 OUTAGE_AFTER = 20  # listing pages served before the server dies
-STOP_AFTER = 8  # POINTCOUNT_UNREACHABLE_AFTER's default: failed requests in a row that stop the crawl
+UNREACHABLE_AFTER = 8  # POINTCOUNT_UNREACHABLE_AFTER's default: failed requests in a row that pause the host
+# Pause and probe (crawlers/middlewares.py): the first 8 in a row pause the host, 8 more with no answer in between
+# stop the crawl.
+STOP_AFTER = 2 * UNREACHABLE_AFTER
+PAUSE = 0.5  # politeness.outage_pause_s in these tests (60 s by default)
+BLIP = 12  # requests a blip fails: more than one run of 8, fewer than two
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,7 @@ CASES = (
     Case("one-off-503", Faults(flaky_pages=4, flaky_every=18, block_retry_after_s=1), "ok", BUSY),
     Case("outage-500", Faults(outage_after=OUTAGE_AFTER), "partial", SMALL),
     Case("outage-drop", Faults(outage_after=OUTAGE_AFTER, outage_drop=True), "partial", SMALL),
+    Case("outage-blip", Faults(outage_after=OUTAGE_AFTER, outage_for=BLIP), "ok", SMALL),
 )
 
 
@@ -81,7 +90,7 @@ def _run(i: int, case: Case, tmp: Path) -> Run:
     seed, n = case.population
     with Sandbox(seed=seed, n_advertisers=n, bind={P: (host, 0)}, platforms=(P,), faults={P: case.faults},
                  min_interval_s={P: DELAY}) as sb:
-        config = write_config(tmp / case.id, sb.base_urls)
+        config = write_config(tmp / case.id, sb.base_urls, {P: {"outage_pause_s": PAUSE}})
         result = crawl_platform(load_config(config), P, case.id, SNAPSHOT)
         return Run(result, sb.request_log(P), sb.truth(lad_as=RESOLVER_GAPS)["platforms"][P])
 
@@ -220,12 +229,15 @@ def test_a_server_that_dies_mid_crawl_stops_the_crawl_and_keeps_what_it_read(run
     run = runs[case_id]
     down = [i for i, e in enumerate(run.log) if e["reason"] == "fault_outage"]
     assert down and run.log[down[0] - 1]["reason"] == "ok"
-    # Stopped POINTCOUNT_UNREACHABLE_AFTER requests into the outage, every one of them a failure, each seen by the
-    # server once (no uncounted resend of a dropped connection). Before the stop, this crawl sent 4 requests per
-    # unfinished cell and 1 more for the in-crawl retry: 140 into the outage, and ended unreachable, shipping nothing.
+    # Stopped 2 × POINTCOUNT_UNREACHABLE_AFTER requests into the outage (8, a pause, 8 more), every one of them a
+    # failure, each seen by the server once (no uncounted resend of a dropped connection). Before any stop, this
+    # crawl sent 4 requests per unfinished cell and 1 more for the in-crawl retry: 140 into the outage, and ended
+    # unreachable, shipping nothing; stopping at the first 8 lost the run to a blip (see the outage-blip case).
     failures = (run.result.stats.get("pointcount/errors/DownloadFailedError") if case_id == "outage-drop"
                 else run.result.stats.get("pointcount/responses/500"))
     assert len(run.log) - down[0] == len(down) == STOP_AFTER == failures
+    assert run.result.stats["pointcount/outage/pauses"] == 1 and run.result.stats["pointcount/outage/seconds"] == PAUSE
+    assert run.log[down[UNREACHABLE_AFTER]]["t"] - run.log[down[UNREACHABLE_AFTER - 1]]["t"] >= PAUSE
     assert len(run.log) == run.result.requests < run.truth["expected_requests"]
     # Which cells the server served completely before it died, from its own log and truth (pages each cell needs).
     spec = yaml.safe_load((REPO_CONFIG_DIR / "platforms" / f"{P}.yaml").read_text())
@@ -252,3 +264,17 @@ def test_a_server_that_dies_mid_crawl_stops_the_crawl_and_keeps_what_it_read(run
     assert _check_exact_except(run, skip) >= len(complete)  # the measured cells equal the truth
     assert f"{len(grid - complete)} of {len(grid)} cells not measured" in run.result.health_reason
     assert run.result.health_reason.startswith(OUTAGE), run.result.health_reason
+
+
+def test_a_blip_mid_crawl_is_ridden_out(runs: dict[str, Run]) -> None:
+    """The server fails 12 requests in a row (one run of 8: the host pauses; 4 more), then answers again: nothing is
+    lost. The 12 pages that failed are read on their downloader retries (Scrapy queues them behind the next pages)."""
+    run = runs["outage-blip"]
+    down = [i for i, e in enumerate(run.log) if e["reason"] == "fault_outage"]
+    assert len(down) == BLIP and down == list(range(down[0], down[0] + BLIP))  # positive control: the blip struck
+    assert run.log[down[0] - 1]["reason"] == "ok" and run.log[down[-1] + 1]["reason"] == "ok"
+    assert run.result.stats["pointcount/outage/pauses"] == 1 and run.result.stats["pointcount/outage/seconds"] == PAUSE
+    assert run.log[down[UNREACHABLE_AFTER]]["t"] - run.log[down[UNREACHABLE_AFTER - 1]]["t"] >= PAUSE
+    assert not run.result.failed_cells and run.result.health_reason == "48 cells measured"
+    assert _check_exact_except(run, set()) > 48  # every cell equals the truth
+    assert len(run.log) == run.result.requests == run.truth["expected_requests"] + BLIP

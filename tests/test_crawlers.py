@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -660,16 +661,18 @@ def test_blocked_means_sustained_refusal_not_a_busy_answer_now_and_then() -> Non
 
 
 def test_a_server_that_stops_answering_mid_crawl_stops_the_crawl() -> None:
-    """POINTCOUNT_UNREACHABLE_AFTER failed listing requests in a row stop the crawl even after successes (an outage):
-    no page is tried again, the cell read before stays measured, every unfinished cell fails transient."""
+    """POINTCOUNT_UNREACHABLE_AFTER failed listing requests in a row after successes pause the host
+    (POINTCOUNT_OUTAGE_PAUSE_S); as many again with no answer in between stop the crawl (an outage): no page is
+    tried again, the cell read before stays measured, every unfinished cell fails transient."""
     from scrapy.spidermiddlewares.httperror import HttpError
     from twisted.python.failure import Failure
 
     from crawlers.verdicts import OUTAGE
 
     p = platform(regions={"yorkshire": "TLE", "london": "TLI", "scotland": "TLM"})
-    downloader = SimpleNamespace(get_slot_key=lambda request: "host", slots={})
-    spider = make_spider(p, POINTCOUNT_UNREACHABLE_AFTER=4)
+    slot = SimpleNamespace(delay=0.1, lastseen=0.0)
+    downloader = SimpleNamespace(get_slot_key=lambda request: "host", slots={"host": slot})
+    spider = make_spider(p, POINTCOUNT_UNREACHABLE_AFTER=4, POINTCOUNT_OUTAGE_PAUSE_S=30)
     spider.crawler.engine = SimpleNamespace(spider=None, downloader=downloader)  # nothing to close in a unit test
     mw = PolitenessMiddleware(spider.crawler)
 
@@ -687,14 +690,25 @@ def test_a_server_that_stops_answering_mid_crawl_stops_the_crawl() -> None:
     london = f"{BASE}/search/london/female?page=1"
     for status in (500, 502, 503, 200):  # 3 failures, then an answer: a bad moment, not an outage
         answer(london, status)
-    assert spider.health.stop_reason() is None
-    for _ in range(3):
+    assert spider.health.stop_reason() is None and not mw.pause_until
+    before = time.monotonic()
+    for _ in range(4):  # 4 in a row: a blip or an outage? Pause the host, then go on
+        answer(london, 500)
+    assert spider.health.stop_reason() is None and mw.stats.get_value("pointcount/outage/pauses") == 1
+    assert mw.pause_until["host"] >= before + 30 and slot.lastseen == mw.pause_until["host"] - slot.delay
+    assert mw.stats.get_value("pointcount/retry_after/resume_at") >= time.time() + 29  # for the host's next crawl
+    answer(london, 200)  # it answers again: a blip, and the warning is cleared
+    for _ in range(4):  # the next 4 in a row are a new blip: paused again, not an outage
+        answer(london, 500)
+    assert spider.health.stop_reason() is None and mw.stats.get_value("pointcount/outage/pauses") == 2
+    for _ in range(3):  # ... and 4 more with no answer in between are the outage
         answer(london, 500)
     req = Request(london)
     mw.process_request(req)
     mw.process_exception(req, ConnectionRefusedError())  # connection errors count as much as 5xx
-    why = f"{OUTAGE}: 4 listing requests failed in a row (ConnectionRefusedError) after 2 answered"
-    assert spider.health.outage == why
+    why = (f"{OUTAGE}: 4 listing requests failed in a row (ConnectionRefusedError), again after a 30 s pause, "
+           "after 3 answered")
+    assert spider.health.outage == why and mw.stats.get_value("pointcount/outage/pauses") == 2
     assert spider.health.stop_reason() == "outage"
     with pytest.raises(IgnoreRequest):  # nothing more goes out
         mw.process_request(Request(f"{BASE}/search/scotland/female?page=1"))
@@ -714,13 +728,23 @@ def test_a_server_that_stops_answering_mid_crawl_stops_the_crawl() -> None:
     assert reasons == {"london": ("transient", "HTTP 500 on the listing page"), "scotland": ("transient", OUTAGE)}
     health, reason = verdict(spider.health)
     assert health == "partial" and reason.startswith(why), reason
-    # Control: the same failures before any listing page answered are 'unreachable', as before.
+    # Control: the same failures before any listing page answered are 'unreachable', as before, with no pause.
     spider = make_spider(p, POINTCOUNT_UNREACHABLE_AFTER=4)
     spider.crawler.engine = SimpleNamespace(spider=None)
     mw = PolitenessMiddleware(spider.crawler)
     for _ in range(4):
         answer(london, 500)
-    assert spider.health.unreachable and spider.health.outage is None
+    assert spider.health.unreachable and spider.health.outage is None and not mw.pause_until
+    # A pause that would outlast the crawl window is not taken: the first 4 in a row are the outage.
+    spider = make_spider(p, POINTCOUNT_UNREACHABLE_AFTER=4, POINTCOUNT_OUTAGE_PAUSE_S=30,
+                         POINTCOUNT_DEADLINE=time.time() + 20)
+    spider.crawler.engine = SimpleNamespace(spider=None, downloader=downloader)
+    mw = PolitenessMiddleware(spider.crawler)
+    answer(london, 200)
+    for _ in range(4):
+        answer(london, 500)
+    assert spider.health.outage == (f"{OUTAGE}: 4 listing requests failed in a row (HTTP 500), after 1 answered "
+                                    "(no pause: the crawl window ends first)") and not mw.pause_until
 
 
 def _config(tmp_path: Path, start: str, end: str) -> LoadedConfig:

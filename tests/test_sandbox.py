@@ -491,6 +491,16 @@ def test_fault_outage_after_some_listing_pages() -> None:
         assert [(e["status"], e["reason"]) for e in sb.request_log("sandbox-api")] == [(200, "ok"), (0, "fault_outage")]
     with pytest.raises(ValueError):
         Faults(outage_after=-1)
+    # A blip: only the next 3 requests fail (robots.txt counted too), then the server answers again.
+    with small(faults={"sandbox-directory": Faults(outage_after=1, outage_for=3)}) as sb:
+        d = sb.base_urls["sandbox-directory"]
+        assert [get(d + _listing("sandbox-directory"))[0] for _ in range(3)] == [200, 500, 500]
+        assert get(d + "/robots.txt")[0] == 500
+        assert [get(d + _listing("sandbox-directory"))[0] for _ in range(2)] == [200, 200]
+        assert [e["reason"] for e in sb.request_log("sandbox-directory")].count("fault_outage") == 3
+    for bad in ({"outage_for": 2}, {"outage_after": 1, "outage_for": 0}):
+        with pytest.raises(ValueError):
+            Faults(**bad)  # type: ignore[arg-type]
 
 
 def test_fault_slow_answers_past_the_timeout() -> None:
