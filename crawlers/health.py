@@ -11,7 +11,7 @@ platform's health summarises them with :func:`crawlers.verdicts.platform_health`
   refused (a redirect off the platform's origin: read as disallow all);
 - ``budget_exhausted``: the request budget, the crawl time window or ``max_pages`` ran out before the walk ended;
 - ``unreachable``: no listing page answered 200 (connection refused, timeouts, 5xx throughout) and no sign of a
-  site change, or the server stopped answering before any cell was measured;
+  site change, or the server stopped answering before any cell with a count was measured;
 - ``partial`` after an *outage*: the server stopped answering mid-crawl (``POINTCOUNT_UNREACHABLE_AFTER`` listing
   requests failed in a row after some had answered, a pause, and as many again with no answer in between): the
   crawl stops, the cells measured before load, the rest are ``transient`` "not measured";

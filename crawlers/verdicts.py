@@ -25,7 +25,7 @@ distinct count lies within ``allowed(t) = max(churn_abs, floor(churn_share × t)
 pages stated, and no more than ``allowed`` cards were repeats. Defaults: ``churn_share`` 0.02, ``churn_abs`` 2.
 
 Platform health (:func:`platform_health`), first match wins: ``blocked`` > ``budget_exhausted`` >
-``unreachable`` (nothing answered; or the server stopped answering before any cell was measured) >
+``unreachable`` (nothing answered; or the server stopped answering before any cell with a count was measured) >
 ``site_changed`` (no cell measured, a whole platform at zero, or more than ``max_failed_share`` of cells failed
 mostly by site change) > ``unreachable`` (more than that share failed, mostly transient, while the server kept
 answering) > ``partial`` (some cells failed: their reasons are carried; a server that stopped answering mid-crawl
@@ -242,8 +242,10 @@ def platform_health(
     if total and pages_ok == 0 and (unreachable or outage or not changed):
         stop = unreachable or outage
         return "unreachable", stop or (_top(transient) if transient else "no listing page answered 200")
-    if total and not measured and outage and sum(transient.values()) > sum(changed.values()):
-        return "unreachable", outage  # down before any cell was read: the flow may retry the whole platform
+    if total and outage and not any(v.count for v in measured) and sum(transient.values()) > sum(changed.values()):
+        # Down before any cell with a count was read: the flow may retry the whole platform. A few true zeros
+        # read first (an empty niche category) say nothing of the rest: not a whole platform at zero.
+        return "unreachable", outage
     if total and not measured:
         return "site_changed", f"no cell measured: {_top(changed or transient or Counter(v.reason for v in failed))}"
     if measured and not any(v.count for v in measured):

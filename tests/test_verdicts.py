@@ -119,8 +119,15 @@ def test_a_server_that_dies_mid_crawl_leaves_a_partial_platform() -> None:
     # Down before any cell was measured: nothing to keep, the flow may retry the whole platform.
     assert platform_health([down] * 48, outage=why) == ("unreachable", why)
     assert platform_health([down] * 48, outage=why, pages_ok=0) == ("unreachable", why)
-    # Still first: blocks, the budget, a whole platform at zero, and a share failed mostly by site change.
+    # Still first: blocks, the budget, and a share failed mostly by site change.
     gone = CellVerdict(False, failure="site_changed", reason="HTTP 404 on the listing page")
     assert platform_health([good, down], outage=why, exhausted="request budget of 10 spent")[0] == "budget_exhausted"
-    assert platform_health([zero] * 20 + [down] * 28, outage=why)[0] == "site_changed"
+    # Down after only true zeros (an empty category first in the grid): no evidence of a whole platform at zero,
+    # so unreachable (the flow retries it), not site_changed; in count mode too. Controls: the zeros without an
+    # outage are site_changed; one cell with a count is partial.
+    assert platform_health([zero] + [down] * 47, outage=why, pages_ok=3) == ("unreachable", why)
+    assert platform_health([zero] * 2 + [down] * 46, outage=why, pages_ok=3, mode="count") == ("unreachable", why)
+    assert platform_health([zero] * 20 + [down] * 28, outage=why) == ("unreachable", why)
+    assert platform_health([zero] * 20 + [down] * 28)[0] == "site_changed"
+    assert platform_health([zero] + [good] + [down] * 46, outage=why, pages_ok=3)[0] == "partial"
     assert platform_health([good] * 20 + [gone] * 20 + [down] * 8, outage=why)[0] == "site_changed"
