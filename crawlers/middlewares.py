@@ -16,7 +16,8 @@ Scrapy alone does not apply robots.txt ``Crawl-delay``, does not honour ``Retry-
 - at most ``POINTCOUNT_BUDGET`` requests (robots.txt and retries included), then ``budget_exhausted``;
 - no request after ``POINTCOUNT_DEADLINE`` (epoch seconds, the end of the run's crawl window);
 - ``POINTCOUNT_UNREACHABLE_AFTER`` (N) consecutive failed listing requests (5xx, timeouts, connection errors; each
-  downloader retry counts; a 2xx resets the count; robots.txt counts neither way) stop
+  downloader retry counts; a 2xx resets the count; robots.txt and the consent request count
+  neither way) stop
   the crawl before any success as ``unreachable``. After some listing page had answered, the first N in a row
   *pause and probe*: the host is paused for ``POINTCOUNT_OUTAGE_PAUSE_S`` (as for a Retry-After: the delay floor
   and the next crawl's hand-over hold), the count restarts and the crawl goes on (the failed pages keep their
@@ -448,8 +449,8 @@ class PolitenessMiddleware:
         return self.delay + self.margin
 
     def _listing(self, request: Request) -> bool:
-        """Whether a request counts toward the failure/success run: not robots.txt."""
-        return not request.meta.get("dont_obey_robotstxt")
+        """Whether a request counts toward the failure/success run: not robots.txt, not the consent request."""
+        return not (request.meta.get("dont_obey_robotstxt") or request.meta.get("pointcount_consent"))
 
     def _pause(self, request: Request, seconds: float) -> None:
         """Hold the request's host back for ``seconds`` from now (a Retry-After window, an outage's pause)."""
@@ -548,12 +549,14 @@ class PolitenessMiddleware:
             )
             self._stop("blocked")
             raise IgnoreRequest("blocked")
-        if self._listing(request):  # robots.txt answering says little about listings
-            if 200 <= response.status < 300:
+        ok = 200 <= response.status < 300
+        if ok and not request.meta.get("dont_obey_robotstxt"):
+            self.blocks_in_a_row = 0  # the wait resolved: an occasional busy answer, not a block
+        if self._listing(request):  # robots.txt or the consent URL answering says little about listings
+            if ok:
                 self.successes += 1
                 self.consecutive_failures = 0
                 self.outage_paused = False  # the server answers again: a blip, not an outage
-                self.blocks_in_a_row = 0  # the wait resolved: an occasional busy answer, not a block
             elif response.status >= 500 and "pointcount_block" not in request.meta:
                 self._failure(request, f"HTTP {response.status}")
         if "pointcount_block" not in request.meta:

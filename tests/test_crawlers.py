@@ -747,6 +747,38 @@ def test_a_server_that_stops_answering_mid_crawl_stops_the_crawl() -> None:
                                     "(no pause: the crawl window ends first)") and not mw.pause_until
 
 
+def test_the_consent_request_counts_neither_as_an_answer_nor_as_a_failure() -> None:
+    """The consent URL is not a listing page: its 200 is no sign the listings answer (else 4 listing failures read as
+    a mid-crawl outage: a pause, then 'partial'), and its failures are not listing failures."""
+    p = platform()
+    downloader = SimpleNamespace(get_slot_key=lambda request: "host", slots={})
+    spider = make_spider(p, POINTCOUNT_UNREACHABLE_AFTER=4)
+    spider.crawler.engine = SimpleNamespace(spider=None, downloader=downloader)
+    mw = PolitenessMiddleware(spider.crawler)
+
+    def answer(url: str, status: int, **meta: Any) -> None:
+        req = Request(url, meta=meta)
+        mw.process_request(req)
+        mw.process_response(req, HtmlResponse(url, status=status, body=b"<html></html>", request=req))
+
+    for _ in range(4):  # the consent URL failing all its tries: not 4 listing failures
+        answer(f"{BASE}/age-check", 500, pointcount_consent=True)
+    assert spider.health.stop_reason() is None and mw.consecutive_failures == 0
+    answer(f"{BASE}/age-check", 200, pointcount_consent=True)  # it answers, setting the cookie
+    for _ in range(4):  # ... and every listing page fails: no listing page ever answered
+        answer(f"{BASE}/search/london/female?page=1", 500)
+    assert spider.health.unreachable == "4 consecutive failures (HTTP 500), no listing page"
+    assert spider.health.outage is None and not mw.pause_until
+    # Control: a listing page answering is a success, and the same 4 failures then pause the host.
+    spider = make_spider(p, POINTCOUNT_UNREACHABLE_AFTER=4)
+    spider.crawler.engine = SimpleNamespace(spider=None, downloader=downloader)
+    mw = PolitenessMiddleware(spider.crawler)
+    answer(f"{BASE}/search/london/female?page=1", 200)
+    for _ in range(4):
+        answer(f"{BASE}/search/london/male?page=1", 500)
+    assert spider.health.stop_reason() is None and mw.pause_until
+
+
 def _config(tmp_path: Path, start: str, end: str) -> LoadedConfig:
     run = RunConfig.model_validate({"ethics": {"contact": "a@b.example"}, "platforms": ["x.yaml"],
                                     "crawl": {"window_start": start, "window_end": end},
