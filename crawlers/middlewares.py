@@ -302,12 +302,14 @@ class ConsentMiddleware:
     request goes on, that path on the platform's origin is fetched once with GET (through the whole downloader
     chain: origin guard, robots.txt, delay, budget; redirects not followed), and only the cookies its answer sets
     are kept, in memory, for the rest of the crawl: name, value and the ``Domain``, ``Path`` and ``Secure``
-    attributes, which decide where each goes as in a browser (RFC 6265: a cookie without ``Domain`` only to the
-    host that set it, not to its ``www.`` alias; with ``Domain`` to that domain and its subdomains; ``Path`` a
-    prefix of the request path; ``Secure`` only over https; a ``Domain`` not covering the consent URL's host drops
-    the cookie). The body is never read. An answer that sets no cookie, or a consent URL that cannot be fetched, is
-    a site change (robots.txt forbidding it: blocked); listing pages then go without a cookie and show the
-    interstitial, which fails loudly as well.
+    attributes, which decide where each goes as in a browser (RFC 6265: a cookie without ``Domain`` only to the host
+    that set it, not to its ``www.`` alias; with ``Domain`` to that domain and its subdomains; ``Path`` a prefix of
+    the request path; ``Secure`` only over https; a ``Domain`` not covering the consent URL's host drops the
+    cookie). Each request gets exactly the cookies that apply to its own URL: a redirected request, which Scrapy
+    hands back with the original's Cookie header, gets them anew (none: the header is removed). The body is never
+    read. An answer that sets no cookie, or a consent URL that cannot be fetched, is a site change (robots.txt
+    forbidding it: blocked); listing pages then go without a cookie and show the interstitial, which fails loudly as
+    well.
     """
 
     def __init__(self, crawler: Crawler, consent: dict[str, Any], base_url: str | None):
@@ -339,6 +341,8 @@ class ConsentMiddleware:
             pairs = [(c.name, c.value) for c in going]
         if pairs:
             request.headers[b"Cookie"] = "; ".join(f"{k}={v}" for k, v in pairs)
+        else:  # a same-host redirect comes back with the Cookie header Scrapy copied from the original request
+            request.headers.pop(b"Cookie", None)
 
     async def _consent_once(self) -> None:
         if self.pending is not None:  # another request is fetching it: wait for the same answer

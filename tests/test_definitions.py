@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from parsel import Selector
 from scrapy import Request
+from scrapy.downloadermiddlewares.redirect import RedirectMiddleware
 from scrapy.http import Headers, Response
 from scrapy.utils.test import get_crawler
 
@@ -95,7 +96,8 @@ def test_aliases_are_on_origin_and_share_one_download_slot() -> None:
 def _consent(set_cookie: list[str], consent: dict[str, Any], base: str = "https://example.org"
              ) -> tuple[Callable[[str], str | None], list[str]]:
     """A ConsentMiddleware whose consent GET is answered by a hand-built response (no network). Returns a function
-    giving the Cookie header the middleware puts on a request to a URL, and the URLs it fetched."""
+    giving the Cookie header the middleware puts on a request to a URL (or, with ``redirected_to``, on the request
+    Scrapy's RedirectMiddleware makes of it for a 301 there), and the URLs it fetched."""
     crawler = get_crawler(settings_dict={"POINTCOUNT_CONSENT": consent, "POINTCOUNT_BASE_URL": base})
     fetched: list[str] = []
 
@@ -109,9 +111,14 @@ def _consent(set_cookie: list[str], consent: dict[str, Any], base: str = "https:
     crawler.stats.open_spider()
     mw = ConsentMiddleware.from_crawler(crawler)
 
-    def cookie(url: str) -> str | None:
+    def cookie(url: str, redirected_to: str | None = None) -> str | None:
         req = Request(url)
         asyncio.run(mw.process_request(req))
+        if redirected_to is not None:  # the redirected request comes through the middlewares again
+            moved = Response(url, status=301, headers=Headers({"Location": redirected_to}), request=req)
+            req = RedirectMiddleware.from_crawler(crawler).process_response(req, moved)
+            assert isinstance(req, Request) and req.url == redirected_to
+            asyncio.run(mw.process_request(req))
         value = req.headers.get(b"Cookie")
         return value.decode() if value is not None else None
 
@@ -137,6 +144,12 @@ def test_a_consent_cookie_goes_only_where_its_attributes_say() -> None:
     assert cookie("https://example.org/gate/next") == "nopath=6; host=1; dom=2; sec=4"
     assert cookie("https://example.org/gateway") == "host=1; dom=2; sec=4"
     assert cookie("https://notexample.org/search") is None  # a suffix of the name is not a subdomain
+    # A same-host redirect: Scrapy copies the Cookie header; only the cookies covering the new path stay on it.
+    assert cookie("https://example.org/search/leeds", "https://example.org/listings/leeds") == "host=1; dom=2; sec=4"
+    assert cookie("https://example.org/gate/x", "https://example.org/gateway") == "host=1; dom=2; sec=4"
+    deep, _ = _consent(["deep=3; Path=/search"], {"url": "/gate/age"})
+    assert deep("https://example.org/search/leeds") == "deep=3"  # control: it goes where its path covers
+    assert deep("https://example.org/search/leeds", "https://example.org/listings/leeds") is None  # none applies
     assert fetched == ["https://example.org/gate/age?accept=1"]
     # An IP-address host has no subdomains: a Domain must name it exactly.
     cookie, _ = _consent(["ip=1; Domain=127.0.0.62", "wide=2; Domain=0.0.62"], {"url": "/age-check"},
