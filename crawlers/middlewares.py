@@ -28,7 +28,8 @@ Scrapy alone does not apply robots.txt ``Crawl-delay``, does not honour ``Retry-
   Scrapy queues a downloader retry behind them, or retries), with one pause between the 8th and the 9th; a blip
   is survived when the server answers again by the 16th request, i.e. within about 14 delays + the pause of
   the first failure (3 s and 60 s: ~100 s; longer with timeouts, each try waiting up to ``timeout_s``). A pause
-  that would outlast the crawl window (``POINTCOUNT_DEADLINE``) is not taken: the outage is declared at once;
+  that would outlast the crawl window (``POINTCOUNT_DEADLINE``) is not taken: the outage is declared at once. An
+  outage pauses the host once more, handed to its next crawl (``pointcount/retry_after/resume_at``);
 - a 401, 403 or 451 on a listing page means the site refuses us: the crawl stops as ``blocked`` (no retry).
 
 ``GuardMiddleware`` (always on, first in the chain) refuses every request outside the platform's origins
@@ -616,4 +617,6 @@ class PolitenessMiddleware:
             f"{OUTAGE}: {self.consecutive_failures} listing requests failed in a row ({kind}){again}, after "
             f"{self.successes} answered" + ("" if self.outage_paused else " (no pause: the crawl window ends first)")
         )
+        # A cool-down the host's next crawl (another platform on it, the flow's retry) waits out (hostlock).
+        self._pause(request, self.outage_pause)
         self._stop("outage")

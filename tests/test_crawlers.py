@@ -744,7 +744,10 @@ def test_a_server_that_stops_answering_mid_crawl_stops_the_crawl() -> None:
     for _ in range(4):
         answer(london, 500)
     assert spider.health.outage == (f"{OUTAGE}: 4 listing requests failed in a row (HTTP 500), after 1 answered "
-                                    "(no pause: the crawl window ends first)") and not mw.pause_until
+                                    "(no pause: the crawl window ends first)")
+    # The outage itself leaves the host a cool-down for its next crawl (crawlers/hostlock.py reads resume_at).
+    assert mw.stats.get_value("pointcount/retry_after/resume_at") >= time.time() + 29
+    assert mw.stats.get_value("pointcount/outage/pauses") is None  # a cool-down, not a pause-and-probe
 
 
 def test_the_consent_request_counts_neither_as_an_answer_nor_as_a_failure() -> None:
