@@ -15,7 +15,7 @@ Scrapy alone does not apply robots.txt ``Crawl-delay``, does not honour ``Retry-
   answers were refusals), or a Retry-After longer than ``POINTCOUNT_MAX_RETRY_AFTER_S``;
 - at most ``POINTCOUNT_BUDGET`` requests (robots.txt and retries included), then ``budget_exhausted``;
 - no request after ``POINTCOUNT_DEADLINE`` (epoch seconds, the end of the run's crawl window);
-- ``POINTCOUNT_UNREACHABLE_AFTER`` (N) consecutive failed listing requests (5xx, timeouts, connection errors; each
+- ``POINTCOUNT_UNREACHABLE_AFTER`` (N) consecutive failed listing requests (5xx, 408, timeouts, connection errors; each
   downloader retry counts; a 2xx resets the count; robots.txt and the consent request count
   neither way) stop
   the crawl before any success as ``unreachable``. After some listing page had answered, the first N in a row
@@ -562,7 +562,7 @@ class PolitenessMiddleware:
                 self.successes += 1
                 self.consecutive_failures = 0
                 self.outage_paused = False  # the server answers again: a blip, not an outage
-            elif response.status >= 500 and "pointcount_block" not in request.meta:
+            elif (response.status >= 500 or response.status == 408) and "pointcount_block" not in request.meta:
                 self._failure(request, f"HTTP {response.status}")
         if "pointcount_block" not in request.meta:
             return response

@@ -748,6 +748,14 @@ def test_a_server_that_stops_answering_mid_crawl_stops_the_crawl() -> None:
     # The outage itself leaves the host a cool-down for its next crawl (crawlers/hostlock.py reads resume_at).
     assert mw.stats.get_value("pointcount/retry_after/resume_at") >= time.time() + 29
     assert mw.stats.get_value("pointcount/outage/pauses") is None  # a cool-down, not a pause-and-probe
+    # A 408 (a load balancer in trouble) is a failure too, like a 5xx: 4 in a row after an answer pause the host.
+    spider = make_spider(p, POINTCOUNT_UNREACHABLE_AFTER=4, POINTCOUNT_OUTAGE_PAUSE_S=30)
+    spider.crawler.engine = SimpleNamespace(spider=None, downloader=downloader)
+    mw = PolitenessMiddleware(spider.crawler)
+    answer(london, 200)
+    for _ in range(4):
+        answer(london, 408)
+    assert mw.stats.get_value("pointcount/outage/pauses") == 1
 
 
 def test_the_consent_request_counts_neither_as_an_answer_nor_as_a_failure() -> None:
