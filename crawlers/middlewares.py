@@ -12,7 +12,9 @@ Scrapy alone does not apply robots.txt ``Crawl-delay``, does not honour ``Retry-
   is then retried after the window. A wait that resolves is not a block: only sustained refusal stops the crawl
   as ``blocked``: more than ``POINTCOUNT_MAX_BLOCKS`` such answers in a row (a 2xx in between resets the run),
   more than ``POINTCOUNT_MAX_BLOCK_SHARE`` of the requests so far (once more than ``POINTCOUNT_MAX_BLOCKS``
-  answers were refusals), or a Retry-After longer than ``POINTCOUNT_MAX_RETRY_AFTER_S``;
+  answers were refusals), or a Retry-After longer than ``POINTCOUNT_MAX_RETRY_AFTER_S``. 503s (not 429s) on
+  listing pages, in a row or with a too long Retry-After, after some listing page had answered are maintenance,
+  not a refusal: they end the crawl as an *outage* (below) instead, so the cells measured before stand;
 - at most ``POINTCOUNT_BUDGET`` requests (robots.txt and retries included), then ``budget_exhausted``;
 - no request after ``POINTCOUNT_DEADLINE`` (epoch seconds, the end of the run's crawl window);
 - ``POINTCOUNT_UNREACHABLE_AFTER`` (N) consecutive failed listing requests (5xx, 408, timeouts, connection errors; each
@@ -507,19 +509,27 @@ class PolitenessMiddleware:
         self.blocks += 1
         self.blocks_in_a_row += 1
         self.stats.inc_value("pointcount/blocks")
+        refused, down = None, False  # down: the server stopped answering (nothing but refusals lately)
         if seconds > self.max_retry_after:
-            self.health.blocked = (
-                f"Retry-After of {seconds:.0f} s exceeds max_retry_after_s = {self.max_retry_after:.0f} s"
-            )
+            refused = f"Retry-After of {seconds:.0f} s exceeds max_retry_after_s = {self.max_retry_after:.0f} s"
+            down = True
         elif self.blocks_in_a_row > self.max_blocks:
-            self.health.blocked = (
-                f"{self.blocks_in_a_row} refusals (429/503) in a row exceed max_blocks = {self.max_blocks}"
-            )
+            refused = f"{self.blocks_in_a_row} refusals (429/503) in a row exceed max_blocks = {self.max_blocks}"
+            down = True
         elif self.blocks > self.max_blocks and self.blocks > self.max_block_share * self._asked():
-            self.health.blocked = (
+            # Refusing most requests while answering some: throttling us, a block.
+            refused = (
                 f"{self.blocks} of {self._asked()} requests refused (429/503), over max_block_share = "
                 f"{self.max_block_share:g}"
             )
+        if down and response.status == 503 and self.successes and self._listing(request):
+            # 503 + Retry-After and nothing else from a server that had answered listing pages: maintenance, not a
+            # refusal of us. End as an outage, so the cells it answered before stand (a block ships none).
+            self.health.outage = self.health.outage or (
+                f"{OUTAGE}: HTTP 503 with Retry-After, {refused}, after {self.successes} answered"
+            )
+        elif refused:
+            self.health.blocked = refused
         # Pause even when giving up, so nothing else goes out inside the window while the spider closes.
         self._pause(request, seconds)
         self.stats.inc_value("pointcount/retry_after/pauses")
@@ -569,6 +579,9 @@ class PolitenessMiddleware:
         if self.health.blocked:
             self._stop("blocked")
             raise IgnoreRequest("blocked")
+        if self.health.outage:
+            self._stop("outage")
+            raise IgnoreRequest("outage")
         # Same request again; the slot holds it back until the Retry-After window has passed.
         retry = request.replace(dont_filter=True)
         retry.meta.pop("pointcount_block", None)

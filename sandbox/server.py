@@ -71,6 +71,8 @@ class Faults:
     outage_after: int | None = None
     outage_drop: bool = False
     outage_for: int | None = None
+    # The outage as maintenance: 503 with this Retry-After instead of a 500 (None: a plain 500).
+    maintenance_retry_after_s: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.error_rate <= 1:
@@ -85,6 +87,8 @@ class Faults:
             raise ValueError("outage_after must not be negative")
         if self.outage_for is not None and (self.outage_after is None or self.outage_for < 1):
             raise ValueError("outage_for needs outage_after and is at least 1")
+        if self.maintenance_retry_after_s is not None and (self.outage_after is None or self.outage_drop):
+            raise ValueError("maintenance_retry_after_s needs outage_after (and answers, so no outage_drop)")
 
 
 @dataclass
@@ -156,7 +160,10 @@ def _make_handler(state: _Platform) -> type[BaseHTTPRequestHandler]:
                 self._record(state, path + (f"?{parts.query}" if parts.query else ""), 0, reason, in_window)
                 self.close_connection = True  # no status line: the client sees the connection lost
                 return
-            if down:
+            if down and f.maintenance_retry_after_s is not None:
+                resp = Response(503, "text/plain; charset=utf-8", b"Down for maintenance.\n")
+                headers.append(("Retry-After", str(f.maintenance_retry_after_s)))
+            elif down:
                 resp = Response(500, "text/plain; charset=utf-8", b"Internal error.\n")
             elif reason == "fault_block":
                 resp = Response(int(f.block_status or 429), "text/plain; charset=utf-8", b"Slow down.\n")

@@ -20,6 +20,7 @@ parallel threads, each its own sandbox and crawl child.
 
 from __future__ import annotations
 
+import itertools
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ UNREACHABLE_AFTER = 8  # POINTCOUNT_UNREACHABLE_AFTER's default: failed requests
 STOP_AFTER = 2 * UNREACHABLE_AFTER
 PAUSE = 0.5  # politeness.outage_pause_s in these tests (60 s by default)
 BLIP = 12  # requests a blip fails: more than one run of 8, fewer than two
+MAINTENANCE_S = 1  # Retry-After of the maintenance 503s
+MAX_BLOCKS = 3  # politeness.max_blocks' default: the 4th 503 in a row is sustained
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ CASES = (
     Case("outage-500", Faults(outage_after=OUTAGE_AFTER), "partial", SMALL),
     Case("outage-drop", Faults(outage_after=OUTAGE_AFTER, outage_drop=True), "partial", SMALL),
     Case("outage-blip", Faults(outage_after=OUTAGE_AFTER, outage_for=BLIP), "ok", SMALL),
+    Case("maintenance", Faults(outage_after=OUTAGE_AFTER, maintenance_retry_after_s=MAINTENANCE_S), "partial", SMALL),
 )
 
 
@@ -238,6 +242,28 @@ def test_a_server_that_dies_mid_crawl_stops_the_crawl_and_keeps_what_it_read(run
     assert len(run.log) - down[0] == len(down) == STOP_AFTER == failures
     assert run.result.stats["pointcount/outage/pauses"] == 1 and run.result.stats["pointcount/outage/seconds"] == PAUSE
     assert run.log[down[UNREACHABLE_AFTER]]["t"] - run.log[down[UNREACHABLE_AFTER - 1]]["t"] >= PAUSE
+    page = "HTTP 500" if case_id == "outage-500" else "DownloadFailedError"
+    _check_cells_after_outage(run, down, (OUTAGE, f"{page} on the listing page", f"{page} on the next page"))
+
+
+def test_a_server_down_for_maintenance_mid_crawl_keeps_what_it_read(runs: dict[str, Run]) -> None:
+    """Sustained 503 + Retry-After after the server had answered: maintenance, an outage, not a block (a block
+    ships nothing: before, this crawl ended blocked and its measured cells were thrown away)."""
+    run = runs["maintenance"]
+    down = [i for i, e in enumerate(run.log) if e["reason"] == "fault_outage"]
+    assert down and run.log[down[0] - 1]["reason"] == "ok"
+    assert {run.log[i]["status"] for i in down} == {503}  # positive control: the maintenance answers were sent
+    # Each 503 waited out (its Retry-After), the 4th in a row (more than max_blocks) ends the crawl.
+    assert len(run.log) - down[0] == len(down) == MAX_BLOCKS + 1 == run.result.stats["pointcount/responses/503"]
+    for before, after in itertools.pairwise(down):
+        assert run.log[after]["t"] - run.log[before]["t"] >= MAINTENANCE_S
+    assert run.result.health == "partial" and "blocked" not in run.result.health_reason
+    _check_cells_after_outage(run, down, (OUTAGE,))
+
+
+def _check_cells_after_outage(run: Run, down: list[int], reasons: tuple[str, ...]) -> None:
+    """The cells the server served completely before ``down[0]`` stay measured and equal the truth; every other
+    cell is not measured, transient, with one of ``reasons``."""
     assert len(run.log) == run.result.requests < run.truth["expected_requests"]
     # Which cells the server served completely before it died, from its own log and truth (pages each cell needs).
     spec = yaml.safe_load((REPO_CONFIG_DIR / "platforms" / f"{P}.yaml").read_text())
@@ -258,8 +284,7 @@ def test_a_server_that_dies_mid_crawl_stops_the_crawl_and_keeps_what_it_read(run
     assert set(failed) >= grid - complete
     for cell in grid - complete:  # every cell the outage left unfinished: not measured, transient
         assert failed[cell].kind == "transient", (cell, failed[cell])
-        page = "HTTP 500" if case_id == "outage-500" else "DownloadFailedError"
-        assert failed[cell].reason in (OUTAGE, f"{page} on the listing page", f"{page} on the next page"), cell
+        assert failed[cell].reason in reasons, (cell, failed[cell])
     skip = {(f.region_level, f.region_code, f.category) for f in run.result.failed_cells}
     assert _check_exact_except(run, skip) >= len(complete)  # the measured cells equal the truth
     assert f"{len(grid - complete)} of {len(grid)} cells not measured" in run.result.health_reason

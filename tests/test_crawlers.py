@@ -658,6 +658,18 @@ def test_blocked_means_sustained_refusal_not_a_busy_answer_now_and_then() -> Non
             break
     assert refused == 3 and mw.blocks == 4  # the 4th refusal (4 pages and robots.txt asked): over both limits
     assert spider.health.blocked == "4 of 5 requests refused (429/503), over max_block_share = 0.5"
+    # After the server had answered: 503s in a row are maintenance (an outage: the cells read before stand), 429s
+    # in a row are still a refusal of us (blocked).
+    spider, mw = politeness()
+    for status in (200, 503, 503, 503, 503):
+        answer(mw, status)
+    assert spider.health.blocked is None
+    assert spider.health.outage is not None and "4 refusals (429/503) in a row" in spider.health.outage
+    spider, mw = politeness()
+    for status in (200, 429, 429, 429, 429):
+        answer(mw, status)
+    assert spider.health.outage is None
+    assert spider.health.blocked == "4 refusals (429/503) in a row exceed max_blocks = 3"
 
 
 def test_a_server_that_stops_answering_mid_crawl_stops_the_crawl() -> None:
