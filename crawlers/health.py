@@ -13,8 +13,9 @@ platform's health summarises them with :func:`crawlers.verdicts.platform_health`
 - ``unreachable``: no listing page answered 200 (connection refused, timeouts, 5xx throughout) and no sign of a
   site change, or the server stopped answering before any cell with a count was measured;
 - ``partial`` after an *outage*: the server stopped answering mid-crawl (``POINTCOUNT_UNREACHABLE_AFTER`` listing
-  requests failed in a row after some had answered, a pause, and as many again with no answer in between): the
-  crawl stops, the cells measured before load, the rest are ``transient`` "not measured";
+  requests failed in a row after some had answered, a pause, and as many again with no answer in between; or
+  sustained 503s with Retry-After, i.e. maintenance): the crawl stops, the cells measured before load, the rest
+  are ``transient`` "not measured";
 - ``failed``: an exception in the spider, or cells that never finished without any stop reason.
 
 A verdict other than ``ok``/``partial`` tells the warehouse and publish stages to exclude the platform's numbers; a

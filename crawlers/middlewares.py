@@ -17,10 +17,9 @@ Scrapy alone does not apply robots.txt ``Crawl-delay``, does not honour ``Retry-
   not a refusal: they end the crawl as an *outage* (below) instead, so the cells measured before stand;
 - at most ``POINTCOUNT_BUDGET`` requests (robots.txt and retries included), then ``budget_exhausted``;
 - no request after ``POINTCOUNT_DEADLINE`` (epoch seconds, the end of the run's crawl window);
-- ``POINTCOUNT_UNREACHABLE_AFTER`` (N) consecutive failed listing requests (5xx, 408, timeouts, connection errors; each
-  downloader retry counts; a 2xx resets the count; robots.txt and the consent request count
-  neither way) stop
-  the crawl before any success as ``unreachable``. After some listing page had answered, the first N in a row
+- ``POINTCOUNT_UNREACHABLE_AFTER`` (N) consecutive failed listing requests (5xx, 408, timeouts, connection errors;
+  each downloader retry counts; a 2xx resets the count; robots.txt and the consent request count neither way)
+  stop the crawl before any success as ``unreachable``. After some listing page had answered, the first N in a row
   *pause and probe*: the host is paused for ``POINTCOUNT_OUTAGE_PAUSE_S`` (as for a Retry-After: the delay floor
   and the next crawl's hand-over hold), the count restarts and the crawl goes on (the failed pages keep their
   downloader retries and in-crawl cell retry). A 2xx clears the warning. Only N more failures in a row with no
@@ -459,6 +458,12 @@ class PolitenessMiddleware:
         """Whether a request counts toward the failure/success run: not robots.txt, not the consent request."""
         return not (request.meta.get("dont_obey_robotstxt") or request.meta.get("pointcount_consent"))
 
+    def _delay_from_now(self, request: Request) -> None:
+        """The host's next request waits the delay from now (an answer or a failure just came in)."""
+        _, slot = self._slot(request)
+        if slot is not None:
+            slot.lastseen = max(slot.lastseen, time.monotonic())
+
     def _pause(self, request: Request, seconds: float) -> None:
         """Hold the request's host back for ``seconds`` from now (a Retry-After window, an outage's pause)."""
         key, slot = self._slot(request)
@@ -495,9 +500,7 @@ class PolitenessMiddleware:
         # Sent before the downloader frees the slot and starts the next queued request. Count the delay from
         # now (the whole response is in), not from when the request started: the next request then reaches
         # the server at least ``delay`` after this one did, whatever the send-side jitter.
-        _, slot = self._slot(request)
-        if slot is not None:
-            slot.lastseen = max(slot.lastseen, time.monotonic())
+        self._delay_from_now(request)
         if response.status not in BLOCK_STATUSES:
             return
         seconds = parse_retry_after(response.headers.get(b"Retry-After"))
@@ -595,9 +598,7 @@ class PolitenessMiddleware:
         # the request left. Runs before the slot's pending call to send the next request fires, which rechecks.
         # (Measured: with a server dropping connections, a slow connect let two arrivals come 19.8 ms apart at a
         # 20 ms delay.)
-        _, slot = self._slot(request)
-        if slot is not None:
-            slot.lastseen = max(slot.lastseen, time.monotonic())
+        self._delay_from_now(request)
         self.stats.inc_value(f"pointcount/errors/{type(exception).__name__}")
         if self._listing(request):
             self._failure(request, type(exception).__name__)

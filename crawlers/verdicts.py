@@ -15,7 +15,8 @@ marker alone suffices) or **failed** with a reason and a kind:
   tries that page once more, later in the same crawl (``crawl.cell_retries``); the flow retries only a whole
   ``unreachable`` platform, never single cells. Also every cell not finished when the server stopped answering
   mid-crawl (:data:`OUTAGE`: the crawl stopped after ``POINTCOUNT_UNREACHABLE_AFTER`` failures in a row twice,
-  with a pause between and no answer, see :mod:`crawlers.middlewares`): a later crawl may well read them;
+  with a pause between and no answer, or after sustained 503s with Retry-After, see :mod:`crawlers.middlewares`):
+  a later crawl may well read them;
 - ``blocked``: a 401/403/451 on the cell's pages;
 - ``stopped``: the crawl stopped before the walk ended (budget, window, max_pages, a block elsewhere).
 
