@@ -165,20 +165,26 @@ def test_read_page_gives_raw_values_for_contract_checks(pages: dict) -> None:
     assert [c["listing_key"][0] for c in read.cards] == [str(pop.l_ref[i]) for i in cell.listings[:50]]
 
 
+def _live_files(tmp_path: Path, name: str, base_url: str, delay_s: float) -> None:
+    """``tmp_path/p.yaml``: the platform ``name`` pointed at the running sandbox with ``delay_s``; ``run.yaml``: a
+    run config naming it, with its own keys and state folders (the host lock lives there)."""
+    data = yaml.safe_load((PLATFORMS / f"{name}.yaml").read_text())
+    data["base_url"] = base_url
+    data["politeness"] = {**data["politeness"], "delay_s": delay_s}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(data))
+    run = {"ethics": {"contact": "try-tests@example.org"}, "platforms": ["p.yaml"],
+           "keys": {"dir": str(tmp_path / "keys")}, "state_dir": str(tmp_path / "state")}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+
+
 @pytest.mark.slow
 def test_live_try_is_polite_and_stops_after_the_pages_asked(tmp_path: Path) -> None:
     name = "sandbox-directory"
     with Sandbox(seed=SEED, n_advertisers=N, bind={name: ("127.0.0.70", 0)}, platforms=(name,),
                  min_interval_s={name: 0.05}) as sb:
-        data = yaml.safe_load((PLATFORMS / f"{name}.yaml").read_text())
-        data["base_url"] = sb.base_urls[name]
-        data["politeness"] = {**data["politeness"], "delay_s": 0.05}
-        (tmp_path / "p.yaml").write_text(yaml.safe_dump(data))
-        run = {"ethics": {"contact": "try-tests@example.org"}, "platforms": ["p.yaml"],
-               "keys": {"dir": str(tmp_path / "keys")}, "state_dir": str(tmp_path / "state")}
-        (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
         from conftest import run_cli
 
+        _live_files(tmp_path, name, sb.base_urls[name], delay_s=0.05)
         proc = run_cli("platforms", "try", str(tmp_path / "p.yaml"), "--live", "--region",
                        "yorkshire-and-the-humber", "--category", "female", "--pages", "1",
                        "--config", str(tmp_path / "run.yaml"))
@@ -219,13 +225,7 @@ def test_live_try_hands_the_robots_crawl_delay_to_the_next_crawl(tmp_path: Path)
 
     name = "sandbox-counts"
     with Sandbox(seed=SEED, n_advertisers=N, bind={name: ("127.0.0.71", 0)}, platforms=(name,)) as sb:
-        data = yaml.safe_load((PLATFORMS / f"{name}.yaml").read_text())
-        data["base_url"] = sb.base_urls[name]
-        data["politeness"] = {**data["politeness"], "delay_s": 0.02}
-        (tmp_path / "p.yaml").write_text(yaml.safe_dump(data))
-        run = {"ethics": {"contact": "try-tests@example.org"}, "platforms": ["p.yaml"],
-               "keys": {"dir": str(tmp_path / "keys")}, "state_dir": str(tmp_path / "state")}
-        (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+        _live_files(tmp_path, name, sb.base_urls[name], delay_s=0.02)
         proc = run_cli("platforms", "try", str(tmp_path / "p.yaml"), "--live", "--region", "north-east",
                        "--category", "women", "--config", str(tmp_path / "run.yaml"))
         log = sb.request_log(name)
